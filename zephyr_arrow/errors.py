@@ -1,0 +1,42 @@
+"""Errors raised by zephyr_arrow.
+
+    ZephyrError
+    ├── PlanError              a pipeline was built with a wrong argument (raised when it is built)
+    ├── InputFileError         an input file is missing, unreadable or malformed (names file and line)
+    ├── SchemaConflictError    two chunks disagree on a column's type beyond promotion (names column, types, files)
+    ├── ChunkMissingError      a ChunkRef's file is gone (names the path and why it may be gone)
+    └── ShardFailedError       a shard task failed: user code raised, or its worker died (names stage and shard)
+
+Every message says what failed and where; a user's own exception is chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class ZephyrError(Exception):
+    """Base class of every error zephyr_arrow raises on purpose."""
+
+
+class PlanError(ZephyrError, ValueError):
+    """A Dataset method or the planner was given an argument it cannot use."""
+
+
+class InputFileError(ZephyrError):
+    """An input file is missing, cannot be read, or holds malformed records."""
+
+
+class SchemaConflictError(ZephyrError, TypeError):
+    """Chunks of one output hold types for the same column that do not promote to one type."""
+
+
+class ChunkMissingError(ZephyrError, FileNotFoundError):
+    """A chunk file referenced by a ChunkRef no longer exists."""
+
+
+class ShardFailedError(ZephyrError):
+    """A shard task failed for good: user code raised, or its worker kept dying."""
+
+    def __init__(self, message: str, *, stage: str, shard_index: int) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.shard_index = shard_index
