@@ -1,0 +1,186 @@
+"""ChunkRef, ShardRefs, schema unification and the lazy views."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from zephyr_arrow.errors import ChunkMissingError, SchemaConflictError
+from zephyr_arrow.store import ChunkRef, ShardRefs
+from zephyr_arrow.store import layout
+
+
+@pytest.fixture(params=["local", "memory"])
+def root(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path)
+    return f"memory://zephyr-test-{uuid.uuid4().hex[:8]}"
+
+
+def test_write_read_round_trip(root):
+    table = pa.table({"a": [1, 2, 3], "b": ["x", None, "z"]})
+    ref = ChunkRef.write(f"{root}/c.parquet", table)
+    assert (ref.num_rows, ref.schema) == (3, table.schema)
+    assert ref.read().equals(table)
+    assert ref.read(columns=["b"]).column("b").to_pylist() == ["x", None, "z"]
+    assert pa.Table.from_batches(list(ref.iter_batches())).equals(table)
+    assert ref.scan().collect().to_dict(as_series=False) == {"a": [1, 2, 3], "b": ["x", None, "z"]}
+
+
+def test_write_accepts_batches_polars_and_rows(tmp_path):
+    batch = pa.RecordBatch.from_pydict({"a": [1]})
+    assert ChunkRef.write(str(tmp_path / "b.parquet"), batch).read().to_pylist() == [{"a": 1}]
+    frame = pl.DataFrame({"a": [2]})
+    assert ChunkRef.write(str(tmp_path / "p.parquet"), frame).read().to_pylist() == [{"a": 2}]
+    with pytest.raises(TypeError, match="cannot write a chunk from dict"):
+        ChunkRef.write(str(tmp_path / "d.parquet"), {"a": 1})
+
+
+def test_failed_write_leaves_nothing(root, monkeypatch):
+    import pyarrow.parquet as pq
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", explode)
+    with pytest.raises(OSError, match="disk full"):
+        ChunkRef.write(f"{root}/dir/c.parquet", pa.table({"a": [1]}))
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(f"{root}/dir")
+    assert fs.ls(path) == [] if fs.exists(path) else True
+
+
+def test_row_ranges_read_only_their_rows(tmp_path, monkeypatch):
+    from zephyr_arrow.store import chunk_ref
+
+    monkeypatch.setattr(chunk_ref, "ROW_GROUP_ROWS", 10)
+    table = pa.table({"i": list(range(95))})
+    ref = ChunkRef.write(str(tmp_path / "c.parquet"), table)
+    for start, stop in [(0, 95), (0, 0), (3, 17), (10, 20), (9, 11), (90, 95), (47, 48)]:
+        part = ref.slice(start, stop)
+        assert part.num_rows == stop - start
+        assert part.read().column("i").to_pylist() == list(range(start, stop))
+        assert part.scan().collect()["i"].to_list() == list(range(start, stop))
+    nested = ref.slice(10, 50).slice(5, 7)
+    assert nested.read().column("i").to_pylist() == [15, 16]
+    with pytest.raises(ValueError, match="outside chunk"):
+        ref.slice(90, 96)
+
+
+def _drifting_refs(tmp_path) -> ShardRefs:
+    first = ChunkRef.write(
+        str(tmp_path / "a.parquet"),
+        pa.table({"x": [1, 2], "n": pa.nulls(2), "s": [{"a": 1}, {"a": 2}]}),
+    )
+    second = ChunkRef.write(
+        str(tmp_path / "b.parquet"),
+        pa.table({"x": [1.5], "n": ["z"], "s": [{"a": 3, "b": "q"}], "y": ["w"]}),
+    )
+    return ShardRefs([[first], [second]])
+
+
+EXPECTED_DRIFT = [
+    {"x": 1.0, "n": None, "s": {"a": 1, "b": None}, "y": None},
+    {"x": 2.0, "n": None, "s": {"a": 2, "b": None}, "y": None},
+    {"x": 1.5, "n": "z", "s": {"a": 3, "b": "q"}, "y": "w"},
+]
+
+
+def test_unified_schema_is_what_every_reader_sees(tmp_path):
+    refs = _drifting_refs(tmp_path)
+    assert refs.schema == pa.schema(
+        [("x", pa.float64()), ("n", pa.string()), ("s", pa.struct([("a", pa.int64()), ("b", pa.string())])), ("y", pa.string())]
+    )
+    assert refs.load().to_pylist() == EXPECTED_DRIFT
+    assert refs.to_arrow_dataset().to_table().to_pylist() == EXPECTED_DRIFT
+    assert refs.to_polars().collect().to_dicts() == EXPECTED_DRIFT
+    relation = refs.sql("select * from data order by x")
+    assert [dict(zip(relation.columns, row)) for row in relation.fetchall()] == sorted(EXPECTED_DRIFT, key=lambda r: r["x"])
+    assert list(refs.iter_rows()) == EXPECTED_DRIFT
+
+
+def test_ranged_and_whole_chunks_mix_in_every_view(tmp_path):
+    whole = ChunkRef.write(str(tmp_path / "w.parquet"), pa.table({"i": [100, 101]}))
+    big = ChunkRef.write(str(tmp_path / "r.parquet"), pa.table({"i": list(range(10)), "extra": ["e"] * 10}))
+    refs = ShardRefs([[whole, big.slice(2, 4)], [big.slice(7, 9)]])
+    expected = [100, 101, 2, 3, 7, 8]
+    assert refs.num_rows == 6
+    assert refs.load().column("i").to_pylist() == expected
+    assert sorted(refs.to_arrow_dataset().to_table().column("i").to_pylist()) == sorted(expected)
+    assert sorted(refs.to_polars().collect()["i"].to_list()) == sorted(expected)
+    assert sorted(r[0] for r in refs.sql("select i from data").fetchall()) == sorted(expected)
+    assert refs.sql("select count(extra) from data").fetchall() == [(4,)]
+
+
+def test_conflicting_types_name_column_types_and_files(tmp_path):
+    a = ChunkRef.write(str(tmp_path / "a.parquet"), pa.table({"k": [1], "v": ["text"]}))
+    b = ChunkRef.write(str(tmp_path / "b.parquet"), pa.table({"k": [2], "v": [{"f": 1}]}))
+    with pytest.raises(SchemaConflictError) as error:
+        ShardRefs([[a], [b]]).schema
+    message = str(error.value)
+    assert "'v'" in message and "string" in message and "struct<f: int64>" in message
+    assert a.path in message and b.path in message
+
+
+def test_empty_output_is_a_valid_empty_table(tmp_path):
+    empty = ChunkRef.write(str(tmp_path / "e.parquet"), pa.table({"a": pa.array([], pa.int64())}))
+    refs = ShardRefs([[empty], []])
+    assert refs.num_rows == 0 and refs.num_shards == 2
+    assert refs.load().num_rows == 0 and refs.load().schema.names == ["a"]
+    assert refs.sql("select count(*) from data").fetchall() == [(0,)]
+    assert refs.to_polars().collect().height == 0
+    assert refs.to_pylist() == []
+    assert ShardRefs([]).load().num_rows == 0
+
+
+def test_missing_chunk_raises_chunk_missing_in_every_reader(tmp_path):
+    ref = ChunkRef.write(str(tmp_path / "gone.parquet"), pa.table({"a": [1]}))
+    os.remove(ref.path)
+    refs = ShardRefs([[ref]])
+    for read in (ref.read, ref.scan, refs.load, refs.to_polars, refs.to_arrow_dataset, lambda: refs.sql("select 1")):
+        with pytest.raises(ChunkMissingError, match="gone.parquet.*no longer exists"):
+            read()
+
+
+def test_manifest_reopens_in_a_fresh_process(tmp_path):
+    refs = _drifting_refs(tmp_path / "run")
+    refs = ShardRefs(refs.shards, counters={"docs": 3})
+    saved = refs.save(str(tmp_path / "saved"))
+    assert all(c.path.startswith(str(tmp_path / "saved")) for c in saved.chunks)
+    code = (
+        "import json, sys; from zephyr_arrow.store import ShardRefs; "
+        f"r = ShardRefs.open({str(tmp_path / 'saved')!r}); "
+        "print(json.dumps({'rows': r.to_pylist(), 'shards': r.num_shards, 'counters': r.counters}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == {"rows": EXPECTED_DRIFT, "shards": 2, "counters": {"docs": 3}}
+
+
+def test_manifest_on_memory_filesystem():
+    root = f"memory://zephyr-test-{uuid.uuid4().hex[:8]}"
+    ref = ChunkRef.write(f"{root}/run/c.parquet", pa.table({"a": [1, 2]}))
+    ShardRefs([[ref.slice(1, 2)]]).save(f"{root}/saved")
+    reopened = ShardRefs.open(f"{root}/saved")
+    assert reopened.to_pylist() == [{"a": 2}]
+    assert reopened.sql("select a from data").fetchall() == [(2,)]
+
+
+def test_hive_layout_reads_with_plain_duckdb(tmp_path):
+    prefix = str(tmp_path)
+    for shard in range(3):
+        path = layout.chunk_path(prefix, "run-1", "stage-00-map", shard, 0, attempt=0)
+        ChunkRef.write(path, pa.table({"v": [shard * 10]}))
+    assert path.endswith("run-1/stage-00-map/shard=00002/chunk-00000-attempt-0.parquet")
+    rows = duckdb.sql(
+        f"select shard, v from read_parquet('{prefix}/run-1/stage-00-map/**/*.parquet', hive_partitioning=1) order by shard"
+    ).fetchall()
+    assert rows == [("00000", 0), ("00001", 10), ("00002", 20)]

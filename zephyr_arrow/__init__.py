@@ -1,0 +1,1 @@
+"""zephyr_arrow: lazy, sharded dataset pipelines whose chunks are Parquet files."""

@@ -1,0 +1,63 @@
+"""Where chunk files live: every path zephyr_arrow writes is built here.
+
+    {prefix}/{execution_id}/{stage}/shard=00003/chunk-00001-attempt-0.parquet
+
+Hive style (``shard=NNNNN``) and zero padded, so ``ls`` sorts them and DuckDB or
+pyarrow read any stage's output with a plain glob. The attempt number is part of
+the file name: a stale attempt of a retried task can never overwrite or be
+mistaken for the accepted one.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+MANIFEST_NAME = "_zephyr_manifest.json"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def new_execution_id() -> str:
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
+def join(*parts: str) -> str:
+    """Join path parts with single slashes, keeping a URL's ``scheme://``."""
+    head, *rest = parts
+    return "/".join([head.rstrip("/"), *(p.strip("/") for p in rest)])
+
+
+def stage_dir_name(stage_index: int, stage_name: str) -> str:
+    return f"stage-{stage_index:02d}-{_UNSAFE.sub('_', stage_name)[:60]}"
+
+
+def execution_dir(prefix: str, execution_id: str) -> str:
+    return join(prefix, execution_id)
+
+
+def stage_dir(prefix: str, execution_id: str, stage: str) -> str:
+    return join(prefix, execution_id, stage)
+
+
+def shard_dir(prefix: str, execution_id: str, stage: str, shard_index: int) -> str:
+    return join(prefix, execution_id, stage, f"shard={shard_index:05d}")
+
+
+def chunk_path(
+    prefix: str, execution_id: str, stage: str, shard_index: int, chunk_index: int, attempt: int
+) -> str:
+    name = f"chunk-{chunk_index:05d}-attempt-{attempt}.parquet"
+    return join(shard_dir(prefix, execution_id, stage, shard_index), name)
+
+
+def shared_object_path(prefix: str, execution_id: str, name: str) -> str:
+    return join(prefix, execution_id, "shared", f"{_UNSAFE.sub('_', name)}.pkl")
+
+
+def saved_chunk_path(directory: str, shard_index: int, chunk_index: int) -> str:
+    return join(directory, f"shard={shard_index:05d}", f"chunk-{chunk_index:05d}.parquet")
+
+
+def temp_path(path: str) -> str:
+    """A sibling name for an atomic write: written first, then moved onto ``path``."""
+    return f"{path}.tmp-{uuid.uuid4().hex[:8]}"

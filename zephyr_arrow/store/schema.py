@@ -1,0 +1,95 @@
+"""Schema unification over the chunks of one output, and conforming a chunk to it.
+
+Chunks written by different tasks may disagree: a column missing from some, null-only
+in one and typed in another, int64 here and double there, a struct that gained a field.
+These promote to one unified schema (Arrow's permissive promotion), which every reader
+sees. Types that do not promote (string vs struct) raise ``SchemaConflictError`` naming
+the column, both types and a chunk file of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from zephyr_arrow.errors import SchemaConflictError
+
+
+def unify(schemas: Sequence[pa.Schema], sources: Sequence[str]) -> pa.Schema:
+    """Promote ``schemas`` to one; ``sources[i]`` names where ``schemas[i]`` came from."""
+    distinct: dict[pa.Schema, str] = {}
+    for schema, source in zip(schemas, sources, strict=True):
+        distinct.setdefault(schema, source)
+    if not distinct:
+        return pa.schema([])
+    if len(distinct) == 1:
+        return next(iter(distinct))
+    try:
+        unified = pa.unify_schemas(list(distinct), promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as error:
+        raise _conflict(distinct) from error
+    return _with_merged_metadata(unified, list(distinct))
+
+
+def _conflict(distinct: dict[pa.Schema, str]) -> SchemaConflictError:
+    seen: dict[str, tuple[pa.DataType, str]] = {}
+    for schema, source in distinct.items():
+        for field in schema:
+            if field.name not in seen:
+                seen[field.name] = (field.type, source)
+                continue
+            first_type, first_source = seen[field.name]
+            try:
+                merged = pa.unify_schemas(
+                    [pa.schema([pa.field(field.name, first_type)]), pa.schema([field])],
+                    promote_options="permissive",
+                )
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                return SchemaConflictError(
+                    f"column {field.name!r} has incompatible types across chunks: "
+                    f"{_describe(first_type, schema_of(distinct, first_source), field.name)} in {first_source} "
+                    f"but {_describe(field.type, schema, field.name)} in {source}. "
+                    "Make every row give this column values of one type (or one that promotes, like int and float)."
+                )
+            seen[field.name] = (merged.field(field.name).type, first_source)
+    return SchemaConflictError("chunks have schemas that do not unify: " + "; ".join(distinct.values()))
+
+
+def schema_of(distinct: dict[pa.Schema, str], source: str) -> pa.Schema:
+    return next(schema for schema, s in distinct.items() if s == source)
+
+
+def _describe(type_: pa.DataType, schema: pa.Schema, name: str) -> str:
+    field = schema.field(name)
+    if field.metadata and any(b"pickled" in key for key in field.metadata):
+        return f"{type_} (pickled Python objects)"
+    return str(type_)
+
+
+def _with_merged_metadata(unified: pa.Schema, schemas: list[pa.Schema]) -> pa.Schema:
+    """Keep every chunk's field and schema metadata (pickled-column and item markers)."""
+    schema_meta: dict[bytes, bytes] = {}
+    field_meta: dict[str, dict[bytes, bytes]] = {}
+    for schema in schemas:
+        schema_meta.update(schema.metadata or {})
+        for field in schema:
+            field_meta.setdefault(field.name, {}).update(field.metadata or {})
+    fields = [f.with_metadata(field_meta[f.name]) if field_meta.get(f.name) else f for f in unified]
+    return pa.schema(fields, metadata=schema_meta or None)
+
+
+def conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table | pa.RecordBatch:
+    """Cast a table or batch to ``schema``: add missing columns as nulls, promote types, keep schema order."""
+    if table.schema == schema:
+        return table
+    columns = []
+    for field in schema:
+        index = table.schema.get_field_index(field.name)
+        if index < 0:
+            columns.append(pa.nulls(table.num_rows, field.type))
+        elif table.schema.field(index).type == field.type:
+            columns.append(table.column(index))
+        else:
+            columns.append(table.column(index).cast(field.type))
+    return type(table).from_arrays(columns, schema=schema)

@@ -1,0 +1,170 @@
+"""ShardRefs: every shard of one output, as references to Parquet chunks."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from zephyr_arrow.store import views
+from zephyr_arrow.store.chunk_ref import ChunkRef
+from zephyr_arrow.store.files import filesystem
+from zephyr_arrow.store.layout import MANIFEST_NAME, join, saved_chunk_path
+from zephyr_arrow.store.schema import conform, unify
+
+if TYPE_CHECKING:
+    import duckdb
+    import polars as pl
+    import pyarrow.dataset as ds
+
+
+@dataclass(frozen=True)
+class ShardRefs:
+    """All shards of one output. Nothing is read until a view or ``load()`` asks.
+
+    >>> refs = ShardRefs([[ChunkRef.write("/tmp/zephyr-doc/s0.parquet", [{"n": 1}, {"n": 2}])]])
+    >>> refs.num_rows, refs.sql("select sum(n) from data").fetchall()
+    (2, [(3,)])
+    """
+
+    shards: tuple[tuple[ChunkRef, ...], ...]
+    counters: dict[str, int | float] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shards", tuple(tuple(shard) for shard in self.shards))
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.shards)
+
+    @property
+    def chunks(self) -> list[ChunkRef]:
+        return [chunk for shard in self.shards for chunk in shard]
+
+    @property
+    def num_rows(self) -> int:
+        return sum(chunk.num_rows for chunk in self.chunks)
+
+    @cached_property
+    def schema(self) -> pa.Schema:
+        """The unified schema over every chunk (see ``store/schema.py``)."""
+        chunks = self.chunks
+        return unify([c.schema for c in chunks], [c.path for c in chunks])
+
+    # Lazy views: none of these loads the whole output into Python.
+    def to_arrow_dataset(self) -> ds.Dataset:
+        return views.arrow_dataset(self.chunks, self.schema)
+
+    def to_polars(self) -> pl.LazyFrame:
+        return views.polars_frame(self.chunks, self.schema)
+
+    def sql(self, query: str, connection: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyRelation:
+        """Run DuckDB SQL over the output, visible as the table ``data``."""
+        return views.duckdb_relation(self.chunks, self.schema, query, connection)
+
+    def iter_batches(self) -> Iterator[pa.RecordBatch]:
+        """Every row, one batch at a time, in shard order, conformed to the unified schema."""
+        schema = self.schema
+        for chunk in self.chunks:
+            for batch in chunk.iter_batches():
+                yield conform(batch, schema)
+
+    def iter_rows(self) -> Iterator[Any]:
+        """Every row as the Python object a row function returned (one batch in memory at a time)."""
+        from zephyr_arrow.rows import table_to_rows
+
+        for batch in self.iter_batches():
+            yield from table_to_rows(pa.Table.from_batches([batch]))
+
+    def iter_shard_rows(self, shard_index: int) -> Iterator[Any]:
+        from zephyr_arrow.rows import table_to_rows
+
+        for chunk in self.shards[shard_index]:
+            yield from table_to_rows(chunk.read())
+
+    # Materialising.
+    def load(self) -> pa.Table:
+        """The whole output as one Arrow table (unified schema)."""
+        schema = self.schema
+        return pa.Table.from_batches(list(self.iter_batches()), schema=schema)
+
+    def to_pylist(self) -> list[Any]:
+        """The whole output as decoded Python rows, in shard order."""
+        return list(self.iter_rows())
+
+    @property
+    def results(self) -> list[Any]:
+        """Zephyr compatibility: ``ZephyrExecutionResult.results``, the output as a flat list."""
+        return self.to_pylist()
+
+    # Persistence.
+    def save(self, directory: str) -> ShardRefs:
+        """Copy the chunk files under ``directory`` with a manifest; return refs to the copies.
+
+        ``ShardRefs.open(directory)`` reopens them in any process.
+        """
+        fs, _ = filesystem(directory)
+        copied: dict[str, str] = {}
+        shards = []
+        for shard_index, shard in enumerate(self.shards):
+            saved = []
+            for chunk in shard:
+                if chunk.path not in copied:
+                    target = saved_chunk_path(directory, shard_index, len(copied))
+                    _copy(chunk, target)
+                    copied[chunk.path] = target
+                saved.append(ChunkRef(copied[chunk.path], chunk.num_rows, chunk.schema, chunk.row_range))
+            shards.append(saved)
+        result = ShardRefs(shards, counters=dict(self.counters))
+        manifest = {
+            "version": 1,
+            "counters": result.counters,
+            "shards": [[_chunk_entry(c, directory) for c in shard] for shard in result.shards],
+        }
+        with fs.open(join(filesystem(directory)[1], MANIFEST_NAME), "w") as out:
+            json.dump(manifest, out)
+        return result
+
+    @classmethod
+    def open(cls, directory: str) -> ShardRefs:
+        """Reopen refs saved with ``save(directory)``."""
+        fs, fs_dir = filesystem(directory)
+        with fs.open(join(fs_dir, MANIFEST_NAME)) as source:
+            manifest = json.load(source)
+        shards = [[_chunk_from_entry(entry, directory) for entry in shard] for shard in manifest["shards"]]
+        return cls(shards, counters=manifest["counters"])
+
+
+def _copy(chunk: ChunkRef, target: str) -> None:
+    source_fs, source_path = filesystem(chunk.path)
+    target_fs, target_path = filesystem(target)
+    target_fs.makedirs(target_fs._parent(target_path), exist_ok=True)
+    if source_fs is target_fs:
+        source_fs.copy(source_path, target_path)
+    else:
+        with source_fs.open(source_path, "rb") as src, target_fs.open(target_path, "wb") as dst:
+            dst.write(src.read())
+
+
+def _chunk_entry(chunk: ChunkRef, directory: str) -> dict[str, Any]:
+    prefix = directory.rstrip("/") + "/"
+    return {
+        "path": chunk.path[len(prefix) :] if chunk.path.startswith(prefix) else chunk.path,
+        "num_rows": chunk.num_rows,
+        "row_range": list(chunk.row_range) if chunk.row_range else None,
+        "schema": base64.b64encode(chunk.schema.serialize().to_pybytes()).decode(),
+    }
+
+
+def _chunk_from_entry(entry: dict[str, Any], directory: str) -> ChunkRef:
+    path = entry["path"]
+    if "://" not in path and not path.startswith("/"):
+        path = join(directory, path)
+    schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(entry["schema"])))
+    row_range = tuple(entry["row_range"]) if entry["row_range"] else None
+    return ChunkRef(path, entry["num_rows"], schema, row_range)
