@@ -1,1 +1,76 @@
-"""zephyr_arrow: lazy, sharded dataset pipelines whose chunks are Parquet files."""
+"""zephyr_arrow: lazy, sharded dataset pipelines whose chunks are Parquet files.
+
+The data flows through the package in this order:
+
+    Dataset (dataset.py, ops.py)                    what the user asked for
+      -> Plan (plan.py)                             fused into stages
+      -> ShardTasks (execution/tasks.py)            one per shard, run by the scheduler loop
+         (execution/scheduler.py, coordinator.py)   on a backend (execution/backends/)
+      -> workers (execution/worker.py, operators.py) read chunks -> ops -> write chunks
+      -> Parquet chunks (store/)                    ChunkRef, rows <-> Arrow in rows.py
+      -> ShardRefs -> pyarrow / Polars / DuckDB / rows
+
+    >>> from zephyr_arrow import Dataset, ZephyrContext
+    >>> with ZephyrContext(backend="sync") as ctx:
+    ...     refs = ctx.execute(Dataset.from_list([{"n": 1}, {"n": 2}]).map(lambda r: {**r, "sq": r["n"] ** 2}))
+    ...     refs.sql("select sum(sq) from data").fetchall()
+    [(5,)]
+"""
+
+from zephyr_arrow import counters
+from zephyr_arrow.counters import WorkerContext, worker_ctx
+from zephyr_arrow.dataset import DEFAULT_FILE_PATH_COLUMN, Dataset
+from zephyr_arrow.errors import (
+    ChunkMissingError,
+    InputFileError,
+    PlanError,
+    SchemaConflictError,
+    ShardFailedError,
+    ZephyrError,
+)
+from zephyr_arrow.execution.context import ZephyrContext
+from zephyr_arrow.ops import ShardInfo
+from zephyr_arrow.plan import Plan, plan
+from zephyr_arrow.store import ChunkRef, ShardRefs
+
+
+def read_parquet(paths: str | list[str]) -> ShardRefs:
+    """Existing Parquet files (a path, a glob or a list) as ShardRefs, one shard per file; nothing is copied."""
+    import pyarrow.parquet as pq
+
+    from zephyr_arrow.execution.sources import glob_files
+    from zephyr_arrow.store.files import filesystem
+
+    files = [p for pattern in ([paths] if isinstance(paths, str) else paths) for p in glob_files(pattern)]
+    shards = []
+    for path in files:
+        fs, fs_path = filesystem(path)
+        with fs.open(fs_path, "rb") as source:
+            metadata = pq.ParquetFile(source).metadata
+        shards.append([ChunkRef(path, metadata.num_rows, metadata.schema.to_arrow_schema())])
+    return ShardRefs(shards)
+
+
+zephyr_worker_ctx = worker_ctx
+
+__all__ = [
+    "DEFAULT_FILE_PATH_COLUMN",
+    "ChunkMissingError",
+    "ChunkRef",
+    "Dataset",
+    "InputFileError",
+    "Plan",
+    "PlanError",
+    "SchemaConflictError",
+    "ShardFailedError",
+    "ShardInfo",
+    "ShardRefs",
+    "WorkerContext",
+    "ZephyrContext",
+    "ZephyrError",
+    "counters",
+    "plan",
+    "read_parquet",
+    "worker_ctx",
+    "zephyr_worker_ctx",
+]

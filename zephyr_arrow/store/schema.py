@@ -93,3 +93,26 @@ def conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table | p
         else:
             columns.append(table.column(index).cast(field.type))
     return type(table).from_arrays(columns, schema=schema)
+
+
+def _plain_type(type_: pa.DataType) -> pa.DataType:
+    if pa.types.is_large_string(type_) or pa.types.is_string_view(type_):
+        return pa.string()
+    if pa.types.is_large_binary(type_) or pa.types.is_binary_view(type_):
+        return pa.binary()
+    if pa.types.is_large_list(type_) or pa.types.is_list_view(type_) or pa.types.is_list(type_):
+        return pa.list_(type_.value_field.with_type(_plain_type(type_.value_type)))
+    if pa.types.is_struct(type_):
+        return pa.struct([type_.field(i).with_type(_plain_type(type_.field(i).type)) for i in range(type_.num_fields)])
+    return type_
+
+
+def normalize(table: pa.Table) -> pa.Table:
+    """Cast large and view string/binary/list types (what Polars produces) to the plain ones.
+
+    Chunks written from rows use plain types; normalising keeps one file's batches, and
+    the chunks of one output, on one schema instead of two that merely differ in offsets.
+    """
+    fields = [f.with_type(_plain_type(f.type)) for f in table.schema]
+    schema = pa.schema(fields, metadata=table.schema.metadata)
+    return table if schema == table.schema else table.cast(schema)

@@ -1,0 +1,181 @@
+"""The local backend: long-lived worker processes on this machine (the default).
+
+Workers are spawned (not forked, so threads and open handles of the driver never leak
+into them) and live until the context closes, so whatever a user function caches in a
+module global (a tokenizer, a model) is built once per worker. Each stage's ops travel
+to a worker once, with cloudpickle (lambdas and closures work); tasks and results are
+small messages over a pipe. The driver waits on the pipes and on the processes'
+sentinels together, so a result or a death wakes it at once: no polling, no sleeps.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import signal
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import cloudpickle
+
+from zephyr_arrow.errors import PlanError
+from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerDied, WorkerId, describe_exit
+from zephyr_arrow.execution.tasks import ShardTask, TaskError
+from zephyr_arrow.plan import Stage
+
+_STOP_GRACE_SECONDS = 5.0
+
+
+def _worker_main(connection: Connection) -> None:
+    """A worker process: receive stages and tasks, run them, send results back."""
+    # Ctrl-C reaches the whole process group; the driver decides what stops, and when.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from zephyr_arrow.execution.worker import run_task
+
+    stages: dict[tuple[str, int], Stage] = {}
+    while True:
+        try:
+            message = connection.recv()
+        except EOFError:
+            return  # the driver is gone
+        kind, payload = message
+        if kind == "stop":
+            return
+        if kind == "stage":
+            key, stage_bytes = payload
+            stages.clear()  # one stage runs at a time; older ones are done with
+            stages[key] = cloudpickle.loads(stage_bytes)
+            continue
+        task: ShardTask = cloudpickle.loads(payload)
+        stage = stages[(task.run.execution_id, task.stage_index)]
+        try:
+            connection.send(("done", run_task(stage, task)))
+        except Exception as error:
+            connection.send(("error", _task_error(task, error)))
+
+
+def _task_error(task: ShardTask, error: BaseException) -> TaskError:
+    text = "".join(traceback.format_exception(error))
+    try:
+        pickle.dumps(error)
+        sendable: BaseException | None = error
+    except Exception:
+        sendable = None
+    return TaskError(task.stage_index, task.shard_index, task.attempt, sendable, f"{type(error).__name__}: {error}", text)
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    connection: Connection
+    stage_key: tuple[str, int] | None = None
+    reported_dead: bool = field(default=False)
+
+
+class LocalBackend:
+    """Worker processes on this machine, one task at a time each."""
+
+    def __init__(self, start_method: str = "spawn") -> None:
+        self._mp = multiprocessing.get_context(start_method)
+        self._workers: list[_Worker] = []
+        self._stage_bytes: dict[tuple[str, int], bytes] = {}
+        self._pending: list[Event] = []
+
+    @property
+    def num_workers(self) -> int:
+        return len(self._workers)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    def start(self, num_workers: int) -> None:
+        while len(self._workers) < num_workers:
+            self._workers.append(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        parent_end, child_end = self._mp.Pipe(duplex=True)
+        process = self._mp.Process(target=_worker_main, args=(child_end,), daemon=True, name="zephyr-arrow-worker")
+        process.start()
+        child_end.close()
+        return _Worker(process, parent_end)
+
+    def submit(self, worker: WorkerId, stage: Stage, task: ShardTask) -> None:
+        slot = self._workers[worker]
+        if slot.reported_dead:
+            slot.connection.close()
+            slot = self._workers[worker] = self._spawn()
+        key = (task.run.execution_id, stage.index)
+        try:
+            if slot.stage_key != key:
+                slot.connection.send(("stage", (key, self._pickled_stage(key, stage))))
+                slot.stage_key = key
+            slot.connection.send(("task", cloudpickle.dumps(task)))
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            pass  # the worker died; its sentinel reports it on the next poll
+
+    def _pickled_stage(self, key: tuple[str, int], stage: Stage) -> bytes:
+        if key not in self._stage_bytes:
+            self._stage_bytes.clear()
+            try:
+                self._stage_bytes[key] = cloudpickle.dumps(stage.for_worker())
+            except Exception as error:
+                raise PlanError(
+                    f"stage {stage.index} ({stage.name}) cannot be sent to worker processes: {type(error).__name__}: "
+                    f"{error}. Functions are shipped with cloudpickle; one that captures a lock, an open file or "
+                    "a connection cannot be: create such objects inside the function instead."
+                ) from error
+        return self._stage_bytes[key]
+
+    def poll(self, timeout: float | None) -> list[Event]:
+        if self._pending:
+            timeout = 0
+        live = [w for w in self._workers if not w.reported_dead]
+        waitables: list[Any] = [w.connection for w in live] + [w.process.sentinel for w in live]
+        ready = set(wait(waitables, timeout=timeout)) if waitables else set()
+        events, self._pending = self._pending, []
+        for index, slot in enumerate(self._workers):
+            if slot.reported_dead:
+                continue
+            if slot.connection in ready:
+                try:
+                    kind, payload = slot.connection.recv()
+                except (EOFError, ConnectionResetError, OSError):
+                    kind = None
+                if kind == "done":
+                    events.append(TaskFinished(index, payload))
+                    continue
+                if kind == "error":
+                    events.append(TaskFailed(index, payload))
+                    continue
+            if slot.connection in ready or slot.process.sentinel in ready:
+                slot.process.join(timeout=_STOP_GRACE_SECONDS)
+                slot.reported_dead = True
+                events.append(WorkerDied(index, describe_exit(slot.process.exitcode)))
+        return events
+
+    def kill(self, worker: WorkerId) -> None:
+        slot = self._workers[worker]
+        if slot.reported_dead:
+            return
+        slot.process.kill()
+        slot.process.join()
+        slot.reported_dead = True
+        self._pending.append(WorkerDied(worker, describe_exit(slot.process.exitcode)))
+
+    def shutdown(self) -> None:
+        for slot in self._workers:
+            try:
+                slot.connection.send(("stop", None))
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                pass
+        for slot in self._workers:
+            slot.process.join(timeout=_STOP_GRACE_SECONDS)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join()
+            slot.connection.close()
+        self._workers.clear()
+        self._stage_bytes.clear()

@@ -1,0 +1,42 @@
+"""The sync backend: tasks run in this process, one at a time. For debugging and tests."""
+
+from __future__ import annotations
+
+import traceback
+
+from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerId
+from zephyr_arrow.execution.tasks import ShardTask, TaskError
+from zephyr_arrow.execution.worker import run_task
+from zephyr_arrow.plan import Stage
+
+
+class SyncBackend:
+    """One in-process worker; ``pdb`` and breakpoints in user functions just work."""
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+
+    @property
+    def num_workers(self) -> int:
+        return 1
+
+    def start(self, num_workers: int) -> None:
+        pass
+
+    def submit(self, worker: WorkerId, stage: Stage, task: ShardTask) -> None:
+        try:
+            self._events.append(TaskFinished(worker, run_task(stage, task)))
+        except Exception as error:
+            summary = f"{type(error).__name__}: {error}"
+            text = "".join(traceback.format_exception(error))
+            self._events.append(TaskFailed(worker, TaskError(task.stage_index, task.shard_index, task.attempt, error, summary, text)))
+
+    def poll(self, timeout: float | None) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def kill(self, worker: WorkerId) -> None:
+        """Nothing to stop: a task has finished by the time ``submit`` returns."""
+
+    def shutdown(self) -> None:
+        self._events.clear()

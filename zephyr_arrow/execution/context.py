@@ -1,0 +1,151 @@
+"""ZephyrContext: the user's handle on workers and chunk storage."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from zephyr_arrow.dataset import Dataset
+from zephyr_arrow.errors import PlanError
+from zephyr_arrow.execution.backends.base import Backend
+from zephyr_arrow.execution.coordinator import RetryPolicy
+from zephyr_arrow.execution.progress import Progress
+from zephyr_arrow.execution.runner import Runner
+from zephyr_arrow.execution.tasks import RunInfo
+from zephyr_arrow.plan import plan as make_plan
+from zephyr_arrow.store import ShardRefs, layout
+from zephyr_arrow.store.files import filesystem, remove_tree
+
+BACKENDS = ("sync", "local", "ray")
+
+
+def _make_backend(name: str, options: dict[str, Any]) -> Backend:
+    if name == "sync":
+        from zephyr_arrow.execution.backends.sync import SyncBackend
+
+        return SyncBackend()
+    if name == "local":
+        from zephyr_arrow.execution.backends.local import LocalBackend
+
+        return LocalBackend(**options)
+    from zephyr_arrow.execution.backends.ray import RayBackend
+
+    return RayBackend(**options)
+
+
+class ZephyrContext:
+    """Runs pipelines on workers; chunks live under ``chunk_storage_prefix`` until it closes.
+
+    >>> from zephyr_arrow import Dataset, ZephyrContext
+    >>> with ZephyrContext(backend="sync") as ctx:
+    ...     refs = ctx.execute(Dataset.from_list(["a", "bb"]).map(len))
+    ...     refs.to_pylist()
+    [1, 2]
+
+    Args:
+        backend: "local" (worker processes on this machine), "sync" (in this process,
+            for debugging) or "ray".
+        max_workers: at most this many workers (default: the CPU count); never more than shards.
+        chunk_storage_prefix: any fsspec URL or path; default: a fresh temporary directory.
+        preserve_chunks: keep every run's chunk files after the context closes.
+        max_task_retries: how often a task whose user code raised is retried (default 0).
+        max_worker_deaths: a task that kills its worker this many times aborts the run.
+        task_timeout: seconds after which a running task is treated as a dead worker.
+        progress: show progress on stderr (default: only when stderr is a terminal).
+    """
+
+    def __init__(
+        self,
+        backend: str = "local",
+        max_workers: int | None = None,
+        chunk_storage_prefix: str | None = None,
+        preserve_chunks: bool = False,
+        max_task_retries: int = 0,
+        max_worker_deaths: int = 3,
+        task_timeout: float | None = None,
+        progress: bool | None = None,
+        name: str = "",
+        **backend_options: Any,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise PlanError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+            raise PlanError(f"max_workers must be a positive int, got {max_workers!r}")
+        if task_timeout is not None and backend == "sync":
+            raise PlanError("task_timeout needs a backend that can stop a task (local or ray), not sync")
+        self.backend_name = backend
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self._owns_prefix = chunk_storage_prefix is None
+        self.chunk_storage_prefix = chunk_storage_prefix or tempfile.mkdtemp(prefix="zephyr-arrow-")
+        self.preserve_chunks = preserve_chunks
+        self.policy = RetryPolicy(max_task_retries, max_worker_deaths, task_timeout)
+        self.progress = progress
+        self.name = name
+        self._backend_options = backend_options
+        self._backend: Backend | None = None
+        self._shared: dict[str, Any] = {}
+        self._executions: list[str] = []
+        self.last_stage_summaries: list[str] = []
+
+    def __enter__(self) -> ZephyrContext:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def put(self, name: str, obj: Any) -> None:
+        """Share ``obj`` with every worker; read it there with ``worker_ctx().get_shared(name)``."""
+        if not isinstance(name, str) or not name:
+            raise PlanError(f"put() needs a non-empty name, got {name!r}")
+        self._shared[name] = obj
+
+    def execute(self, dataset: Dataset, verbose: bool = False, dry_run: bool = False) -> ShardRefs:
+        """Run ``dataset`` and return references to its output chunks (nothing is loaded)."""
+        plan = make_plan(dataset)
+        if dry_run or verbose:
+            print(plan.explain())
+        if dry_run:
+            return ShardRefs([])
+        execution_id = layout.new_execution_id() if not self.name else f"{self.name}-{layout.new_execution_id()}"
+        self._executions.append(layout.execution_dir(self.chunk_storage_prefix, execution_id))
+        progress = Progress(self.progress)
+        try:
+            run = RunInfo(self.chunk_storage_prefix, execution_id, self._write_shared(execution_id))
+            runner = Runner(self._get_backend(), run, self.policy, progress, self.max_workers)
+            return runner.execute(plan)
+        except BaseException:
+            remove_tree(self._executions.pop())
+            raise
+        finally:
+            self.last_stage_summaries = progress.summaries
+
+    def close(self) -> None:
+        """Stop the workers and delete this context's chunk files (unless preserve_chunks)."""
+        if self._backend is not None:
+            self._backend.shutdown()
+            self._backend = None
+        if not self.preserve_chunks:
+            for path in self._executions:
+                remove_tree(path)
+            if self._owns_prefix:
+                remove_tree(self.chunk_storage_prefix)
+        self._executions.clear()
+
+    def _get_backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = _make_backend(self.backend_name, self._backend_options)
+        return self._backend
+
+    def _write_shared(self, execution_id: str) -> dict[str, str]:
+        import cloudpickle
+
+        paths = {}
+        for name, obj in self._shared.items():
+            path = layout.shared_object_path(self.chunk_storage_prefix, execution_id, name)
+            fs, fs_path = filesystem(path)
+            fs.makedirs(fs._parent(fs_path), exist_ok=True)
+            with fs.open(fs_path, "wb") as out:
+                cloudpickle.dump(obj, out)
+            paths[name] = path
+        return paths

@@ -1,0 +1,235 @@
+"""How each fused op transforms a shard's stream, on the worker.
+
+A shard's data flows as a ``Stream``: either Python rows or Arrow tables. Row ops
+take rows, columnar ops take tables; the stream converts between the two only where
+the kind of op changes, so a run of row ops pays the rows <-> Arrow codec once.
+Everything is a lazy generator: ``take_per_shard`` stops reading input early.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from zephyr_arrow import ops
+from zephyr_arrow.rows import rows_to_table, table_to_rows
+from zephyr_arrow.store.schema import normalize
+
+# Rows are encoded to Arrow this many at a time: large enough that per-batch costs
+# vanish, small enough that a batch of big documents stays a few tens of MB.
+ENCODE_BATCH_ROWS = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A shard's data in one of two forms; exactly one of ``rows`` / ``tables`` is set."""
+
+    rows: Iterator[Any] | None = None
+    tables: Iterator[pa.Table] | None = None
+
+    def as_rows(self) -> Iterator[Any]:
+        if self.rows is not None:
+            return self.rows
+        return itertools.chain.from_iterable(table_to_rows(t) for t in self.tables)
+
+    def as_tables(self) -> Iterator[pa.Table]:
+        if self.tables is not None:
+            return self.tables
+        return (rows_to_table(batch) for batch in _batched(self.rows, ENCODE_BATCH_ROWS))
+
+
+def _batched(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(iterable)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def apply(op: ops.Op, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    """The stream after ``op``."""
+    handler = _HANDLERS.get(type(op))
+    if handler is None:
+        raise TypeError(f"no worker implementation for {op!r}")
+    return handler(op, stream, shard)
+
+
+def _map(op: ops.MapOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    return Stream(rows=map(op.fn, stream.as_rows()))
+
+
+def _flat_map(op: ops.FlatMapOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    return Stream(rows=itertools.chain.from_iterable(map(op.fn, stream.as_rows())))
+
+
+def _filter(op: ops.FilterOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    return Stream(rows=filter(op.predicate, stream.as_rows()))
+
+
+def _map_shard(op: ops.MapShardOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    return Stream(rows=iter(op.fn(stream.as_rows(), shard)))
+
+
+def _window(op: ops.WindowOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    return Stream(rows=_batched(stream.as_rows(), op.size))
+
+
+def _window_by(op: ops.WindowByOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    def windows() -> Iterator[list[Any]]:
+        window: list[Any] = []
+        state = op.initial_state
+        for row in stream.as_rows():
+            keep_going, new_state = op.folder_fn(state, row)
+            if not keep_going and window:
+                yield window
+                window = []
+                # The row that closed the window opens the next one, folded from the start.
+                keep_going, new_state = op.folder_fn(op.initial_state, row)
+            window.append(row)
+            state = new_state
+        if window:
+            yield window
+
+    return Stream(rows=windows())
+
+
+def _take(op: ops.TakePerShardOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    if stream.tables is not None:
+        return Stream(tables=_take_tables(stream.tables, op.num_rows))
+    return Stream(rows=itertools.islice(stream.rows, op.num_rows))
+
+
+def _take_tables(tables: Iterator[pa.Table], limit: int) -> Iterator[pa.Table]:
+    remaining = limit
+    for table in tables:
+        if remaining <= 0:
+            return
+        table = table.slice(0, remaining)
+        remaining -= table.num_rows
+        yield table
+
+
+def _select(op: ops.SelectOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    if stream.rows is not None:
+        columns = op.columns
+        return Stream(rows=({k: row[k] for k in columns if k in row} for row in _dict_rows(stream.rows, "select")))
+    return Stream(tables=(t.select([c for c in op.columns if c in t.column_names]) for t in stream.tables))
+
+
+def _dict_rows(rows: Iterator[Any], method: str) -> Iterator[dict]:
+    for row in rows:
+        if not isinstance(row, dict):
+            raise TypeError(f"{method}() needs dict rows, got {type(row).__name__}: {row!r:.100}")
+        yield row
+
+
+def _polars(fn: Callable[[Any], Any]) -> Callable[[pa.Table], pa.Table]:
+    import polars as pl
+
+    def run(table: pa.Table) -> pa.Table:
+        return normalize(fn(pl.from_arrow(table)).to_arrow())
+
+    return run
+
+
+def _filter_expr(op: ops.FilterExprOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    run = _polars(lambda frame: frame.filter(op.expr))
+    return Stream(tables=(run(t) for t in stream.as_tables()))
+
+
+def _with_columns(op: ops.WithColumnsOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    run = _polars(lambda frame: frame.with_columns(*op.exprs))
+    return Stream(tables=(run(t) for t in stream.as_tables()))
+
+
+def _map_batches(op: ops.MapBatchesOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    tables = stream.as_tables()
+    if op.batch_size is not None:
+        tables = _rebatch(tables, op.batch_size)
+
+    def run(table: pa.Table) -> pa.Table:
+        if op.batch_format == "polars":
+            import polars as pl
+
+            return _as_table(op.fn(pl.from_arrow(table)), op)
+        return _as_table(op.fn(table), op)
+
+    return Stream(tables=(run(t) for t in tables))
+
+
+def _as_table(value: Any, op: ops.MapBatchesOp) -> pa.Table:
+    if isinstance(value, pa.Table):
+        return normalize(value)
+    if isinstance(value, pa.RecordBatch):
+        return pa.Table.from_batches([value])
+    if isinstance(value, dict):
+        return pa.table(value)
+    if type(value).__module__.startswith("polars"):
+        return normalize(value.to_arrow())
+    raise TypeError(f"{op!r} must return a pyarrow Table/RecordBatch, polars DataFrame or dict of columns, got {type(value).__name__}")
+
+
+def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    for table in tables:
+        pending.append(table)
+        pending_rows += table.num_rows
+        while pending_rows >= size:
+            combined = pa.concat_tables(pending, promote_options="permissive")
+            yield combined.slice(0, size)
+            rest = combined.slice(size)
+            pending, pending_rows = [rest], rest.num_rows
+    if pending_rows:
+        yield pa.concat_tables(pending, promote_options="permissive")
+
+
+def _load(op: ops.LoadOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    from zephyr_arrow import io
+    columns = list(op.columns) if op.columns is not None else None
+
+    def tables() -> Iterator[pa.Table]:
+        for path in stream.as_rows():
+            if not isinstance(path, str):
+                raise TypeError(f"{op!r} needs file paths (str) as rows, got {type(path).__name__}: {path!r:.100}")
+            fmt = io.format_of(path) if op.format == "auto" else op.format
+            reader = {"jsonl": io.read_jsonl, "csv": io.read_csv}.get(fmt)
+            if fmt == "parquet":
+                batches = io.read_parquet(path, columns=columns, filter=op.filter)
+            else:
+                batches = (_load_filtered(t, op.filter, columns) for t in reader(path, columns=columns if op.filter is None else None))
+            for table in batches:
+                if op.include_file_paths:
+                    table = table.append_column(op.file_path_column, pa.array([path] * table.num_rows, pa.string()))
+                yield table
+
+    return Stream(tables=tables())
+
+
+def _load_filtered(table: pa.Table, expr: Any, columns: list[str] | None) -> pa.Table:
+    if expr is None:
+        return table
+    import polars as pl
+
+    frame = pl.from_arrow(table).filter(expr)
+    if columns is not None:
+        frame = frame.select([c for c in columns if c in frame.columns])
+    return normalize(frame.to_arrow())
+
+
+_HANDLERS: dict[type, Callable[[Any, Stream, ops.ShardInfo], Stream]] = {
+    ops.MapOp: _map,
+    ops.FlatMapOp: _flat_map,
+    ops.FilterOp: _filter,
+    ops.MapShardOp: _map_shard,
+    ops.WindowOp: _window,
+    ops.WindowByOp: _window_by,
+    ops.TakePerShardOp: _take,
+    ops.SelectOp: _select,
+    ops.FilterExprOp: _filter_expr,
+    ops.WithColumnsOp: _with_columns,
+    ops.MapBatchesOp: _map_batches,
+    ops.LoadOp: _load,
+}

@@ -1,0 +1,65 @@
+"""Progress of a run: a bar per stage on a terminal, sparse log lines otherwise, a summary at the end.
+
+On a terminal (stderr is a TTY) the bar redraws in place and each stage ends with one
+summary line. Elsewhere lines go to the ``zephyr_arrow`` logger at INFO, at most one
+every ``LOG_EVERY_SECONDS`` per stage, so a tiny run logs a handful of lines, not a flood.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from zephyr_arrow.execution.coordinator import Event, TaskFinished
+from zephyr_arrow.execution.stats import StageStats
+from zephyr_arrow.execution.tasks import TaskResult
+from zephyr_arrow.plan import Stage
+
+logger = logging.getLogger("zephyr_arrow")
+LOG_EVERY_SECONDS = 10.0
+
+
+class Progress:
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.terminal = sys.stderr.isatty() if enabled is None else enabled
+        self.summaries: list[str] = []
+        self._stage: Stage | None = None
+        self._total = self._done = self._rows = 0
+        self._started = self._last_line = 0.0
+
+    def start_stage(self, stage: Stage, num_tasks: int) -> None:
+        self._stage, self._total, self._done, self._rows = stage, num_tasks, 0, 0
+        self._started = self._last_line = time.monotonic()
+
+    def update(self, event: Event) -> None:
+        if not isinstance(event, TaskFinished):
+            return
+        self._done += 1
+        self._rows += event.result.stats.rows_out
+        now = time.monotonic()
+        rate = self._rows / max(now - self._started, 1e-9)
+        line = f"[{self._stage.index}] {self._done}/{self._total} shards, {self._rows:,} rows ({rate:,.0f} rows/s)"
+        if self.terminal:
+            width = 24
+            filled = width * self._done // max(self._total, 1)
+            sys.stderr.write(f"\r{'#' * filled}{'.' * (width - filled)} {line}\033[K")
+            sys.stderr.flush()
+        elif now - self._last_line >= LOG_EVERY_SECONDS:
+            self._last_line = now
+            logger.info("%s", line)
+
+    def finish_stage(self, stage: Stage, results: list[TaskResult]) -> StageStats:
+        stats = sum((r.stats for r in results), StageStats())
+        seconds = time.monotonic() - self._started
+        summary = (
+            f"[{stage.index}] {stage.name[:70]}: {len(results)} shards, {stats.rows_in:,} rows in, "
+            f"{stats.rows_out:,} rows out, {stats.chunks_out} chunks, {seconds:.2f}s"
+        )
+        self.summaries.append(summary)
+        if self.terminal:
+            sys.stderr.write(f"\r{summary}\033[K\n")
+            sys.stderr.flush()
+        else:
+            logger.info("%s", summary)
+        return stats

@@ -1,0 +1,48 @@
+"""The one scheduler loop: every stage of every run, on every backend, goes through here."""
+
+from __future__ import annotations
+
+import time
+
+from zephyr_arrow.execution.backends.base import Backend
+from zephyr_arrow.execution.coordinator import RetryPolicy, StageCoordinator
+from zephyr_arrow.execution.progress import Progress
+from zephyr_arrow.execution.tasks import ShardTask, TaskResult
+from zephyr_arrow.plan import Stage
+
+# How long poll() may block when no task can time out: only bounds how late a
+# progress line is, since events wake the loop at once.
+_IDLE_POLL_SECONDS = 1.0
+
+
+def run_stage(
+    backend: Backend, stage: Stage, tasks: list[ShardTask], policy: RetryPolicy, progress: Progress
+) -> list[TaskResult]:
+    """Run ``tasks`` of ``stage`` to completion; raise ShardFailedError if one fails for good."""
+    coordinator = StageCoordinator(stage.name, tasks, policy)
+    progress.start_stage(stage, len(tasks))
+    try:
+        while not coordinator.finished:
+            for worker, task in coordinator.assign(list(range(backend.num_workers)), time.monotonic()):
+                backend.submit(worker, stage, task)
+            deadline = coordinator.next_deadline(time.monotonic())
+            for event in backend.poll(timeout=_IDLE_POLL_SECONDS if deadline is None else min(deadline, _IDLE_POLL_SECONDS)):
+                coordinator.handle(event, time.monotonic())
+                progress.update(event)
+            for worker in coordinator.timed_out(time.monotonic()):
+                backend.kill(worker)
+    except BaseException:
+        _stop_running(backend, coordinator)
+        raise
+    if coordinator.failure is not None:
+        _stop_running(backend, coordinator)
+        raise coordinator.failure
+    results = coordinator.results()
+    progress.finish_stage(stage, results)
+    return results
+
+
+def _stop_running(backend: Backend, coordinator: StageCoordinator) -> None:
+    """Stop tasks still running for a stage that will not finish (their output is never used)."""
+    for worker in coordinator.busy_workers:
+        backend.kill(worker)

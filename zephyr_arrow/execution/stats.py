@@ -1,0 +1,24 @@
+"""Per-task and per-stage statistics; they add up with ``+`` (so ``sum(results, StageStats())``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True, slots=True)
+class StageStats:
+    rows_in: int = 0
+    rows_out: int = 0
+    chunks_out: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+
+    def __add__(self, other: StageStats) -> StageStats:
+        return StageStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+def add_counters(total: dict[str, int | float], more: dict[str, int | float]) -> dict[str, int | float]:
+    merged = dict(total)
+    for name, value in more.items():
+        merged[name] = merged.get(name, 0) + value
+    return merged

@@ -1,0 +1,99 @@
+"""Messages between the coordinator and workers: ShardTask out, TaskResult back.
+
+A task names its stage by index; the stage itself (its ops and user functions) is
+shipped to each worker once per stage, not once per task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from zephyr_arrow.execution.stats import StageStats
+from zephyr_arrow.store import ChunkRef
+
+
+@dataclass(frozen=True, slots=True)
+class ItemsInput:
+    """Rows carried inside the task (from_list items, or file paths from from_files)."""
+
+    items: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunksInput:
+    """An upstream stage's chunks for this shard, read in order."""
+
+    chunks: tuple[ChunkRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MergeInput:
+    """Sorted runs for this shard from every map task of a shuffle, merged by key."""
+
+    runs: tuple[ChunkRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinInput:
+    """Both sides' chunks for this shard of a join."""
+
+    left: tuple[ChunkRef, ...]
+    right: tuple[ChunkRef, ...]
+
+
+ShardInput = ItemsInput | ChunksInput | MergeInput | JoinInput
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """Where a run writes: the same for every task of the run."""
+
+    chunk_prefix: str
+    execution_id: str
+    shared: dict[str, str] = field(default_factory=dict)  # name -> path of the pickled object
+
+
+@dataclass(frozen=True, slots=True)
+class ShardTask:
+    stage_index: int
+    stage_dir: str
+    shard_index: int
+    num_shards: int
+    attempt: int
+    input: ShardInput
+    run: RunInfo
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.stage_index, self.shard_index)
+
+
+@dataclass(frozen=True, slots=True)
+class StageResult:
+    """One chunk a task wrote, and the output shard it belongs to."""
+
+    shard_index: int
+    chunk: ChunkRef
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    stage_index: int
+    shard_index: int
+    attempt: int
+    outputs: tuple[StageResult, ...]
+    stats: StageStats
+    counters: dict[str, int | float]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    """User code (or the worker's own code) raised while running a task."""
+
+    stage_index: int
+    shard_index: int
+    attempt: int
+    error: BaseException | None  # None when the exception could not be sent back
+    summary: str  # "ValueError: bad row"
+    traceback: str

@@ -1,0 +1,103 @@
+"""Run one shard task: read its input, apply the stage's ops, write chunks.
+
+Knows nothing about backends: ``run_task(stage, task)`` needs only a filesystem, so
+it is tested with a temporary directory alone. Backends call it in-process (sync) or
+in a long-lived worker process (local, ray).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from zephyr_arrow import counters, ops
+from zephyr_arrow.execution import operators
+from zephyr_arrow.execution.operators import Stream
+from zephyr_arrow.execution.stats import StageStats
+from zephyr_arrow.execution.tasks import ChunksInput, ItemsInput, ShardTask, StageResult, TaskResult
+from zephyr_arrow.plan import Stage
+from zephyr_arrow.store import layout
+from zephyr_arrow.store.chunk_writer import ChunkWriter
+from zephyr_arrow.store.files import exists
+
+
+def run_task(stage: Stage, task: ShardTask) -> TaskResult:
+    """Run ``task`` (one shard of ``stage``) and return what it wrote."""
+    started = time.perf_counter()
+    with counters.collecting(task.run) as collected:
+        rows_in = _Counter()
+        stream = _input_stream(task, rows_in)
+        shard = ops.ShardInfo(task.shard_index, task.num_shards)
+        sink = stage.sink
+        if sink is not None:
+            chunks = _write_sink(stage, sink, stream, task, shard)
+        else:
+            for op in stage.ops:
+                stream = operators.apply(op, stream, shard)
+            chunks = ChunkWriter(lambda index: _chunk_path(task, index)).write_all(stream.as_tables())
+    stats = StageStats(
+        rows_in=rows_in.count,
+        rows_out=sum(c.num_rows for c in chunks),
+        chunks_out=len(chunks),
+        seconds=time.perf_counter() - started,
+    )
+    outputs = tuple(StageResult(task.shard_index, chunk) for chunk in chunks)
+    return TaskResult(task.stage_index, task.shard_index, task.attempt, outputs, stats, collected.totals)
+
+
+def _chunk_path(task: ShardTask, chunk_index: int) -> str:
+    return layout.chunk_path(
+        task.run.chunk_prefix, task.run.execution_id, task.stage_dir, task.shard_index, chunk_index, task.attempt
+    )
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def rows(self, rows: Iterator) -> Iterator:
+        for row in rows:
+            self.count += 1
+            yield row
+
+    def tables(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        for table in tables:
+            self.count += table.num_rows
+            yield table
+
+
+def _input_stream(task: ShardTask, rows_in: _Counter) -> Stream:
+    source = task.input
+    if isinstance(source, ItemsInput):
+        return Stream(rows=rows_in.rows(iter(source.items)))
+    if isinstance(source, ChunksInput):
+        return Stream(tables=rows_in.tables(_read_chunks(source)))
+    raise TypeError(f"a map stage cannot read {type(source).__name__}")
+
+
+def _read_chunks(source: ChunksInput) -> Iterator[pa.Table]:
+    for chunk in source.chunks:
+        for batch in chunk.iter_batches():
+            yield pa.Table.from_batches([batch])
+
+
+def _write_sink(stage: Stage, sink: ops.WriteOp, stream: Stream, task: ShardTask, shard: ops.ShardInfo) -> list:
+    """Write the shard's rows to the user's output file; the stage's output row is its path."""
+    from zephyr_arrow import io
+
+    path = sink.output_path(task.shard_index, task.num_shards)
+    if sink.skip_existing and exists(path):
+        # The stream is lazy, so none of the upstream ops run for this shard.
+        counters.increment("zephyr/partitions_skipped")
+    else:
+        for op in stage.ops[:-1]:
+            stream = operators.apply(op, stream, shard)
+        writers = {"parquet": lambda t: io.write_parquet_file(t, path, schema=sink.schema),
+                   "jsonl": lambda t: io.write_jsonl_file(t, path),
+                   "csv": lambda t: io.write_csv_file(t, path)}
+        writers[sink.format](stream.as_tables())
+    from zephyr_arrow.store import ChunkRef
+
+    return [ChunkRef.write(_chunk_path(task, 0), [path])]

@@ -1,0 +1,162 @@
+"""Planning: cut a Dataset's ops into stages. One pure function, no I/O.
+
+Row, columnar and load ops fuse into one stage; a stage ends at a sink (the sink is
+its last op) and at a boundary (reshard, shuffles, joins), which becomes a stage of
+its own. Two rewrites run first, as named passes:
+
+- ``fold_reshard_into_items``: ``from_list(...).reshard(k)`` re-cuts the items instead;
+- ``push_down_into_load``: a Polars filter and a select directly after a load are
+  handed to the file reader (fewer bytes read, no rows built only to be dropped).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from zephyr_arrow import ops
+from zephyr_arrow.errors import PlanError
+
+if TYPE_CHECKING:
+    from zephyr_arrow.dataset import Dataset
+
+
+class StageKind(enum.Enum):
+    MAP = "map"  # fused ops over each input shard
+    RESHARD = "reshard"  # re-cut the input's rows into balanced shards; no tasks, no data read
+    SHUFFLE = "shuffle"  # partition by key on the map side, merge sorted runs on the reduce side
+    JOIN = "join"  # co-shard two inputs and join them
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """One step of a plan: tasks of one stage run in parallel, stages run in order."""
+
+    index: int
+    kind: StageKind
+    ops: tuple[ops.Op, ...] = ()
+    inputs: tuple[int, ...] = ()  # upstream stage indices; () means the plan's source
+    source: ops.Source | None = None
+    boundary: ops.Op | None = None  # the reshard / shuffle / join op of a non-MAP stage
+
+    @property
+    def name(self) -> str:
+        if self.kind is not StageKind.MAP:
+            return repr(self.boundary)
+        parts = ([repr(self.source)] if self.source is not None else []) + [repr(op) for op in self.ops]
+        return " -> ".join(parts) or "pass"
+
+    def for_worker(self) -> Stage:
+        """The stage as workers need it: without the source's items (tasks carry their own)."""
+        return replace(self, source=None)
+
+    @property
+    def sink(self) -> ops.WriteOp | None:
+        return self.ops[-1] if self.ops and isinstance(self.ops[-1], ops.WriteOp) else None
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    stages: tuple[Stage, ...]
+    output: int = field(default=-1)  # the stage whose output is the result
+
+    def explain(self) -> str:
+        """One line per stage: ``[index] kind: what it does  (<- input stages)``."""
+        lines = []
+        for stage in self.stages:
+            upstream = f"  <- {', '.join(str(i) for i in stage.inputs)}" if stage.inputs else ""
+            lines.append(f"[{stage.index}] {stage.kind.value}: {stage.name}{upstream}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.explain()
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.stages: list[Stage] = []
+
+    def add(self, kind: StageKind, **fields: Any) -> int:
+        self.stages.append(Stage(index=len(self.stages), kind=kind, **fields))
+        return len(self.stages) - 1
+
+    def build(self, dataset: Dataset) -> int:
+        """Add the stages computing ``dataset``; return the index of its last stage."""
+        source, operations = fold_reshard_into_items(dataset.source, dataset.operations)
+        fused: list[ops.Op] = []
+        upstream: tuple[int, ...] = ()
+        pending_source: ops.Source | None = source
+
+        def close() -> int:
+            nonlocal upstream, pending_source
+            index = self.add(StageKind.MAP, ops=push_down_into_load(tuple(fused)), inputs=upstream, source=pending_source)
+            fused.clear()
+            upstream, pending_source = (index,), None
+            return index
+
+        for op in operations:
+            if op.kind is ops.Kind.BOUNDARY:
+                if fused or pending_source is not None:
+                    close()
+                upstream = (self.add(_boundary_kind(op), inputs=upstream + self._side_inputs(op), boundary=op),)
+            elif op.kind is ops.Kind.SINK:
+                fused.append(op)
+                close()
+            else:
+                fused.append(op)
+        if fused or pending_source is not None:
+            close()
+        return upstream[0]
+
+    def _side_inputs(self, op: ops.Op) -> tuple[int, ...]:
+        right = getattr(op, "right", None)
+        return (self.build(right),) if right is not None else ()
+
+
+def _boundary_kind(op: ops.Op) -> StageKind:
+    if isinstance(op, ops.ReshardOp):
+        return StageKind.RESHARD
+    if getattr(op, "right", None) is not None:
+        return StageKind.JOIN
+    return StageKind.SHUFFLE
+
+
+def plan(dataset: Dataset) -> Plan:
+    """Cut ``dataset`` into stages (pure: reads no files, runs no user code)."""
+    from zephyr_arrow.dataset import Dataset
+
+    if not isinstance(dataset, Dataset):
+        raise PlanError(f"plan() needs a Dataset, got {type(dataset).__name__}")
+    builder = _Builder()
+    output = builder.build(dataset)
+    return Plan(tuple(builder.stages), output)
+
+
+def fold_reshard_into_items(source: ops.Source, operations: tuple[ops.Op, ...]) -> tuple[ops.Source, tuple[ops.Op, ...]]:
+    """``from_list(items).reshard(k)`` is ``from_list(items, num_shards=k)``: no stage needed."""
+    while isinstance(source, ops.ItemsSource) and operations and isinstance(operations[0], ops.ReshardOp):
+        source = replace(source, num_shards=operations[0].num_shards)
+        operations = operations[1:]
+    return source, operations
+
+
+def push_down_into_load(stage_ops: tuple[ops.Op, ...]) -> tuple[ops.Op, ...]:
+    """Fold a Polars filter and a select that directly follow a load into the load."""
+    result: list[ops.Op] = []
+    for op in stage_ops:
+        load = result[-1] if result and isinstance(result[-1], ops.LoadOp) else None
+        if load is not None and isinstance(op, ops.FilterExprOp) and load.filter is None and _filter_can_push(op, load):
+            result[-1] = replace(load, filter=op.expr)
+        elif load is not None and isinstance(op, ops.SelectOp) and load.columns is None and not load.include_file_paths:
+            result[-1] = replace(load, columns=op.columns)
+        else:
+            result.append(op)
+    return tuple(result)
+
+
+def _filter_can_push(op: ops.FilterExprOp, load: ops.LoadOp) -> bool:
+    referenced = set(op.expr.meta.root_names())
+    if load.include_file_paths and load.file_path_column in referenced:
+        return False  # the path column is added after reading
+    return load.columns is None or referenced <= set(load.columns)
