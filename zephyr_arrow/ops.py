@@ -36,7 +36,8 @@ def describe_fn(fn: Any) -> str:
     """A short readable name for a user function (unwrapping functools.partial)."""
     if isinstance(fn, functools.partial):
         return f"partial({describe_fn(fn.func)})"
-    return getattr(fn, "__qualname__", None) or type(fn).__name__
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return name.rpartition("<locals>.")[2]
 
 
 @dataclass(frozen=True, eq=False)

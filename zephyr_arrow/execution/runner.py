@@ -41,9 +41,10 @@ class Runner:
         counters: dict[str, int | float] = {}
         for stage in plan.stages:
             if stage.kind is StageKind.MAP:
-                inputs = source_stage_inputs.get(stage.index) or [
-                    ChunksInput(shard) for shard in outputs[stage.inputs[0]].shards
-                ]
+                if stage.index in source_stage_inputs:
+                    inputs = source_stage_inputs[stage.index]
+                else:
+                    inputs = [ChunksInput(shard) for shard in outputs[stage.inputs[0]].shards]
                 results = self.run_map(stage, inputs)
                 outputs[stage.index] = regroup(results, len(inputs))
                 counters = add_counters(counters, _sum_counters(results))
@@ -114,6 +115,10 @@ def _sum_counters(results: list[TaskResult]) -> dict[str, int | float]:
     return total
 
 
+def _names_shard(pattern: str) -> bool:
+    return "{shard" in pattern or "{basename" in pattern
+
+
 def check_shard_counts(plan: Plan, source_shards: dict[int, int]) -> dict[int, int]:
     """Every stage's shard count, known before anything runs; checks write patterns against them."""
     counts: dict[int, int] = {}
@@ -126,7 +131,7 @@ def check_shard_counts(plan: Plan, source_shards: dict[int, int]) -> dict[int, i
         else:
             counts[stage.index] = getattr(stage.boundary, "num_output_shards", None) or upstream
         sink = stage.sink
-        if isinstance(sink, ops.WriteOp) and isinstance(sink.pattern, str) and counts[stage.index] > 1 and "{shard" not in sink.pattern:
+        if isinstance(sink, ops.WriteOp) and isinstance(sink.pattern, str) and counts[stage.index] > 1 and not _names_shard(sink.pattern):
             raise PlanError(
                 f"{sink!r} would write {counts[stage.index]} shards to the same file: "
                 "put {shard} in the pattern (e.g. 'out/part-{shard:05d}.parquet')"

@@ -87,7 +87,9 @@ def duckdb_relation(
     chunks = _with_data(chunks)
     _check_exist(chunks)
     if not chunks:
-        con.register("data", schema.empty_table())
+        # DuckDB has no zero-column tables; an output that never saw a row has no columns.
+        empty = schema.empty_table() if schema.names else pa.table({"item": pa.array([], pa.null())})
+        con.register("data", empty)
         return con.sql(query)
     for protocol in {filesystem(c.path)[0] for c in chunks if not is_local(c.path)}:
         con.register_filesystem(protocol)
