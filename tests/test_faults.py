@@ -1,0 +1,127 @@
+"""Fault injection with real worker processes: killed workers, hung tasks, Ctrl-C in the driver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from zephyr_arrow import Dataset, ShardFailedError, ZephyrContext, counters
+
+
+def _kill_own_worker_once(marker_dir: str):
+    def run(x):
+        counters.increment("rows")
+        marker = os.path.join(marker_dir, f"killed-{x}")
+        if x == 2 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x * 10
+
+    return run
+
+
+def test_worker_killed_on_first_attempt_is_retried_with_exact_result(tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=str(tmp_path / "chunks")) as ctx:
+        refs = ctx.execute(Dataset.from_list(list(range(6)), num_shards=6).map(_kill_own_worker_once(str(markers))))
+        assert refs.to_pylist() == [x * 10 for x in range(6)]
+        assert refs.counters == {"rows": 6}  # the killed attempt's counts never arrive
+        # Only the accepted attempt's chunk is part of the output.
+        assert [c.path.rsplit("-", 1)[-1] for c in refs.shards[2]] == ["1.parquet"]
+    assert os.listdir(markers) == ["killed-2"]
+
+
+def _always_kill(x):
+    if x == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def test_task_that_always_kills_its_worker_aborts_the_run(tmp_path):
+    with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=str(tmp_path), max_worker_deaths=3) as ctx:
+        with pytest.raises(ShardFailedError) as error:
+            ctx.execute(Dataset.from_list([0, 1, 2]).map(_always_kill))
+        message = str(error.value)
+        assert "shard 1 of 3: worker died 3 times" in message and "killed by SIGKILL" in message
+        assert error.value.shard_index == 1
+        assert os.listdir(tmp_path) == []  # nothing half-written stays behind
+        # The context stays usable: dead workers are replaced.
+        assert ctx.execute(Dataset.from_list([5, 6]).map(lambda x: x + 1)).to_pylist() == [6, 7]
+
+
+def _hang_once(marker_dir: str):
+    def run(x):
+        marker = os.path.join(marker_dir, f"hung-{x}")
+        if x == 0 and not os.path.exists(marker):
+            open(marker, "w").close()
+            time.sleep(600)  # simulates a hung task; the timeout must end it
+        return x
+
+    return run
+
+
+def test_hung_task_past_timeout_is_treated_as_dead_and_retried(tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=str(tmp_path / "c"), task_timeout=1.0) as ctx:
+        started = time.monotonic()
+        refs = ctx.execute(Dataset.from_list([0, 1, 2]).map(_hang_once(str(markers))))
+        assert refs.to_pylist() == [0, 1, 2]
+        assert time.monotonic() - started < 60
+
+
+def _hang_always(x):
+    time.sleep(600)
+
+
+def test_task_that_always_hangs_aborts_with_timeout(tmp_path):
+    with ZephyrContext(backend="local", max_workers=1, chunk_storage_prefix=str(tmp_path), task_timeout=0.5, max_worker_deaths=2) as ctx:
+        with pytest.raises(ShardFailedError, match=r"worker died 2 times running it \(last: timed out after 0.5s\)"):
+            ctx.execute(Dataset.from_list([0]).map(_hang_always))
+
+
+DRIVER = textwrap.dedent(
+    """
+    import os, sys, time
+    from zephyr_arrow import Dataset, ZephyrContext
+
+    fifo, prefix = sys.argv[1], sys.argv[2]
+
+    def announce_and_hang(x):
+        with open(fifo, "w") as out:
+            out.write(f"{os.getpid()}\\n")
+        time.sleep(600)
+
+    with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=prefix) as ctx:
+        ctx.execute(Dataset.from_list([0, 1]).map(lambda x: x).reshard(2).map(announce_and_hang))
+    """
+)
+
+
+def test_ctrl_c_stops_workers_and_removes_chunks(tmp_path):
+    fifo = str(tmp_path / "pids")
+    os.mkfifo(fifo)
+    prefix = tmp_path / "chunks"
+    prefix.mkdir()
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, fifo, str(prefix)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    worker_pids = set()
+    while len(worker_pids) < 2:
+        with open(fifo) as source:  # blocks until a worker is inside a task
+            worker_pids.update(int(line) for line in source.read().split())
+    all_workers = {child.pid for child in psutil.Process(driver.pid).children(recursive=True)}
+    assert worker_pids <= all_workers
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=60)
+    assert driver.returncode != 0 and "KeyboardInterrupt" in stderr
+    assert not [pid for pid in all_workers if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert os.listdir(prefix) == []
