@@ -437,3 +437,20 @@ def test_outputs_read_identically_through_every_view(ctx):
     rel = refs.sql("select * from data order by id")
     assert [dict(zip(rel.columns, row)) for row in rel.fetchall()] == expected
     assert list(itertools.chain.from_iterable(b.to_pylist() for b in refs.iter_batches())) == DOCS
+
+
+def test_script_without_main_guard_runs_on_local_workers(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "pipeline.py"
+    script.write_text(
+        "from zephyr_arrow import Dataset, ZephyrContext\n"
+        "def double(x):\n"
+        "    return x * 2\n"
+        f"with ZephyrContext(backend='local', max_workers=2, chunk_storage_prefix={str(tmp_path / 'c')!r}) as ctx:\n"
+        "    print(ctx.execute(Dataset.from_list([1, 2, 3]).map(double)).to_pylist())\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[2, 4, 6]"

@@ -1,18 +1,24 @@
 """The local backend: long-lived worker processes on this machine (the default).
 
-Workers are spawned (not forked, so threads and open handles of the driver never leak
-into them) and live until the context closes, so whatever a user function caches in a
-module global (a tokenizer, a model) is built once per worker. Each stage's ops travel
-to a worker once, with cloudpickle (lambdas and closures work); tasks and results are
-small messages over a pipe. The driver waits on the pipes and on the processes'
-sentinels together, so a result or a death wakes it at once: no polling, no sleeps.
+Workers are fresh interpreters (``python -m zephyr_arrow.execution.backends.local``),
+not forks, so threads and open handles of the driver never leak into them, and unlike
+multiprocessing's spawn they never re-run the user's main script: a pipeline script
+needs no ``if __name__ == "__main__"`` guard. They live until the context closes, so
+whatever a user function caches in a module global (a tokenizer, a model) is built
+once per worker. Each stage's ops travel to a worker once, with cloudpickle (lambdas,
+closures and functions defined in ``__main__`` work); tasks and results are small
+messages over a socket pair. The driver waits on the sockets and on the processes'
+pidfds together, so a result or a death wakes it at once: no polling, no sleeps.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import os
 import pickle
 import signal
+import socket
+import subprocess
+import sys
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -32,15 +38,15 @@ def _worker_main(connection: Connection) -> None:
     """A worker process: receive stages and tasks, run them, send results back."""
     # Ctrl-C reaches the whole process group; the driver decides what stops, and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.path[:] = connection.recv()  # import what the driver can import
     from zephyr_arrow.execution.worker import run_task
 
     stages: dict[tuple[str, int], Stage] = {}
     while True:
         try:
-            message = connection.recv()
+            kind, payload = connection.recv()
         except EOFError:
             return  # the driver is gone
-        kind, payload = message
         if kind == "stop":
             return
         if kind == "stage":
@@ -68,17 +74,22 @@ def _task_error(task: ShardTask, error: BaseException) -> TaskError:
 
 @dataclass
 class _Worker:
-    process: multiprocessing.process.BaseProcess
+    process: subprocess.Popen
     connection: Connection
+    exited: Any  # a pidfd (readable once the process exits) or, where there is none, the connection
     stage_key: tuple[str, int] | None = None
     reported_dead: bool = field(default=False)
+
+    def close(self) -> None:
+        self.connection.close()
+        if isinstance(self.exited, int):
+            os.close(self.exited)
 
 
 class LocalBackend:
     """Worker processes on this machine, one task at a time each."""
 
-    def __init__(self, start_method: str = "spawn") -> None:
-        self._mp = multiprocessing.get_context(start_method)
+    def __init__(self) -> None:
         self._workers: list[_Worker] = []
         self._stage_bytes: dict[tuple[str, int], bytes] = {}
         self._pending: list[Event] = []
@@ -89,23 +100,32 @@ class LocalBackend:
 
     @property
     def pids(self) -> list[int]:
-        return [w.process.pid for w in self._workers if w.process.pid is not None]
+        return [w.process.pid for w in self._workers]
 
     def start(self, num_workers: int) -> None:
         while len(self._workers) < num_workers:
             self._workers.append(self._spawn())
 
     def _spawn(self) -> _Worker:
-        parent_end, child_end = self._mp.Pipe(duplex=True)
-        process = self._mp.Process(target=_worker_main, args=(child_end,), daemon=True, name="zephyr-arrow-worker")
-        process.start()
+        parent_end, child_end = socket.socketpair()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "zephyr_arrow.execution.backends.local", str(child_end.fileno())],
+            pass_fds=[child_end.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
         child_end.close()
-        return _Worker(process, parent_end)
+        connection = Connection(parent_end.detach())
+        connection.send(list(sys.path))
+        try:
+            exited: Any = os.pidfd_open(process.pid)
+        except (AttributeError, OSError):
+            exited = connection  # EOF on the socket also tells of the worker's death
+        return _Worker(process, connection, exited)
 
     def submit(self, worker: WorkerId, stage: Stage, task: ShardTask) -> None:
         slot = self._workers[worker]
         if slot.reported_dead:
-            slot.connection.close()
+            slot.close()
             slot = self._workers[worker] = self._spawn()
         key = (task.run.execution_id, stage.index)
         try:
@@ -114,7 +134,7 @@ class LocalBackend:
                 slot.stage_key = key
             slot.connection.send(("task", cloudpickle.dumps(task)))
         except (BrokenPipeError, ConnectionResetError, EOFError):
-            pass  # the worker died; its sentinel reports it on the next poll
+            pass  # the worker died; poll() reports it
 
     def _pickled_stage(self, key: tuple[str, int], stage: Stage) -> bytes:
         if key not in self._stage_bytes:
@@ -133,7 +153,7 @@ class LocalBackend:
         if self._pending:
             timeout = 0
         live = [w for w in self._workers if not w.reported_dead]
-        waitables: list[Any] = [w.connection for w in live] + [w.process.sentinel for w in live]
+        waitables: list[Any] = [w.connection for w in live] + [w.exited for w in live if w.exited is not w.connection]
         ready = set(wait(waitables, timeout=timeout)) if waitables else set()
         events, self._pending = self._pending, []
         for index, slot in enumerate(self._workers):
@@ -150,10 +170,9 @@ class LocalBackend:
                 if kind == "error":
                     events.append(TaskFailed(index, payload))
                     continue
-            if slot.connection in ready or slot.process.sentinel in ready:
-                slot.process.join(timeout=_STOP_GRACE_SECONDS)
+            if slot.connection in ready or slot.exited in ready:
                 slot.reported_dead = True
-                events.append(WorkerDied(index, describe_exit(slot.process.exitcode)))
+                events.append(WorkerDied(index, describe_exit(_reap(slot.process))))
         return events
 
     def kill(self, worker: WorkerId) -> None:
@@ -161,9 +180,8 @@ class LocalBackend:
         if slot.reported_dead:
             return
         slot.process.kill()
-        slot.process.join()
         slot.reported_dead = True
-        self._pending.append(WorkerDied(worker, describe_exit(slot.process.exitcode)))
+        self._pending.append(WorkerDied(worker, describe_exit(_reap(slot.process))))
 
     def shutdown(self) -> None:
         for slot in self._workers:
@@ -172,10 +190,24 @@ class LocalBackend:
             except (BrokenPipeError, ConnectionResetError, OSError):
                 pass
         for slot in self._workers:
-            slot.process.join(timeout=_STOP_GRACE_SECONDS)
-            if slot.process.is_alive():
+            try:
+                slot.process.wait(timeout=_STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
                 slot.process.kill()
-                slot.process.join()
-            slot.connection.close()
+                slot.process.wait()
+            slot.close()
         self._workers.clear()
         self._stage_bytes.clear()
+
+
+def _reap(process: subprocess.Popen) -> int | None:
+    """Wait for a dead (or dying) worker and return its exit code (negative: killed by that signal)."""
+    try:
+        return process.wait(timeout=_STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+if __name__ == "__main__":
+    _worker_main(Connection(int(sys.argv[1])))
