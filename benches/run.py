@@ -1,0 +1,167 @@
+"""Run the workloads on every system side by side and print a table of ratios.
+
+    .venv/bin/python benches/run.py --size small [--repeat 3] [--systems za_rows,polars] [--workloads W1,W5]
+
+Each (system, workload, repeat) runs in a fresh process. Reported per cell: the median
+wall seconds (the workload inside the process for W1-W4; the whole process, interpreter
+start and imports included, for W5), CPU seconds of the process tree, and the peak of
+the RSS summed over the process tree (sampled every 20 ms). Ratios are to zephyr_arrow
+(za_rows for row-function systems, za_columnar for columnar ones) in the same run.
+Answers are cross-checked: a system that disagrees with the others is flagged.
+
+Zephyr itself runs from its own virtual environment (``--zephyr-python``, default
+/work/zephyr-venv/bin/python; see benches/README.md to create it); it is skipped when
+that interpreter does not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SYSTEMS = ["za_rows", "za_columnar", "zephyr", "python", "polars", "duckdb"]
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5"]
+
+
+class TreeMemory:
+    """Sample the summed RSS of a process and all its descendants until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            total = 0
+            for process in processes:
+                try:
+                    total += process.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def run_once(python: str, system: str, workload: str, corpus: str, out: str) -> dict:
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [python, os.path.join(HERE, "systems.py"), system, workload, corpus, out],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    memory = TreeMemory(process.pid)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    peak = memory.stop()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    stdout, stderr = process.stdout.read(), process.stderr.read()
+    if process.returncode != 0:
+        return {"error": stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {process.returncode}"}
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {
+        "answer": result["answer"],
+        "seconds": wall if workload == "W5" else result["seconds"],
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "peak_mb": peak / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="small", choices=["tiny", "small", "medium"])
+    parser.add_argument("--corpus", help="an existing corpus directory (default: benches/data/SIZE, generated once)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--zephyr-python", default="/work/zephyr-venv/bin/python")
+    parser.add_argument("--json", help="also write the raw results here")
+    args = parser.parse_args()
+
+    corpus = args.corpus or os.path.join(HERE, "data", args.size)
+    if not os.path.exists(os.path.join(corpus, "manifest.json")):
+        subprocess.run([sys.executable, os.path.join(HERE, "corpus.py"), "--size", args.size, "--out", corpus], check=True)
+    systems = [s for s in args.systems.split(",") if s != "zephyr" or os.path.exists(args.zephyr_python)]
+    workloads = args.workloads.split(",")
+
+    results: dict[tuple[str, str], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="zephyr-bench-") as scratch:
+        for repeat in range(args.repeat):
+            for workload in workloads:
+                for system in systems:
+                    out = os.path.join(scratch, system)
+                    if workload != "W5":
+                        shutil.rmtree(out, ignore_errors=True)
+                        os.makedirs(out)
+                    elif not os.path.isdir(os.path.join(out, "w1")):
+                        continue  # W5 reads this system's W1 output
+                    python = args.zephyr_python if system == "zephyr" else sys.executable
+                    result = run_once(python, system, workload, corpus, out)
+                    results.setdefault((system, workload), []).append(result)
+                    summary = result.get("error") or f"{result['seconds']:.2f}s answer={result['answer']}"
+                    print(f"  [{repeat + 1}/{args.repeat}] {workload} {system}: {summary}", file=sys.stderr)
+    print_table(results, systems, workloads, args.size)
+    if args.json:
+        with open(args.json, "w") as out_file:
+            json.dump({f"{s}/{w}": r for (s, w), r in results.items()}, out_file, indent=1)
+
+
+def summarise(runs: list[dict]) -> dict | None:
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return None
+    return {
+        "seconds": statistics.median(r["seconds"] for r in good),
+        "cpu": statistics.median(r["cpu"] for r in good),
+        "peak_mb": statistics.median(r["peak_mb"] for r in good),
+        "answer": good[0]["answer"],
+    }
+
+
+def print_table(results: dict, systems: list[str], workloads: list[str], size: str) -> None:
+    print(f"\n{size} corpus, {psutil.cpu_count()} cores, {platform.python_version()}, medians; "
+          "x = wall time relative to zephyr_arrow (za_rows for zephyr/python, za_columnar for polars/duckdb)\n")
+    print(f"| workload | system | wall s | cpu s | peak MB (tree) | x | answer |")
+    print("|---|---|---|---|---|---|---|")
+    for workload in workloads:
+        cells = {s: summarise(results.get((s, workload), [])) for s in systems}
+        answers = [json.dumps(c["answer"]) for c in cells.values() if c]
+        majority = max(set(answers), key=answers.count) if answers else None
+        for system in systems:
+            cell = cells[system]
+            if cell is None:
+                errors = [r["error"] for r in results.get((system, workload), []) if "error" in r]
+                if errors:
+                    print(f"| {workload} | {system} | error: {errors[0][:60]} | | | | |")
+                continue
+            base_name = "za_columnar" if system in ("polars", "duckdb", "za_columnar") else "za_rows"
+            base = cells.get(base_name) or cells.get("za_columnar")
+            ratio = f"{cell['seconds'] / base['seconds']:.2f}" if base else ""
+            flag = "" if json.dumps(cell["answer"]) == majority else " **differs**"
+            print(f"| {workload} | {system} | {cell['seconds']:.2f} | {cell['cpu']:.2f} | {cell['peak_mb']:.0f} | {ratio} | "
+                  f"{json.dumps(cell['answer'])[:40]}{flag} |")
+
+
+if __name__ == "__main__":
+    main()
