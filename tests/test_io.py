@@ -20,6 +20,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zephyr_arrow.store.chunk_ref import row_groups_covering
 from zephyr_arrow import io as zio
 from zephyr_arrow.errors import InputFileError, PlanError, SchemaConflictError
 
@@ -533,9 +534,9 @@ def test_read_parquet_filter_projection_row_range(
 def test_row_range_reads_only_overlapping_row_groups(ten_groups: str) -> None:
     fs, path = fsspec.core.url_to_fs(ten_groups)
     metadata = pq.ParquetFile(path, filesystem=fs).metadata
-    assert zio._row_groups_in(metadata, 1_500, 4_200) == ([1, 2, 3, 4], 1_000)
-    assert zio._row_groups_in(metadata, 1_000, 2_000) == ([1], 1_000)
-    assert zio._row_groups_in(metadata, 3_000, 3_000) == ([], 0)
+    assert row_groups_covering(metadata, 1_500, 4_200) == ([1, 2, 3, 4], 1_000)
+    assert row_groups_covering(metadata, 1_000, 2_000) == ([1], 1_000)
+    assert row_groups_covering(metadata, 3_000, 3_000) == ([], 0)
 
 
 def test_read_parquet_argument_and_file_errors(ten_groups: str, base: str) -> None:

@@ -30,7 +30,6 @@ import contextlib
 import json
 import lzma
 import posixpath
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +46,8 @@ from fsspec.core import url_to_fs
 from isal import igzip, isal_zlib
 
 from zephyr_arrow.errors import InputFileError, PlanError, SchemaConflictError
+from zephyr_arrow.store.chunk_ref import row_groups_covering
+from zephyr_arrow.store.files import atomic_output
 
 __all__ = [
     "format_of",
@@ -415,20 +416,6 @@ def read_csv(path: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
 # --- Parquet -----------------------------------------------------------------------------------
 
 
-def _row_groups_in(metadata: pq.FileMetaData, start: int, stop: int) -> tuple[list[int], int]:
-    """The row groups overlapping rows [start, stop), and the file row the first of them starts at."""
-    groups: list[int] = []
-    first_row = group_start = 0
-    for index in range(metadata.num_row_groups):
-        group_stop = group_start + metadata.row_group(index).num_rows
-        if group_start < stop and start < group_stop:
-            if not groups:
-                first_row = group_start
-            groups.append(index)
-        group_start = group_stop
-    return groups, first_row
-
-
 def read_parquet(
     path: str,
     columns: list[str] | None = None,
@@ -466,11 +453,15 @@ def _read_parquet(
         if missing:
             raise InputFileError(f"{path} has no column(s) {missing}; it has {parquet_file.schema_arrow.names}")
         start, stop = row_range or (0, parquet_file.metadata.num_rows)
-        groups, position = _row_groups_in(parquet_file.metadata, start, stop)
-        if not groups:
-            return
-        for batch in parquet_file.iter_batches(batch_size=BATCH_ROWS, row_groups=groups, columns=needed):
-            # Batches run on across row groups, so file row positions follow from their lengths.
+        groups, position = row_groups_covering(parquet_file.metadata, start, stop)
+        # One row group at a time: a whole-file batch reader reads row groups ahead.
+        batches = (
+            batch
+            for group in groups
+            for batch in parquet_file.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=needed)
+        )
+        for batch in batches:
+            # Batches follow each other through the row groups, so file row positions follow from their lengths.
             if position >= stop:
                 break
             offset = max(start - position, 0)
@@ -481,9 +472,11 @@ def _read_parquet(
                 yield table
 
 
-def read_file(path: str, columns: list[str] | None = None, filter: pl.Expr | None = None) -> Iterator[pa.Table]:
-    """Batches of a JSONL, Parquet or CSV file, picked by extension (see ``format_of``)."""
-    file_format = format_of(path)
+def read_file(
+    path: str, columns: list[str] | None = None, filter: pl.Expr | None = None, file_format: str | None = None
+) -> Iterator[pa.Table]:
+    """Batches of a JSONL, Parquet or CSV file: ``file_format``, or picked by extension (see ``format_of``)."""
+    file_format = file_format or format_of(path)
     if file_format == "parquet":
         return read_parquet(path, columns, filter)
     reader = read_jsonl if file_format == "jsonl" else read_csv
@@ -494,20 +487,6 @@ def read_file(path: str, columns: list[str] | None = None, filter: pl.Expr | Non
 
 
 # --- writers -----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _atomic(fs: AbstractFileSystem, fs_path: str) -> Iterator[str]:
-    """Yield a temporary path beside ``fs_path``; moved onto it if the body succeeds, removed if not."""
-    temp = f"{fs_path}.tmp-{uuid.uuid4().hex}"
-    fs.makedirs(posixpath.dirname(fs_path), exist_ok=True)
-    try:
-        yield temp
-        fs.mv(temp, fs_path)
-    except BaseException:
-        if fs.exists(temp):
-            fs.rm(temp)
-        raise
 
 
 def _row_groups(batches: Iterable[pa.Table]) -> Iterator[list[pa.Table]]:
@@ -594,8 +573,7 @@ def write_parquet_file(batches: Iterable[pa.Table], path: str, schema: pa.Schema
     With ``schema``, every batch is cast to it (SchemaConflictError names a column that won't cast
     or is not in it); without, the file's schema is the permissive union of the batches' schemas.
     """
-    fs, fs_path = url_to_fs(path)
-    with _atomic(fs, fs_path) as temp, _ParquetSink(fs, temp, schema, where=path) as sink:
+    with atomic_output(path) as temp, _ParquetSink(temp.fs, temp.path, schema, where=path) as sink:
         for group in _row_groups(batches):
             sink.write(group)
     return sink.num_rows
@@ -603,9 +581,8 @@ def write_parquet_file(batches: Iterable[pa.Table], path: str, schema: pa.Schema
 
 def _write_text(batches: Iterable[pa.Table], path: str, write: Callable[[pa.Table, BinaryIO], None]) -> int:
     """Stream batches through ``write(table, stream)`` into ``path``, atomically."""
-    fs, fs_path = url_to_fs(path)
     num_rows = 0
-    with _atomic(fs, fs_path) as temp, _open_stream(fs, temp, "wb", _split_codec(path)[1]) as stream:
+    with atomic_output(path) as temp, _open_stream(temp.fs, temp.path, "wb", _split_codec(path)[1]) as stream:
         for table in batches:
             write(table, stream)
             num_rows += table.num_rows

@@ -188,35 +188,20 @@ def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
 
 def _load(op: ops.LoadOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
     from zephyr_arrow import io
+
     columns = list(op.columns) if op.columns is not None else None
+    file_format = None if op.format == "auto" else op.format
 
     def tables() -> Iterator[pa.Table]:
         for path in stream.as_rows():
             if not isinstance(path, str):
                 raise TypeError(f"{op!r} needs file paths (str) as rows, got {type(path).__name__}: {path!r:.100}")
-            fmt = io.format_of(path) if op.format == "auto" else op.format
-            reader = {"jsonl": io.read_jsonl, "csv": io.read_csv}.get(fmt)
-            if fmt == "parquet":
-                batches = io.read_parquet(path, columns=columns, filter=op.filter)
-            else:
-                batches = (_load_filtered(t, op.filter, columns) for t in reader(path, columns=columns if op.filter is None else None))
-            for table in batches:
+            for table in io.read_file(path, columns, op.filter, file_format):
                 if op.include_file_paths:
                     table = table.append_column(op.file_path_column, pa.array([path] * table.num_rows, pa.string()))
                 yield table
 
     return Stream(tables=tables())
-
-
-def _load_filtered(table: pa.Table, expr: Any, columns: list[str] | None) -> pa.Table:
-    if expr is None:
-        return table
-    import polars as pl
-
-    frame = pl.from_arrow(table).filter(expr)
-    if columns is not None:
-        frame = frame.select([c for c in columns if c in frame.columns])
-    return normalize(frame.to_arrow())
 
 
 _HANDLERS: dict[type, Callable[[Any, Stream, ops.ShardInfo], Stream]] = {

@@ -106,15 +106,8 @@ class ChunkRef:
         if self.row_range is None:
             return list(range(metadata.num_row_groups)), 0
         start, stop = self.row_range
-        groups, first_row, skip = [], 0, 0
-        for index in range(metadata.num_row_groups):
-            group_rows = metadata.row_group(index).num_rows
-            if first_row < stop and first_row + group_rows > start:
-                if not groups:
-                    skip = start - first_row
-                groups.append(index)
-            first_row += group_rows
-        return groups, skip
+        groups, first_row = row_groups_covering(metadata, start, stop)
+        return groups, start - first_row
 
     def _open(self) -> pq.ParquetFile:
         try:
@@ -137,6 +130,20 @@ class ChunkRef:
             "ZephyrContext closes (pass preserve_chunks=True to keep them, or save the output "
             "with ShardRefs.save(dir) before closing)."
         )
+
+
+def row_groups_covering(metadata: pq.FileMetaData, start: int, stop: int) -> tuple[list[int], int]:
+    """The row groups overlapping file rows ``[start, stop)``, and the file row the first one starts at."""
+    groups: list[int] = []
+    first_row = group_start = 0
+    for index in range(metadata.num_row_groups):
+        group_stop = group_start + metadata.row_group(index).num_rows
+        if group_start < stop and start < group_stop:
+            if not groups:
+                first_row = group_start
+            groups.append(index)
+        group_start = group_stop
+    return groups, first_row
 
 
 def as_table(data: Any) -> pa.Table:
