@@ -54,7 +54,7 @@ class Progress:
         seconds = time.monotonic() - self._started
         summary = (
             f"[{stage.index}] {stage.name[:70]}: {len(results)} shards, {stats.rows_in:,} rows in, "
-            f"{stats.rows_out:,} rows out, {stats.chunks_out} chunks, {seconds:.2f}s"
+            f"{stats.rows_out:,} rows out, {stats.chunks_out} chunks, {stats.bytes_out / 2**20:,.1f} MB, {seconds:.2f}s"
         )
         self.summaries.append(summary)
         if self.terminal:

@@ -20,7 +20,7 @@ from zephyr_arrow.execution.tasks import ChunksInput, ItemsInput, ShardTask, Sta
 from zephyr_arrow.plan import Stage
 from zephyr_arrow.store import layout
 from zephyr_arrow.store.chunk_writer import ChunkWriter
-from zephyr_arrow.store.files import exists
+from zephyr_arrow.store.files import exists, size
 
 
 def run_task(stage: Stage, task: ShardTask) -> TaskResult:
@@ -41,6 +41,7 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
         rows_in=rows_in.count,
         rows_out=sum(c.num_rows for c in chunks),
         chunks_out=len(chunks),
+        bytes_out=sum(size(path) for path in {c.path for c in chunks}),
         seconds=time.perf_counter() - started,
     )
     outputs = tuple(StageResult(task.shard_index, chunk) for chunk in chunks)

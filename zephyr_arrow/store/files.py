@@ -62,6 +62,14 @@ def atomic_output(path: str) -> Iterator[TempFile]:
         raise
 
 
+def size(path: str) -> int:
+    """The size of a file in bytes."""
+    if is_local(path):
+        return os.path.getsize(path.removeprefix("file://"))
+    fs, fs_path = filesystem(path)
+    return fs.size(fs_path)
+
+
 def exists(path: str) -> bool:
     fs, fs_path = filesystem(path)
     return fs.exists(fs_path)
