@@ -39,14 +39,17 @@ def read_parquet(paths: str | list[str]) -> ShardRefs:
     import pyarrow.parquet as pq
 
     from zephyr_arrow.execution.sources import glob_files
-    from zephyr_arrow.store.files import filesystem
+    from zephyr_arrow.store.files import filesystem, is_local
 
     files = [p for pattern in ([paths] if isinstance(paths, str) else paths) for p in glob_files(pattern)]
     shards = []
     for path in files:
-        fs, fs_path = filesystem(path)
-        with fs.open(fs_path, "rb") as source:
-            metadata = pq.ParquetFile(source).metadata
+        if is_local(path):
+            metadata = pq.read_metadata(path.removeprefix("file://"))
+        else:
+            fs, fs_path = filesystem(path)
+            with fs.open(fs_path, "rb") as source:
+                metadata = pq.read_metadata(source)
         shards.append([ChunkRef(path, metadata.num_rows, metadata.schema.to_arrow_schema())])
     return ShardRefs(shards)
 

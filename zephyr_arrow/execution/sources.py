@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import itertools
+import os
 import re
 
 from zephyr_arrow import ops
@@ -26,11 +28,13 @@ def glob_files(pattern: str, empty_glob_ok: bool = False) -> list[str]:
     """Files matching ``pattern``, sorted; InputFileError when none match (unless ``empty_glob_ok``)."""
     paths: set[str] = set()
     for expanded in expand_braces(pattern):
+        if is_local(expanded):
+            local = expanded.removeprefix("file://")
+            paths.update(p for p in glob.glob(local, recursive=True) if os.path.isfile(p))
+            continue
         fs, fs_pattern = filesystem(expanded)
         matches = fs.glob(fs_pattern, detail=True) if any(c in fs_pattern for c in "*?[") else _single(fs, fs_pattern)
-        for path, info in matches.items():
-            if info.get("type") != "directory":
-                paths.add(path if is_local(expanded) else fs.unstrip_protocol(path))
+        paths.update(fs.unstrip_protocol(path) for path, info in matches.items() if info.get("type") != "directory")
     if not paths and not empty_glob_ok:
         raise InputFileError(f"no files match {pattern!r} (pass empty_glob_ok=True to allow an empty input)")
     return sorted(paths)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zephyr_arrow.errors import ChunkMissingError
-from zephyr_arrow.store.files import atomic_output, filesystem, is_local
+from zephyr_arrow.store.files import atomic_output, exists, filesystem, is_local
 
 if TYPE_CHECKING:
     import polars as pl
@@ -120,8 +120,7 @@ class ChunkRef:
 
     def check_exists(self) -> None:
         """Raise ChunkMissingError if the chunk file is gone."""
-        fs, fs_path = filesystem(self.path)
-        if not fs.exists(fs_path):
+        if not exists(self.path):
             raise self._missing()
 
     def _missing(self) -> ChunkMissingError:

@@ -1,4 +1,8 @@
-"""Filesystem access through fsspec, with a fast path for local files."""
+"""Filesystem access through fsspec, with a fast path for local files.
+
+fsspec is imported only when a function needs it, so reading a local output
+(``read_parquet(...).sql(...)`` in a fresh process) does not pay for its import.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,18 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
-
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
+from typing import IO, TYPE_CHECKING
 
 from zephyr_arrow.store.layout import temp_path
+
+if TYPE_CHECKING:
+    import fsspec
 
 
 def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem holding ``path``, and the path as that filesystem names it."""
+    import fsspec
+
     return fsspec.core.url_to_fs(path)
 
 
@@ -32,6 +38,8 @@ class TempFile:
 
     @property
     def is_local(self) -> bool:
+        from fsspec.implementations.local import LocalFileSystem
+
         return isinstance(self.fs, LocalFileSystem)
 
     def open(self) -> IO[bytes]:
@@ -71,6 +79,8 @@ def size(path: str) -> int:
 
 
 def exists(path: str) -> bool:
+    if is_local(path):
+        return os.path.exists(path.removeprefix("file://"))
     fs, fs_path = filesystem(path)
     return fs.exists(fs_path)
 
