@@ -1,26 +1,50 @@
-"""Shared fixtures: every pipeline test runs on every backend."""
+"""Shared fixtures: every pipeline test runs on every backend.
+
+The session starts each service once: one Ray instance (2 CPUs, on 127.0.0.1) for the
+ray backend, and one S3-compatible server (moto, on 127.0.0.1) for ``s3://`` chunk storage.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import uuid
 
 import pytest
 
 from zephyr_arrow import ZephyrContext
 
-BACKENDS = ["sync", "local"]
+BACKENDS = ["sync", "local", "ray"]
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+S3_BUCKET = "zephyr-test"
+
+# Options for contexts on each backend. The session's Ray has 2 CPUs; with half a CPU per
+# worker the shared context leaves room for the tests that open a context of their own.
+_BACKEND_OPTIONS = {"ray": {"num_cpus_per_worker": 0.5}}
+
+# Ray binds to the machine's network address unless told this is no cluster node; it reads
+# this when it is imported, so it is set before any test module can import ray.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request) -> str:
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")
     return request.param
 
 
 @pytest.fixture(scope="session")
-def session_ctx(backend, tmp_path_factory):
+def backend_options(backend) -> dict:
+    """Extra ZephyrContext arguments a test's own context on ``backend`` should pass."""
+    return dict(_BACKEND_OPTIONS.get(backend, {}))
+
+
+@pytest.fixture(scope="session")
+def session_ctx(backend, backend_options, tmp_path_factory):
     """One long-lived context per backend, shared by the pipeline tests (workers are reused)."""
     prefix = str(tmp_path_factory.mktemp(f"chunks-{backend}"))
-    with ZephyrContext(backend=backend, max_workers=2, chunk_storage_prefix=prefix) as ctx:
+    with ZephyrContext(backend=backend, max_workers=2, chunk_storage_prefix=prefix, **backend_options) as ctx:
         yield ctx
 
 
@@ -53,3 +77,58 @@ def write_jsonl(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server on 127.0.0.1 for the session; ``s3://`` URLs reach it from every process.
+
+    Worker processes (local and Ray) see the endpoint and the credentials through environment
+    variables (fsspec reads ``FSSPEC_S3_*`` when it is imported); this process imported fsspec
+    already, so its config is set directly.
+    """
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # port 0: any free one
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            patch.delenv(name, raising=False)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        patch.setenv("FSSPEC_S3_ENDPOINT_URL", endpoint)
+        patch.setitem(fsspec.config.conf, "s3", {**fsspec.config.conf.get("s3", {}), "endpoint_url": endpoint})
+        fsspec.filesystem("s3").mkdir(S3_BUCKET)
+        yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_prefix(s3_server) -> str:
+    """A fresh ``s3://`` prefix for one test."""
+    return f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_server):
+    """One Ray instance for the session: 2 CPUs, bound to 127.0.0.1, stopped at the end.
+
+    Started after the S3 server, so Ray's workers inherit its environment variables; the
+    tests directory is on their PYTHONPATH, so functions defined in test modules unpickle there.
+    """
+    import ray
+
+    python_path = os.pathsep.join(p for p in [TESTS_DIR, os.environ.get("PYTHONPATH")] if p)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 1024 * 1024,
+        runtime_env={"env_vars": {"PYTHONPATH": python_path}},
+    )
+    yield ray
+    ray.shutdown()

@@ -1,11 +1,21 @@
-"""The backend seam: how tasks reach workers. Backends are thin; the scheduler loop decides."""
+"""The backend seam: how tasks reach workers. Backends are thin; the scheduler loop decides.
+
+Besides the ``Backend`` protocol, the two steps every backend whose workers live in
+other processes (local, ray) shares: pickling a stage once for its workers, and
+turning an exception raised in a worker into a ``TaskError`` that can travel back.
+"""
 
 from __future__ import annotations
 
+import pickle
+import traceback
 from typing import Protocol
 
+import cloudpickle
+
+from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution.coordinator import Event, WorkerId
-from zephyr_arrow.execution.tasks import ShardTask
+from zephyr_arrow.execution.tasks import ShardTask, TaskError
 from zephyr_arrow.plan import Stage
 
 
@@ -33,3 +43,26 @@ class Backend(Protocol):
 
     def shutdown(self) -> None:
         """Stop every worker and release everything the backend holds."""
+
+
+def pickle_stage(stage: Stage) -> bytes:
+    """The stage as its workers receive it (cloudpickled: lambdas and closures work)."""
+    try:
+        return cloudpickle.dumps(stage.for_worker())
+    except Exception as error:
+        raise PlanError(
+            f"stage {stage.index} ({stage.name}) cannot be sent to worker processes: {type(error).__name__}: "
+            f"{error}. Functions are shipped with cloudpickle; one that captures a lock, an open file or "
+            "a connection cannot be: create such objects inside the function instead."
+        ) from error
+
+
+def task_error(task: ShardTask, error: BaseException) -> TaskError:
+    """``error``, raised by a worker running ``task``, as a TaskError (carrying the exception only if it pickles)."""
+    text = "".join(traceback.format_exception(error))
+    try:
+        pickle.dumps(error)
+        sendable: BaseException | None = error
+    except Exception:
+        sendable = None
+    return TaskError(task.stage_index, task.shard_index, task.attempt, sendable, f"{type(error).__name__}: {error}", text)

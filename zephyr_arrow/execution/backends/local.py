@@ -14,21 +14,19 @@ pidfds together, so a result or a death wakes it at once: no polling, no sleeps.
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import socket
 import subprocess
 import sys
-import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import cloudpickle
 
-from zephyr_arrow.errors import PlanError
+from zephyr_arrow.execution.backends.base import pickle_stage, task_error
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerDied, WorkerId, describe_exit
-from zephyr_arrow.execution.tasks import ShardTask, TaskError
+from zephyr_arrow.execution.tasks import ShardTask
 from zephyr_arrow.plan import Stage
 
 _STOP_GRACE_SECONDS = 5.0
@@ -59,17 +57,7 @@ def _worker_main(connection: Connection) -> None:
         try:
             connection.send(("done", run_task(stage, task)))
         except Exception as error:
-            connection.send(("error", _task_error(task, error)))
-
-
-def _task_error(task: ShardTask, error: BaseException) -> TaskError:
-    text = "".join(traceback.format_exception(error))
-    try:
-        pickle.dumps(error)
-        sendable: BaseException | None = error
-    except Exception:
-        sendable = None
-    return TaskError(task.stage_index, task.shard_index, task.attempt, sendable, f"{type(error).__name__}: {error}", text)
+            connection.send(("error", task_error(task, error)))
 
 
 @dataclass
@@ -139,14 +127,7 @@ class LocalBackend:
     def _pickled_stage(self, key: tuple[str, int], stage: Stage) -> bytes:
         if key not in self._stage_bytes:
             self._stage_bytes.clear()
-            try:
-                self._stage_bytes[key] = cloudpickle.dumps(stage.for_worker())
-            except Exception as error:
-                raise PlanError(
-                    f"stage {stage.index} ({stage.name}) cannot be sent to worker processes: {type(error).__name__}: "
-                    f"{error}. Functions are shipped with cloudpickle; one that captures a lock, an open file or "
-                    "a connection cannot be: create such objects inside the function instead."
-                ) from error
+            self._stage_bytes[key] = pickle_stage(stage)
         return self._stage_bytes[key]
 
     def poll(self, timeout: float | None) -> list[Event]:
