@@ -114,7 +114,7 @@ class ChunkRef:
             if is_local(self.path):
                 return pq.ParquetFile(self.path.removeprefix("file://"))
             fs, fs_path = filesystem(self.path)
-            return pq.ParquetFile(fs.open(fs_path, "rb"))
+            return pq.ParquetFile(fs_path, filesystem=fs)
         except FileNotFoundError as error:
             raise self._missing() from error
 
