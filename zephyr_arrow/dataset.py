@@ -7,7 +7,8 @@ showing the value) and returns a new Dataset with one op appended. Nothing runs 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from zephyr_arrow import ops
@@ -243,3 +244,184 @@ class Dataset:
 
     def write_csv(self, output_pattern: str | Callable[[int, int], str], skip_existing: bool = False) -> Dataset:
         return self._write("csv", output_pattern, None, skip_existing)
+
+    # Shuffles ---------------------------------------------------------------------------------
+
+    def group_by(
+        self,
+        key: Callable[[Any], Any] | str | list[str],
+        reducer: Callable[[Any, Iterator[Any]], Any],
+        *,
+        sort_by: Callable[[Any], Any] | str | list[str] | None = None,
+        combiner: Callable[[Any, Iterator[Any]], Any] | None = None,
+        num_output_shards: int | None = None,
+    ) -> Dataset:
+        """Call ``reducer(key, rows_iterator)`` once per key; it returns a row or an iterator of rows.
+
+        ``key`` is a function of the row, or column name(s) (the reducer then gets the value,
+        or a tuple of values). Keys are equal as in a Python dict (1, 1.0 and True are one key).
+        A group's rows are streamed, in ``sort_by`` order and then input order, so a group
+        larger than memory works. ``combiner(key, rows) -> rows`` pre-aggregates on the map
+        side and must be associative. Each output shard holds its groups in key order.
+
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> ds = Dataset.from_list([{"k": "a", "n": 1}, {"k": "b", "n": 2}, {"k": "a", "n": 3}])
+        >>> with ZephyrContext(backend="sync") as ctx:
+        ...     ctx.execute(ds.group_by("k", lambda k, rows: {"k": k, "n": sum(r["n"] for r in rows)}, num_output_shards=1)).to_pylist()
+        [{'k': 'a', 'n': 4}, {'k': 'b', 'n': 2}]
+        """
+        _check_callable("group_by", "reducer", reducer)
+        if combiner is not None:
+            _check_callable("group_by", "combiner", combiner)
+        return self._then(
+            ops.GroupByOp(
+                _check_key("group_by", "key", key),
+                reducer,
+                None if sort_by is None else _check_key("group_by", "sort_by", sort_by),
+                combiner,
+                _check_num_output_shards("group_by", num_output_shards),
+            )
+        )
+
+    def deduplicate(self, key: Callable[[Any], Any] | str | list[str], num_output_shards: int | None = None) -> Dataset:
+        """Keep one row per key: the first in input order (shard order, then row order).
+
+        With column name(s) as ``key`` no Python rows are made.
+
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> ds = Dataset.from_list([{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 1, "v": "c"}])
+        >>> with ZephyrContext(backend="sync") as ctx:
+        ...     sorted(r["v"] for r in ctx.execute(ds.deduplicate("id")).to_pylist())
+        ['a', 'b']
+        """
+        return self._then(ops.DeduplicateOp(_check_key("deduplicate", "key", key), _check_num_output_shards("deduplicate", num_output_shards)))
+
+    def aggregate(self, by: str | list[str], *exprs: pl.Expr, num_output_shards: int | None = None) -> Dataset:
+        """Polars aggregations per group of the ``by`` columns: one row per group, no Python rows.
+
+        >>> import polars as pl
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> ds = Dataset.from_list([{"lang": "en", "s": 1.0}, {"lang": "en", "s": 3.0}, {"lang": "de", "s": 2.0}])
+        >>> with ZephyrContext(backend="sync") as ctx:
+        ...     ctx.execute(ds.aggregate("lang", pl.len().alias("n"), pl.col("s").mean())).sql("select * from data order by lang").fetchall()
+        [('de', 1, 2.0), ('en', 2, 2.0)]
+        """
+        bad = [e for e in exprs if not _is_polars_expr(e)]
+        if bad or not exprs:
+            raise PlanError(f"aggregate() needs Polars aggregation expressions after the key columns, got {bad or 'none'!r}")
+        return self._then(ops.AggregateOp(_check_columns("aggregate", by), exprs, _check_num_output_shards("aggregate", num_output_shards)))
+
+    def join(
+        self,
+        right: Dataset,
+        on: str | list[str] | None = None,
+        *,
+        left_on: str | list[str] | None = None,
+        right_on: str | list[str] | None = None,
+        how: str = "inner",
+        num_output_shards: int | None = None,
+    ) -> Dataset:
+        """Hash join with ``right`` on key columns; neither side needs to be sorted or co-sharded.
+
+        ``how`` is "inner", "left", "right" or "outer". The key columns appear once, under the
+        left side's names; a right non-key column whose name the left side also has gets the
+        suffix ``_right``. Keys that are None match nothing (as in SQL).
+
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> docs = Dataset.from_list([{"id": 1, "text": "a"}, {"id": 2, "text": "b"}])
+        >>> scores = Dataset.from_list([{"id": 2, "score": 0.5}])
+        >>> with ZephyrContext(backend="sync") as ctx:
+        ...     ctx.execute(docs.join(scores, on="id")).to_pylist()
+        [{'id': 2, 'text': 'b', 'score': 0.5}]
+        """
+        if not isinstance(right, Dataset):
+            raise PlanError(f"join() needs a Dataset to join with, got {type(right).__name__}")
+        if how not in ("inner", "left", "right", "outer"):
+            raise PlanError(f"join() how must be 'inner', 'left', 'right' or 'outer', got {how!r}")
+        if (on is not None and (left_on is not None or right_on is not None)) or (on is None and (left_on is None or right_on is None)):
+            raise PlanError(f"join() needs either on= or both left_on= and right_on=, got on={on!r}, left_on={left_on!r}, right_on={right_on!r}")
+        left_columns = _check_columns("join", on if on is not None else left_on)
+        right_columns = _check_columns("join", on if on is not None else right_on)
+        if len(left_columns) != len(right_columns):
+            raise PlanError(f"join() needs as many left_on as right_on columns, got {list(left_columns)} and {list(right_columns)}")
+        return self._then(ops.JoinOp(right, left_columns, right_columns, how, _check_num_output_shards("join", num_output_shards)))
+
+    def sorted_merge_join(
+        self,
+        right: Dataset,
+        left_key: Callable[[Any], Any],
+        right_key: Callable[[Any], Any],
+        combiner: Callable[[Any, Any], Any] | None = None,
+        how: str = "inner",
+    ) -> Dataset:
+        """Zephyr's streaming join of shard i with shard i of ``right``, both sorted by key.
+
+        Both sides must have the same number of shards (a PlanError otherwise) and be sorted
+        and co-sharded by the key, as ``group_by`` with the same ``num_output_shards`` leaves
+        them. Duplicate keys give every pair. ``combiner(left, right)`` makes the output row
+        (default ``{**left, **right}``); with ``how="left"`` an unmatched left row gets
+        ``combiner(left, None)`` (the default passes the left row through).
+        """
+        if not isinstance(right, Dataset):
+            raise PlanError(f"sorted_merge_join() needs a Dataset to join with, got {type(right).__name__}")
+        _check_callable("sorted_merge_join", "left_key", left_key)
+        _check_callable("sorted_merge_join", "right_key", right_key)
+        if combiner is not None:
+            _check_callable("sorted_merge_join", "combiner", combiner)
+        if how not in ("inner", "left"):
+            raise PlanError(f"sorted_merge_join() supports how='inner' or 'left', got {how!r}; join() does right and outer joins")
+        return self._then(ops.SortedMergeJoinOp(right, left_key, right_key, combiner, how))
+
+    def reduce(self, local_reducer: Callable[[Iterator[Any]], Any], global_reducer: Callable[[Iterator[Any]], Any] | None = None) -> Dataset:
+        """One value: ``local_reducer`` folds each shard, ``global_reducer`` (default: the same) folds those.
+
+        Shards without rows are skipped, so an empty dataset gives an empty result.
+
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> with ZephyrContext(backend="sync") as ctx:
+        ...     ctx.execute(Dataset.from_list(list(range(100))).reduce(sum)).to_pylist()
+        [4950]
+        """
+        _check_callable("reduce", "local_reducer", local_reducer)
+        if global_reducer is not None:
+            _check_callable("reduce", "global_reducer", global_reducer)
+        local = _FoldShard("reduce", local_reducer)
+        return self.map_shard(local).reshard(1).map_shard(_FoldShard("reduce[global]", global_reducer or local_reducer))
+
+    def count(self) -> Dataset:
+        """The number of rows, as one value (counted on Arrow batches, no Python rows); empty gives empty."""
+        return self.map_batches(_count_rows).reshard(1).map_shard(_FoldShard("count", sum))
+
+
+def _check_key(method: str, name: str, key: Any) -> Callable[[Any], Any] | tuple[str, ...]:
+    if callable(key):
+        return key
+    if isinstance(key, str) or (isinstance(key, (list, tuple)) and key):
+        return _check_columns(method, key)
+    raise PlanError(f"{method}() needs {name} to be a function of the row or column name(s), got {key!r}")
+
+
+def _check_num_output_shards(method: str, value: Any) -> int | None:
+    if value is not None:
+        _check_positive_int(method, "num_output_shards", value)
+    return value
+
+
+class _FoldShard:
+    """``map_shard`` function of reduce/count: one value per shard that has rows, none otherwise."""
+
+    def __init__(self, name: str, fn: Callable[[Iterator[Any]], Any]) -> None:
+        self.fn = fn
+        self.__qualname__ = f"{name}({ops.describe_fn(fn)})"
+
+    def __call__(self, rows: Iterator[Any], shard: ops.ShardInfo) -> Iterator[Any]:
+        rows = iter(rows)
+        for first in rows:
+            return iter([self.fn(itertools.chain([first], rows))])
+        return iter(())
+
+
+def _count_rows(table: pa.Table) -> pa.Table:
+    from zephyr_arrow.rows import rows_to_table
+
+    return rows_to_table([table.num_rows] if table.num_rows else [])

@@ -266,3 +266,110 @@ def shard_items(items: Sequence[Any], num_shards: int) -> list[list[Any]]:
         shards.append(list(items[start:stop]))
         start = stop
     return shards
+
+
+# Shuffles -----------------------------------------------------------------------------------
+# A shuffle's key is a function of the row, or column names (hashed vectorised, no Python
+# rows). ``num_output_shards=None`` keeps the input's shard count. ``right`` (a Dataset)
+# makes the planner build the right side's stages and a JOIN stage; it is never shipped
+# to workers (``without_right``).
+
+Key = Callable[[Any], Any] | tuple[str, ...]
+
+
+def describe_key(key: Key) -> str:
+    return ", ".join(key) if isinstance(key, tuple) else describe_fn(key)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class GroupByOp(Op):
+    """``reducer(key, rows_iterator)`` once per key, the key's rows streamed in ``sort_by`` order."""
+
+    kind = Kind.BOUNDARY
+    key: Key
+    reducer: Callable[[Any, Any], Any]
+    sort_by: Key | None = None
+    combiner: Callable[[Any, Any], Any] | None = None
+    num_output_shards: int | None = None
+
+    def __repr__(self) -> str:
+        return f"group_by({describe_key(self.key)}, {describe_fn(self.reducer)})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class DeduplicateOp(Op):
+    """Keep the first row (in input order) of each key."""
+
+    kind = Kind.BOUNDARY
+    key: Key
+    num_output_shards: int | None = None
+
+    def __repr__(self) -> str:
+        return f"deduplicate({describe_key(self.key)})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class AggregateOp(Op):
+    """Polars aggregations per group of the ``by`` columns."""
+
+    kind = Kind.BOUNDARY
+    by: tuple[str, ...]
+    exprs: tuple[pl.Expr, ...]
+    num_output_shards: int | None = None
+
+    def __repr__(self) -> str:
+        return f"aggregate({', '.join(self.by)}: {', '.join(str(e) for e in self.exprs)})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class JoinOp(Op):
+    """Hash join on key columns; the right side's clashing non-key columns get ``suffix``."""
+
+    kind = Kind.BOUNDARY
+    right: Any  # Dataset; None once stripped for workers
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    how: str  # "inner" | "left" | "right" | "outer"
+    num_output_shards: int | None = None
+    suffix: str = "_right"
+
+    def without_right(self) -> JoinOp:
+        import dataclasses
+
+        return dataclasses.replace(self, right=None)
+
+    def __repr__(self) -> str:
+        on = ", ".join(self.left_on) if self.left_on == self.right_on else f"{', '.join(self.left_on)} = {', '.join(self.right_on)}"
+        return f"join({self.how} on {on})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class SortedMergeJoinOp(Op):
+    """Zephyr's streaming join of shard i with shard i of co-partitioned, key-sorted inputs."""
+
+    kind = Kind.BOUNDARY
+    right: Any  # Dataset; None once stripped for workers
+    left_key: Callable[[Any], Any]
+    right_key: Callable[[Any], Any]
+    combiner: Callable[[Any, Any], Any] | None = None
+    how: str = "inner"  # "inner" | "left"
+
+    def without_right(self) -> SortedMergeJoinOp:
+        import dataclasses
+
+        return dataclasses.replace(self, right=None)
+
+    def check_input_shards(self, shard_counts: list[int]) -> None:
+        """Both sides must have as many shards (checked before anything runs)."""
+        from zephyr_arrow.errors import PlanError
+
+        left, right = shard_counts
+        if left != right:
+            raise PlanError(
+                f"{self!r} needs both sides to have the same number of shards, got {left} on the left and "
+                f"{right} on the right: produce both with group_by(..., num_output_shards=N) on the join key, "
+                "or use join(), which shuffles both sides itself"
+            )
+
+    def __repr__(self) -> str:
+        return f"sorted_merge_join({self.how}, {describe_fn(self.left_key)} = {describe_fn(self.right_key)})"

@@ -130,6 +130,9 @@ def check_shard_counts(plan: Plan, source_shards: dict[int, int]) -> dict[int, i
             counts[stage.index] = upstream
         else:
             counts[stage.index] = getattr(stage.boundary, "num_output_shards", None) or upstream
+            check_inputs = getattr(stage.boundary, "check_input_shards", None)
+            if check_inputs is not None:
+                check_inputs([counts[i] for i in stage.inputs])
         sink = stage.sink
         if isinstance(sink, ops.WriteOp) and isinstance(sink.pattern, str) and counts[stage.index] > 1 and not _names_shard(sink.pattern):
             raise PlanError(

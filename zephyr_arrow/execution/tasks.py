@@ -7,10 +7,13 @@ shipped to each worker once per stage, not once per task.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zephyr_arrow.execution.stats import StageStats
 from zephyr_arrow.store import ChunkRef
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +31,21 @@ class ChunksInput:
 
 
 @dataclass(frozen=True, slots=True)
+class ScatterInput:
+    """An upstream shard to cut into key-sorted runs, one per output shard of a shuffle."""
+
+    chunks: tuple[ChunkRef, ...]
+    num_output_shards: int
+    key_types: pa.Schema | None = None  # column keys are cast to these (unified over every input) before hashing
+    side: int = 0  # which input of a join: 0 left (or the only input), 1 right
+
+
+@dataclass(frozen=True, slots=True)
 class MergeInput:
     """Sorted runs for this shard from every map task of a shuffle, merged by key."""
 
     runs: tuple[ChunkRef, ...]
+    schema: pa.Schema | None = None  # unified over every run of the shuffle, so an empty shard has the columns too
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +54,11 @@ class JoinInput:
 
     left: tuple[ChunkRef, ...]
     right: tuple[ChunkRef, ...]
+    left_schema: pa.Schema | None = None
+    right_schema: pa.Schema | None = None
 
 
-ShardInput = ItemsInput | ChunksInput | MergeInput | JoinInput
+ShardInput = ItemsInput | ChunksInput | ScatterInput | MergeInput | JoinInput
 
 
 @dataclass(frozen=True, slots=True)

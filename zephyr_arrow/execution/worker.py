@@ -16,7 +16,7 @@ from zephyr_arrow import counters, ops
 from zephyr_arrow.execution import operators
 from zephyr_arrow.execution.operators import Stream
 from zephyr_arrow.execution.stats import StageStats
-from zephyr_arrow.execution.tasks import ChunksInput, ItemsInput, ShardTask, StageResult, TaskResult
+from zephyr_arrow.execution.tasks import ChunksInput, ItemsInput, JoinInput, MergeInput, ScatterInput, ShardTask, StageResult, TaskResult
 from zephyr_arrow.plan import Stage
 from zephyr_arrow.store import layout
 from zephyr_arrow.store.chunk_writer import ChunkWriter
@@ -25,6 +25,10 @@ from zephyr_arrow.store.files import exists, size
 
 def run_task(stage: Stage, task: ShardTask) -> TaskResult:
     """Run ``task`` (one shard of ``stage``) and return what it wrote."""
+    if isinstance(task.input, (ScatterInput, MergeInput, JoinInput)):
+        from zephyr_arrow.execution import shuffle_worker
+
+        return shuffle_worker.run_task(stage, task)
     started = time.perf_counter()
     with counters.collecting(task.run) as collected:
         rows_in = _Counter()

@@ -1,0 +1,479 @@
+"""Shuffles and joins (group_by, deduplicate, aggregate, join, sorted_merge_join, reduce, count).
+
+Each is checked against plain Python or DuckDB on the same generated input, on every
+backend (the ``ctx`` fixture). Tests of bounded memory, merge passes and round
+boundaries shrink the shuffle's buffers with monkeypatch, so they run on the sync
+backend, where the tasks run in this process.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+import math
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import duckdb
+import hypothesis.strategies as st
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+
+from zephyr_arrow import Dataset, PlanError, ShardFailedError, ZephyrContext
+from zephyr_arrow.execution import merge, shuffle_worker
+from zephyr_arrow.execution.keys import encode_key, encoded_keys, hash_columns
+from zephyr_arrow.plan import plan
+
+KEYS = [None, "a", "b", "", "é", 0, 1, 2, -5, 2.5, (1, "x"), (1, None), b"\x00raw"]
+
+
+def make_rows(num_rows: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    return [
+        {"id": i, "k": rng.choice(["a", "b", "c", "d", None]), "n": rng.randrange(100), "x": rng.random()}
+        for i in range(num_rows)
+    ]
+
+
+def sums_by_key(rows: list[dict], key) -> dict:
+    totals: dict = collections.defaultdict(lambda: [0, 0])
+    for row in rows:
+        totals[key(row)][0] += 1
+        totals[key(row)][1] += row["n"]
+    return {k: tuple(v) for k, v in totals.items()}
+
+
+def shard_sizes(refs) -> list[int]:
+    return [sum(c.num_rows for c in shard) for shard in refs.shards]
+
+
+# group_by -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_output_shards", [None, 1, 7])
+def test_group_by_counts_and_sums_match_python(ctx, num_output_shards):
+    rows = make_rows(400)
+    ds = Dataset.from_list(rows, num_shards=3).group_by(
+        "k", lambda k, rs: {"k": k, "count": sum(1 for _ in rs)}, num_output_shards=num_output_shards
+    )
+    # a second reducer over the same groups: sum of n
+    sums = Dataset.from_list(rows, num_shards=3).group_by(
+        lambda r: r["k"], lambda k, rs: (k, sum(r["n"] for r in rs)), num_output_shards=num_output_shards
+    )
+    refs = ctx.execute(ds)
+    assert refs.num_shards == (num_output_shards or 3)
+    counts = {r["k"]: r["count"] for r in refs.to_pylist()}
+    expected = sums_by_key(rows, lambda r: r["k"])
+    assert counts == {k: v[0] for k, v in expected.items()}
+    assert dict(ctx.execute(sums).to_pylist()) == {k: v[1] for k, v in expected.items()}
+
+
+def test_group_by_keys_of_every_kind(ctx):
+    rows = [{"key": KEYS[i % len(KEYS)], "n": i} for i in range(120)]
+    ds = Dataset.from_list(rows, num_shards=4).group_by(lambda r: r["key"], lambda k, rs: (k, [r["n"] for r in rs]))
+    out = dict(ctx.execute(ds).to_pylist())
+    expected = collections.defaultdict(list)
+    for row in rows:
+        expected[row["key"]].append(row["n"])
+    assert out == expected
+
+
+def test_group_by_sort_by_orders_each_group_and_keeps_input_order_on_ties(ctx):
+    rows = [{"g": i % 3, "t": (i * 7) % 5, "i": i} for i in range(60)]
+    ds = Dataset.from_list(rows, num_shards=4).group_by(
+        "g", lambda k, rs: {"g": k, "order": [(r["t"], r["i"]) for r in rs]}, sort_by=lambda r: r["t"]
+    )
+    for row in ctx.execute(ds).to_pylist():
+        assert row["order"] == sorted(row["order"])
+        assert len(row["order"]) == 20
+
+
+def test_group_by_flattens_iterators_but_not_lists(ctx):
+    ds = Dataset.from_list(list(range(10)), num_shards=2)
+    flat = ctx.execute(ds.group_by(lambda x: x % 2, lambda k, xs: (x * 10 for x in xs), num_output_shards=1))
+    assert sorted(flat.to_pylist()) == [x * 10 for x in range(10)]
+    lists = ctx.execute(ds.group_by(lambda x: x % 2, lambda k, xs: list(xs), num_output_shards=1))
+    assert sorted(lists.to_pylist()) == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]
+
+
+def test_group_by_combiner_gives_the_reducers_answer(ctx):
+    rows = make_rows(300, seed=1)
+
+    def combine(key, rs):
+        yield {"k": key, "n": sum(r["n"] for r in rs)}
+
+    ds = Dataset.from_list(rows, num_shards=3).group_by(
+        "k", lambda k, rs: {"k": k, "n": sum(r["n"] for r in rs)}, combiner=combine
+    )
+    out = {r["k"]: r["n"] for r in ctx.execute(ds).to_pylist()}
+    assert out == {k: v[1] for k, v in sums_by_key(rows, lambda r: r["k"]).items()}
+
+
+def test_group_by_output_shards_hold_groups_in_key_order(ctx):
+    ds = Dataset.from_list(list(range(200)), num_shards=3).group_by(lambda x: x % 50, lambda k, xs: k, num_output_shards=4)
+    refs = ctx.execute(ds)
+    for shard in range(4):
+        keys = list(refs.iter_shard_rows(shard))
+        assert keys == sorted(keys)
+    assert sorted(refs.to_pylist()) == list(range(50))
+
+
+def test_group_by_column_key_of_several_columns_gives_a_tuple(ctx):
+    rows = [{"a": i % 2, "b": str(i % 3), "n": i} for i in range(30)]
+    out = ctx.execute(Dataset.from_list(rows, num_shards=2).group_by(["a", "b"], lambda k, rs: (k, len(list(rs))))).to_pylist()
+    assert sorted(out) == sorted(collections.Counter((r["a"], r["b"]) for r in rows).items())
+
+
+def test_group_by_user_error_names_the_stage(ctx):
+    ds = Dataset.from_list([1, 2, 3]).group_by(lambda x: x, lambda k, xs: 1 / 0)
+    with pytest.raises(ShardFailedError, match="group_by.*ZeroDivisionError"):
+        ctx.execute(ds)
+
+
+# deduplicate --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["k", ["k", "n"], lambda r: (r["k"], r["n"] % 3)])
+def test_deduplicate_keeps_the_first_row_in_input_order(ctx, key):
+    rows = make_rows(500, seed=2)
+    key_of = (lambda r: r["k"]) if key == "k" else (lambda r: (r["k"], r["n"])) if isinstance(key, list) else key
+    expected = {}
+    for row in rows:
+        expected.setdefault(key_of(row), row)
+    out = ctx.execute(Dataset.from_list(rows, num_shards=5).deduplicate(key, num_output_shards=3)).to_pylist()
+    assert sorted(r["id"] for r in out) == sorted(r["id"] for r in expected.values())
+
+
+def test_deduplicate_keeps_python_values_exact(ctx):
+    rows = [{"key": KEYS[i % len(KEYS)], "payload": (i, frozenset({i}))} for i in range(50)]
+    out = ctx.execute(Dataset.from_list(rows, num_shards=3).deduplicate("key")).to_pylist()
+    assert sorted(out, key=lambda r: r["payload"][0]) == rows[: len(KEYS)]
+
+
+# aggregate ----------------------------------------------------------------------------------
+
+
+def test_aggregate_matches_duckdb(ctx):
+    rows = make_rows(600, seed=3)
+    ds = Dataset.from_list(rows, num_shards=4).aggregate(
+        "k", pl.len().alias("count"), pl.col("n").sum().alias("total"), pl.col("x").mean().alias("mean"), num_output_shards=2
+    )
+    refs = ctx.execute(ds)
+    assert refs.num_shards == 2
+    got = refs.sql("select k, count, total, round(mean, 9) from data order by k nulls last").fetchall()
+    con = duckdb.connect()
+    con.register("input", pa.Table.from_pylist(rows))
+    expected = con.sql("select k, count(*), sum(n), round(avg(x), 9) from input group by k order by k nulls last").fetchall()
+    assert got == expected
+
+
+def test_aggregate_of_an_empty_dataset_has_the_columns(ctx):
+    ds = Dataset.from_list([{"k": "a", "n": 1}]).filter(pl.col("n") > 5).aggregate("k", pl.col("n").sum())
+    refs = ctx.execute(ds)
+    assert refs.num_rows == 0 and set(refs.schema.names) == {"k", "n"}
+
+
+# join -----------------------------------------------------------------------------------------
+
+LEFT = [{"id": i % 9 if i % 11 else None, "lv": i, "tag": f"l{i}"} for i in range(40)]
+RIGHT = [{"rid": (i * 5) % 13 if i % 7 else None, "rv": i * 1.5, "tag": f"r{i}"} for i in range(30)]
+
+
+def duckdb_join(left: list[dict], right: list[dict], how: str) -> list[tuple]:
+    con = duckdb.connect()
+    con.register("l", pa.Table.from_pylist(left, schema=pa.schema([("id", pa.int64()), ("lv", pa.int64()), ("tag", pa.string())])))
+    con.register("r", pa.Table.from_pylist(right, schema=pa.schema([("rid", pa.int64()), ("rv", pa.float64()), ("tag", pa.string())])))
+    sql = {"inner": "inner", "left": "left", "right": "right", "outer": "full outer"}[how]
+    return con.sql(
+        f"select coalesce(l.id, r.rid) as id, l.lv, l.tag, r.rv, r.tag as tag_right from l {sql} join r on l.id = r.rid"
+    ).fetchall()
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "right", "outer"])
+def test_join_matches_duckdb(ctx, how):
+    ds = Dataset.from_list(LEFT, num_shards=3).join(
+        Dataset.from_list(RIGHT, num_shards=2), left_on="id", right_on="rid", how=how, num_output_shards=4
+    )
+    refs = ctx.execute(ds)
+    assert refs.num_shards == 4
+    assert refs.schema.names == ["id", "lv", "tag", "rv", "tag_right"]
+    key = lambda t: tuple((v is None, v) for v in t)  # noqa: E731
+    assert sorted(refs.sql("select * from data").fetchall(), key=key) == sorted(duckdb_join(LEFT, RIGHT, how), key=key)
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "right", "outer"])
+@pytest.mark.parametrize("empty", ["left", "right", "both"])
+def test_join_with_an_empty_side(ctx, how, empty):
+    left = [] if empty in ("left", "both") else LEFT
+    right = [] if empty in ("right", "both") else RIGHT
+    side = lambda rows, schema_of: Dataset.from_list(rows or [schema_of], num_shards=2).filter(lambda r: bool(rows))  # noqa: E731
+    ds = side(left, LEFT[0]).join(side(right, RIGHT[0]), left_on="id", right_on="rid", how=how)
+    got = ctx.execute(ds).to_pylist()
+    expected = duckdb_join(left, right, how)
+    assert len(got) == len(expected)
+    assert sorted(r.get("lv") is not None for r in got) == sorted(t[1] is not None for t in expected)
+
+
+def test_join_keys_hash_alike_across_int_and_float_columns(ctx):
+    left = Dataset.from_list([{"k": i, "a": i} for i in range(20)], num_shards=3)
+    right = Dataset.from_list([{"k": float(i), "b": -i} for i in range(0, 20, 2)], num_shards=2)
+    out = ctx.execute(left.join(right, on="k")).to_pylist()
+    assert sorted((r["a"], r["b"]) for r in out) == [(i, -i) for i in range(0, 20, 2)]
+
+
+def test_join_errors_are_plan_errors(ctx):
+    left = Dataset.from_list([{"k": 1}])
+    with pytest.raises(PlanError, match="on= or both left_on= and right_on="):
+        left.join(left, left_on="k")
+    with pytest.raises(PlanError, match="how must be"):
+        left.join(left, on="k", how="cross")
+    with pytest.raises(PlanError, match="no column 'missing' on the right side"):
+        ctx.execute(left.join(left, left_on="k", right_on="missing"))
+    with pytest.raises(PlanError, match="incompatible types"):
+        ctx.execute(left.join(Dataset.from_list([{"k": "1"}]), on="k"))
+
+
+def test_join_does_not_ship_the_right_dataset_to_workers():
+    right = Dataset.from_list(list(range(5)))
+    stage = plan(Dataset.from_list([1]).join(right, on="item")).stages[-1]
+    assert stage.boundary.right is right and stage.boundary.without_right().right is None
+
+
+# sorted_merge_join ----------------------------------------------------------------------------
+
+
+def _by_key(ds: Dataset, name: str) -> Dataset:
+    return ds.group_by(lambda r: r["k"], lambda k, rs: ({**r, name: i} for i, r in enumerate(rs)), num_output_shards=3)
+
+
+@pytest.mark.parametrize("how", ["inner", "left"])
+def test_sorted_merge_join_after_group_by_gives_every_pair(ctx, how):
+    left = [{"k": i % 6, "l": i} for i in range(18)]
+    right = [{"k": k, "r": r} for k in (1, 2, 2, 4, 7) for r in range(2)]
+    ds = _by_key(Dataset.from_list(left, num_shards=2), "li").sorted_merge_join(
+        _by_key(Dataset.from_list(right, num_shards=2), "ri"), lambda r: r["k"], lambda r: r["k"], how=how
+    )
+    got = sorted((r["k"], r["l"], r.get("r")) for r in ctx.execute(ds).to_pylist())
+    expected = [(a["k"], a["l"], b["r"]) for a in left for b in right if a["k"] == b["k"]]
+    if how == "left":
+        expected += [(a["k"], a["l"], None) for a in left if a["k"] not in {b["k"] for b in right}]
+    assert got == sorted(expected)
+
+
+def test_sorted_merge_join_needs_equal_shard_counts_and_sorted_input(ctx):
+    left = Dataset.from_list([{"k": 1}], num_shards=1)
+    with pytest.raises(PlanError, match="same number of shards.*1 on the left and 2 on the right"):
+        ctx.execute(left.sorted_merge_join(Dataset.from_list([{"k": 1}, {"k": 2}]), lambda r: r["k"], lambda r: r["k"]))
+    unsorted = Dataset.from_list([{"k": 2}, {"k": 1}], num_shards=1)
+    with pytest.raises(ShardFailedError, match="not sorted by its key"):
+        ctx.execute(unsorted.sorted_merge_join(left, lambda r: r["k"], lambda r: r["k"]))
+    with pytest.raises(PlanError, match="how='inner' or 'left'"):
+        left.sorted_merge_join(left, lambda r: r, lambda r: r, how="outer")
+
+
+# reduce and count -----------------------------------------------------------------------------
+
+
+def test_reduce_and_count(ctx):
+    ds = Dataset.from_list(list(range(100)), num_shards=7)
+    assert ctx.execute(ds.reduce(sum)).to_pylist() == [4950]
+    assert ctx.execute(ds.reduce(lambda xs: max(xs), max)).to_pylist() == [99]
+    assert ctx.execute(ds.count()).to_pylist() == [100]
+    assert ctx.execute(ds.filter(lambda x: x % 3 == 0).count()).to_pylist() == [34]
+    assert ctx.execute(ds.filter(pl.col("item") > 1000).count()).to_pylist() == []
+
+
+def test_reduce_and_count_of_an_empty_dataset_are_empty(ctx):
+    assert ctx.execute(Dataset.from_list([]).count()).to_pylist() == []
+    assert ctx.execute(Dataset.from_list([1, 2]).filter(lambda x: False).reduce(max)).to_pylist() == []
+
+
+# plans, files, validation ---------------------------------------------------------------------
+
+
+def test_shuffles_explain_as_their_own_stages():
+    ds = Dataset.from_list([{"k": 1}]).map(lambda r: r).deduplicate("k").map(lambda r: r)
+    assert plan(ds).explain().splitlines()[1] == "[1] shuffle: deduplicate(k)  <- 0"
+    joined = Dataset.from_list([{"k": 1}]).join(Dataset.from_list([{"k": 1}]), on="k", how="left")
+    assert plan(joined).explain().splitlines()[-1] == "[2] join: join(left on k)  <- 0, 1"
+
+
+def test_one_file_per_scatter_task(ctx):
+    ds = Dataset.from_list(make_rows(200), num_shards=3).group_by("k", lambda k, rs: k, num_output_shards=5)
+    refs = ctx.execute(ds)
+    # 3 scatter files (one per input shard, holding a row range per output shard) + 5 outputs
+    assert refs.counters["zephyr/shuffle/files_written"] == 3 + 5
+
+
+def test_arguments_are_checked_when_the_pipeline_is_built():
+    ds = Dataset.from_list([1])
+    with pytest.raises(PlanError, match="reducer"):
+        ds.group_by(lambda x: x, "not callable")
+    with pytest.raises(PlanError, match="key to be a function of the row or column name"):
+        ds.deduplicate(3)
+    with pytest.raises(PlanError, match="num_output_shards.*got 0"):
+        ds.group_by(lambda x: x, lambda k, xs: k, num_output_shards=0)
+    with pytest.raises(PlanError, match="Polars aggregation"):
+        ds.aggregate("k", "n")
+
+
+def test_column_keys_on_plain_values_are_a_plan_error(ctx):
+    with pytest.raises(PlanError, match="need dict rows"):
+        ctx.execute(Dataset.from_list([1, 2]).deduplicate("item"))
+
+
+# bounded memory (sync: the buffers are shrunk in this process) --------------------------------
+
+
+@pytest.fixture
+def small_buffers(monkeypatch, tmp_path):
+    """A sync context whose shuffles sort 64 KB at a time and merge 2 runs at once, 16 KB of each at a time."""
+    monkeypatch.setattr(shuffle_worker, "SORT_BUFFER_BYTES", 64 * 1024)
+    monkeypatch.setattr(merge, "MERGE_FAN_IN", 2)
+    monkeypatch.setattr(merge, "RUN_ROW_GROUP_BYTES", 16 * 1024)
+    rounds: list[int] = []
+    merge_runs = merge.merge_runs
+
+    def recording_merge_runs(runs, order, schema):
+        for table in merge_runs(runs, order, schema):
+            rounds.append(table.num_rows)
+            yield table
+
+    monkeypatch.setattr(merge, "merge_runs", recording_merge_runs)
+    with ZephyrContext(backend="sync", chunk_storage_prefix=str(tmp_path)) as ctx:
+        ctx.rounds = rounds
+        yield ctx
+
+
+def test_a_group_larger_than_the_buffers_streams_to_the_reducer(small_buffers):
+    num_rows, payload = 20_000, "x" * 200  # ~4 MB of rows in one group, 60x the buffers
+    seen = {}
+
+    def reducer(key, rows):
+        assert isinstance(rows, Iterator) and not isinstance(rows, (list, tuple))
+        count = peak = 0
+        for row in rows:
+            count += 1
+            assert row["p"] == payload
+            if count % 100 == 0:
+                peak = max(peak, pa.total_allocated_bytes())
+        seen[key] = (count, peak)
+        return {"key": key, "count": count}
+
+    ds = Dataset.from_iterable(({"g": i % 2 if i < 100 else 0, "p": payload} for i in range(num_rows)), num_shards=4)
+    out = small_buffers.execute(ds.group_by("g", reducer, num_output_shards=1)).to_pylist()
+    assert sorted((r["key"], r["count"]) for r in out) == [(0, num_rows - 50), (1, 50)]
+    # Rounds of the merge hold at most a batch of each of the 2 merged runs, never the group.
+    assert max(small_buffers.rounds) < 2_000
+    assert seen[0][1] < 1_000_000  # all Arrow memory of this process while the 4 MB group streamed
+
+
+def test_many_runs_merge_in_passes_with_the_right_answer(small_buffers):
+    rows = make_rows(6_000, seed=4)
+    for row in rows:
+        row["pad"] = "p" * 50
+    ds = Dataset.from_list(rows, num_shards=5)
+    counts = small_buffers.execute(ds.group_by(lambda r: r["n"] % 17, lambda k, rs: (k, sum(1 for _ in rs)), num_output_shards=2))
+    assert dict(counts.to_pylist()) == collections.Counter(r["n"] % 17 for r in rows)
+    assert counts.counters["zephyr/shuffle/files_written"] > 5 + 2  # runs spilled in merge passes
+
+
+def test_dedup_aggregate_and_join_across_many_merge_rounds(small_buffers):
+    rows = make_rows(4_000, seed=5)
+    for row in rows:
+        row["pad"] = "p" * 50
+    ds = Dataset.from_list(rows, num_shards=3)
+    first = {}
+    for row in rows:
+        first.setdefault((row["k"], row["n"] % 40), row["id"])
+    deduped = small_buffers.execute(ds.deduplicate(["k", "n"], num_output_shards=2).filter(lambda r: True)).to_pylist()
+    assert len(small_buffers.rounds) > 20
+    expected_first = {}
+    for row in rows:
+        expected_first.setdefault((row["k"], row["n"]), row["id"])
+    assert sorted(r["id"] for r in deduped) == sorted(expected_first.values())
+    sums = small_buffers.execute(ds.aggregate("n", pl.col("id").sum().alias("ids"), num_output_shards=2))
+    assert dict(sums.sql("select n, ids from data").fetchall()) == {
+        n: sum(r["id"] for r in rows if r["n"] == n) for n in {r["n"] for r in rows}
+    }
+    right = Dataset.from_list([{"n": n, "half": n / 2} for n in range(0, 100, 3)], num_shards=2)
+    joined = small_buffers.execute(ds.join(right, on="n", how="left")).to_pylist()
+    assert len(joined) == len(rows)
+    assert all(r["half"] == (r["n"] / 2 if r["n"] % 3 == 0 else None) for r in joined)
+
+
+# keys: the stable hash and the order-preserving encoding ---------------------------------------
+
+_HASH_PROBE = """
+import json, sys
+import pyarrow as pa
+from zephyr_arrow.execution.keys import encode_key, encoded_keys, hash_columns
+table = pa.table({"s": ["a", None, "héllo"], "i": [1, None, -7]})
+hashes, targets = hash_columns(table, 13)
+keys = hash_columns(pa.table({"k": [encode_key(v) for v in [None, "a", 1, 2.5, (1, "x"), b"z"]]}), 7)[0]
+print(json.dumps([hashes.to_pylist(), targets.to_pylist(), keys.to_pylist()]))
+"""
+
+
+def test_hash_is_stable_across_processes():
+    table = pa.table({"s": ["a", None, "héllo"], "i": [1, None, -7]})
+    hashes, targets = hash_columns(table, 13)
+    keys = hash_columns(pa.table({"k": [encode_key(v) for v in [None, "a", 1, 2.5, (1, "x"), b"z"]]}), 7)[0]
+    here = [hashes.to_pylist(), targets.to_pylist(), keys.to_pylist()]
+    for seed in ("0", "12345"):
+        env = {"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}
+        out = subprocess.run([sys.executable, "-c", _HASH_PROBE], capture_output=True, text=True, check=True, env=env)
+        assert json.loads(out.stdout) == here
+
+
+def test_equal_keys_encode_alike():
+    assert encode_key(1) == encode_key(1.0) == encode_key(True)
+    assert encode_key(0.0) == encode_key(-0.0)
+    assert encode_key(float("nan")) == encode_key(math.nan)
+    assert encode_key((1, "a")) == encode_key((1.0, "a")) != encode_key([1, "a"])
+    assert encode_key({"a": 1, "b": 2}) == encode_key({"b": 2, "a": 1})
+    assert encode_key(2**60) != encode_key(2**60 + 1)
+    assert encode_key(dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)) == encode_key(
+        dt.datetime(2020, 1, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    )
+
+
+_SCALARS = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(),
+    st.binary(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=False)), min_size=2, max_size=2))
+def test_encoding_keeps_the_order_of_numbers(pair):
+    a, b = pair
+    if max(abs(a), abs(b)) < 1e300:  # past that, ints beyond float range order among the infinities
+        assert (encode_key(a) < encode_key(b)) == (a < b)
+        assert (encode_key(a) == encode_key(b)) == (a == b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.tuples(_SCALARS, _SCALARS).filter(lambda p: type(p[0]) is type(p[1]) or all(isinstance(v, (int, float)) for v in p)))
+def test_encoding_keeps_the_order_of_strings_bytes_and_tuples(pair):
+    a, b = pair
+    if isinstance(a, (int, float)) and max(abs(a), abs(b)) >= 1e300:
+        return
+    assert (encode_key(a) < encode_key(b)) == (a < b)
+    assert (encode_key((a, 1)) < encode_key((b, 0))) == ((a, 1) < (b, 0))
+    assert (encode_key((a,)) < encode_key((a, b))) is True
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text()), min_size=1, max_size=20))
+def test_vectorised_encoding_of_str_and_bytes_columns_matches_encode_key(values):
+    table = pa.table({"s": pa.array(values, pa.string()), "b": pa.array([v if v is None else v.encode() for v in values], pa.binary())})
+    for column in ("s", "b"):
+        assert encoded_keys(table, (column,)).to_pylist() == [encode_key(row[column]) for row in table.to_pylist()]

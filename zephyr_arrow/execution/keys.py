@@ -1,0 +1,342 @@
+"""Shuffle keys: a stable hash that picks a row's output shard, and an order to sort runs by.
+
+A key is column names or a function of the row:
+
+- **column keys** are hashed vectorised (Polars' ``hash`` over the key columns, after
+  casting them to types unified over every input, so 1 read from an int32 chunk and 1
+  from an int64 chunk, or from the two sides of a join, hash alike). No Python objects.
+- **function keys** (and every ``group_by``, whose reducer takes Python rows anyway) are
+  encoded per row by ``encode_key``: canonical (equal keys give equal bytes: ``1``,
+  ``1.0`` and ``True`` are one key, as in a Python dict) and order-preserving (for None,
+  numbers, str, bytes, datetimes and tuples/lists of them, bytes order is Python's
+  order). The hash is of those bytes.
+
+The hash is Polars' ``hash`` with a fixed seed: the same in every process, run and
+machine running one Polars build (tests/test_shuffle.py compares it across processes),
+unlike Python's salted ``hash()``. Polars does not promise it across versions, so every
+worker of a run must use the same Polars, as they do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import pickle
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from zephyr_arrow import ops
+from zephyr_arrow.rows import PICKLED_METADATA_KEY, table_to_rows
+
+# Columns a shuffle adds to the rows it moves; dropped before any user code sees a row.
+HASH = "__zephyr_hash"  # uint64: the key's stable hash
+KEY = "__zephyr_key"  # binary: encode_key(key)
+SORT = "__zephyr_sort"  # binary: encode_key(sort_by(row))
+POSITION = "__zephyr_position"  # int64: input shard << POSITION_BITS | row number, i.e. input order
+INTERNAL = (HASH, KEY, SORT, POSITION)
+TARGET = "__zephyr_target"  # uint32: the output shard; only while a map task sorts a run
+POSITION_BITS = 40
+
+# Changing the seed moves every key to another shard; it is fixed so runs agree.
+HASH_SEED = 0x5A3F_2C71
+
+
+def hash_columns(table: pa.Table, num_shards: int) -> tuple[pa.Array, pa.Array]:
+    """The stable uint64 hash of each row of ``table`` (all its columns), and ``hash % num_shards``."""
+    frame = pl.from_arrow(table)
+    hashed = frame.select(
+        pl.struct(pl.all()).hash(HASH_SEED).alias("hash"),
+    ).with_columns((pl.col("hash") % num_shards).cast(pl.UInt32).alias("target"))
+    return _array(hashed["hash"]), _array(hashed["target"])
+
+
+def _array(series: pl.Series) -> pa.Array:
+    array = series.to_arrow()
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def key_values(table: pa.Table, columns: tuple[str, ...]) -> list[Any]:
+    """The Python key of each row from its key columns: the value, or a tuple for several columns."""
+    fields = [table.schema.field(c) for c in columns]
+    rows = table_to_rows(pa.Table.from_arrays([table.column(c) for c in columns], schema=pa.schema(fields)))
+    if len(columns) == 1:
+        (name,) = columns
+        return [row[name] for row in rows]
+    return [tuple(row[c] for c in columns) for row in rows]
+
+
+def encoded_keys(table: pa.Table, columns: tuple[str, ...]) -> pa.Array:
+    """``encode_key`` of each row's key from its key columns; vectorised for one str or bytes column."""
+    if len(columns) == 1:
+        field = table.schema.field(columns[0])
+        tag = _STR if _is_text(field.type) else _BYTES if _is_bytes(field.type) else None
+        if tag is not None and (field.metadata or {}).get(PICKLED_METADATA_KEY) != b"1":
+            # The same bytes as _encode_str / _encode_bytes: tag, escaped data, terminator.
+            blob = pa.large_binary()
+            escaped = pc.replace_substring(table.column(columns[0]).cast(blob), b"\x00", b"\x00\xff")
+            parts = (pa.scalar(tag, blob), escaped, pa.scalar(b"\x00\x00", blob), pa.scalar(b"", blob))
+            encoded = pc.fill_null(pc.binary_join_element_wise(*parts), pa.scalar(_NONE, blob)).cast(pa.binary())
+            return encoded.combine_chunks() if isinstance(encoded, pa.ChunkedArray) else encoded
+    return pa.array(list(map(encode_key, key_values(table, columns))), pa.binary())
+
+
+def _is_text(type_: pa.DataType) -> bool:
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_string_view(type_)
+
+
+def _is_bytes(type_: pa.DataType) -> bool:
+    return pa.types.is_binary(type_) or pa.types.is_large_binary(type_) or pa.types.is_binary_view(type_)
+
+
+def key_function(key: Callable[[Any], Any] | tuple[str, ...]) -> Callable[[Any], Any]:
+    """A function giving a row's key, for a key function or column names."""
+    if callable(key):
+        return key
+    if len(key) == 1:
+        (name,) = key
+        return lambda row: row[name]
+    return lambda row: tuple(row[c] for c in key)
+
+
+# encode_key -------------------------------------------------------------------------------
+# Every value starts with a type tag, so values of different types never collide and each
+# encoding delimits itself (a tuple's elements can be concatenated).
+
+_NONE, _NUMBER, _STR, _BYTES, _TUPLE, _LIST = b"\x01", b"\x02", b"\x03", b"\x04", b"\x05", b"\x06"
+_NAIVE_DATETIME, _AWARE_DATETIME, _DATE, _DICT, _SET, _OTHER = b"\x07", b"\x08", b"\x09", b"\x0a", b"\x0b", b"\x7f"
+_END = b"\x00"
+_EXACT_FLOAT = 2**53  # every int up to this is exactly a float
+_DATETIME_MIN = dt.datetime.min
+_AWARE_MIN = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def encode_key(value: Any) -> bytes:
+    """Canonical, order-preserving bytes for a key value.
+
+    >>> encode_key(1) == encode_key(1.0) == encode_key(True), encode_key("a") < encode_key("b")
+    (True, True)
+    """
+    out = bytearray()
+    _encode(value, out)
+    return bytes(out)
+
+
+def _encode(value: Any, out: bytearray) -> None:
+    encoder = _ENCODERS.get(type(value))
+    if encoder is None:
+        encoder = next((e for t, e in _SUBCLASS_ENCODERS if isinstance(value, t)), _encode_other)
+    encoder(value, out)
+
+
+def _float_bits(number: float) -> bytes:
+    """8 bytes whose unsigned order is the floats' order (NaN last)."""
+    (bits,) = struct.unpack(">Q", struct.pack(">d", number))
+    bits = bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits >> 63 else bits | (1 << 63)
+    return bits.to_bytes(8, "big")
+
+
+_NAN_BITS = _float_bits(math.nan)
+
+
+def _encode_number(value: int | float, out: bytearray) -> None:
+    # A float prefix orders every number; an int a float cannot hold exactly (and a
+    # float too large to have a fraction) adds its exact value, so 2**60 + 1 != 2**60.
+    exact: int | None = None
+    if isinstance(value, float):
+        if value != value:
+            out += _NUMBER + _NAN_BITS + b"\x01"
+            return
+        number = value or 0.0  # -0.0 == 0.0
+        if number.is_integer() and abs(number) > _EXACT_FLOAT:
+            exact = int(number)
+    else:
+        exact = int(value)
+        try:
+            number = float(exact)
+        except OverflowError:
+            number = math.inf if exact > 0 else -math.inf
+        if abs(exact) <= _EXACT_FLOAT:
+            exact = None
+    out += _NUMBER + _float_bits(number)
+    if exact is None:
+        out += b"\x01"
+    else:
+        magnitude = abs(exact).to_bytes((abs(exact).bit_length() + 7) // 8, "big")
+        if exact < 0:  # bigger magnitudes sort first: invert length and bytes
+            out += b"\x00" + (0xFFFF_FFFF - len(magnitude)).to_bytes(4, "big") + bytes(255 - b for b in magnitude)
+        else:
+            out += b"\x02" + len(magnitude).to_bytes(4, "big") + magnitude
+
+
+def _escaped(data: bytes, out: bytearray) -> None:
+    # 00 -> 00 FF and a 00 00 terminator keep bytes order and make the end unambiguous.
+    out += data.replace(b"\x00", b"\x00\xff")
+    out += b"\x00\x00"
+
+
+def _encode_str(value: str, out: bytearray) -> None:
+    out += _STR
+    _escaped(value.encode("utf-8", "surrogatepass"), out)
+
+
+def _encode_bytes(value: bytes | bytearray | memoryview, out: bytearray) -> None:
+    out += _BYTES
+    _escaped(bytes(value), out)
+
+
+def _sequence_encoder(tag: bytes) -> Callable[[Any, bytearray], None]:
+    def encode(value: Any, out: bytearray) -> None:
+        out += tag
+        for item in value:
+            _encode(item, out)
+        out += _END  # every item starts with a tag >= 01, so a prefix sorts first
+
+    return encode
+
+
+def _encode_none(value: None, out: bytearray) -> None:
+    out += _NONE
+
+
+def _encode_datetime(value: dt.datetime, out: bytearray) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        out += _NAIVE_DATETIME + ((value - _DATETIME_MIN) // _MICROSECOND).to_bytes(8, "big")
+    else:  # aware datetimes are equal when they are the same instant
+        out += _AWARE_DATETIME + ((value - _AWARE_MIN) // _MICROSECOND).to_bytes(8, "big")
+
+
+def _encode_date(value: dt.date, out: bytearray) -> None:
+    out += _DATE + value.toordinal().to_bytes(4, "big")
+
+
+def _encode_dict(value: dict, out: bytearray) -> None:
+    out += _DICT
+    for item in sorted(encode_key(k) + encode_key(v) for k, v in value.items()):
+        out += item
+    out += _END
+
+
+def _encode_set(value: set | frozenset, out: bytearray) -> None:
+    out += _SET
+    for item in sorted(encode_key(v) for v in value):
+        out += item
+    out += _END
+
+
+def _encode_other(value: Any, out: bytearray) -> None:
+    # Equal objects of other types (dataclasses, ...) are one key when they pickle alike.
+    out += _OTHER
+    _escaped(f"{type(value).__module__}.{type(value).__qualname__}".encode(), out)
+    _escaped(pickle.dumps(value, protocol=5), out)
+
+
+_ENCODERS: dict[type, Callable[[Any, bytearray], None]] = {
+    type(None): _encode_none,
+    bool: _encode_number,
+    int: _encode_number,
+    float: _encode_number,
+    str: _encode_str,
+    bytes: _encode_bytes,
+    tuple: _sequence_encoder(_TUPLE),
+    list: _sequence_encoder(_LIST),
+    dt.datetime: _encode_datetime,
+    dt.date: _encode_date,
+    dict: _encode_dict,
+    frozenset: _encode_set,
+    set: _encode_set,
+}
+# Subclasses (IntEnum, namedtuple, ...) compare like their base; datetime before date.
+_SUBCLASS_ENCODERS = [
+    (bool, _encode_number),
+    (int, _encode_number),
+    (float, _encode_number),
+    (str, _encode_str),
+    ((bytes, bytearray, memoryview), _encode_bytes),
+    (tuple, _ENCODERS[tuple]),
+    (list, _ENCODERS[list]),
+    (dt.datetime, _encode_datetime),
+    (dt.date, _encode_date),
+    (dict, _encode_dict),
+    ((set, frozenset), _encode_set),
+]
+
+
+# What a shuffle adds to each row ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShuffleKeys:
+    """How one input of a shuffle op is keyed, and the order its runs are sorted in."""
+
+    columns: tuple[str, ...] | None  # key columns; None when the key is a function
+    function: Callable[[Any], Any] | None
+    sort_by: Callable[[Any], Any] | tuple[str, ...] | None = None
+    by_encoded_key: bool = False  # group_by: runs sorted by encoded key, so groups come out in key order
+
+    @property
+    def order(self) -> list[str]:
+        if self.by_encoded_key:
+            return [KEY, *([SORT] if self.sort_by is not None else []), POSITION]
+        return [HASH, POSITION]
+
+    @property
+    def identity(self) -> list[str]:
+        """The columns equal exactly for rows of one key (after the shuffle columns are added)."""
+        return [KEY] if self.columns is None or self.by_encoded_key else list(self.columns)
+
+
+def shuffle_keys(op: ops.Op, side: int = 0) -> ShuffleKeys:
+    """The keys of input ``side`` (0 left or only, 1 right) of a shuffle op."""
+    if isinstance(op, ops.GroupByOp):
+        columns = op.key if isinstance(op.key, tuple) else None
+        return ShuffleKeys(columns, None if columns else op.key, op.sort_by, by_encoded_key=True)
+    if isinstance(op, ops.DeduplicateOp):
+        columns = op.key if isinstance(op.key, tuple) else None
+        return ShuffleKeys(columns, None if columns else op.key)
+    if isinstance(op, ops.AggregateOp):
+        return ShuffleKeys(op.by, None)
+    if isinstance(op, ops.JoinOp):
+        return ShuffleKeys(op.right_on if side else op.left_on, None)
+    raise TypeError(f"{op!r} is not a shuffle")
+
+
+def add_shuffle_columns(
+    table: pa.Table, keys: ShuffleKeys, key_types: pa.Schema | None, num_shards: int, first_position: int
+) -> tuple[pa.Table, pa.Array]:
+    """``table`` with the key columns cast to ``key_types`` and the shuffle columns appended,
+    and each row's output shard."""
+    if key_types is not None:
+        for field in key_types:
+            index = table.schema.get_field_index(field.name)
+            if index < 0:  # rows of this shard lack the key: it is None
+                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+            elif table.schema.field(index).type != field.type:
+                table = table.set_column(index, table.schema.field(index).with_type(field.type), table.column(index).cast(field.type))
+    added: dict[str, pa.Array] = {}
+    if keys.columns is not None and not keys.by_encoded_key:
+        hashes, targets = hash_columns(table.select(list(keys.columns)), num_shards)
+        added[HASH] = hashes
+    else:
+        rows = table_to_rows(table) if keys.function is not None or callable(keys.sort_by) else None
+        if keys.columns is not None:
+            encoded = encoded_keys(table, keys.columns)
+        else:
+            encoded = pa.array([encode_key(keys.function(row)) for row in rows], pa.binary())
+        hashes, targets = hash_columns(pa.table({KEY: encoded}), num_shards)
+        if not keys.by_encoded_key:
+            added[HASH] = hashes
+        added[KEY] = encoded
+        if keys.sort_by is not None:
+            sort_values = key_values(table, keys.sort_by) if isinstance(keys.sort_by, tuple) else map(keys.sort_by, rows)
+            added[SORT] = pa.array(list(map(encode_key, sort_values)), pa.binary())
+    added[POSITION] = pa.array(range(first_position, first_position + table.num_rows), pa.int64())
+    for name, column in added.items():
+        table = table.append_column(name, column)
+    return table, targets

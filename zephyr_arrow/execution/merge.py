@@ -1,0 +1,183 @@
+"""Sorted runs on disk, and their k-way merge in memory bounded by (runs x row group).
+
+A run is a ``ChunkRef`` (usually a row range of a map task's file) whose rows are sorted
+by the shuffle's order columns (see ``keys.py``). Run files are written with small row
+groups (``RUN_ROW_GROUP_BYTES``), and a merge reads each run one row group at a time:
+Parquet readers decode a whole row group whatever the batch size, so the row group is
+the unit of memory. ``merge_runs`` streams runs into one sorted stream of tables,
+vectorised: each round it takes, from every run's current row group, the rows up to the
+smallest *last row* among them (every row at or below that bound is already in memory,
+because each run is sorted), sorts them with Arrow and yields them. A round holds at most
+one row group per run and finishes at least one, so memory is bounded by (runs x row
+group), never by the shard or a group. ``merged`` merges more than ``MERGE_FAN_IN`` runs
+in passes through temporary files first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from zephyr_arrow import counters
+from zephyr_arrow.store import ChunkRef
+from zephyr_arrow.store.chunk_ref import CHUNK_COMPRESSION
+from zephyr_arrow.store.files import atomic_output, filesystem, is_local, remove_tree
+from zephyr_arrow.store.schema import conform
+
+MERGE_FAN_IN = 32  # runs merged at once (more are merged in passes first)
+RUN_ROW_GROUP_BYTES = 1024 * 1024  # what a merge holds per run: a merge holds about MERGE_FAN_IN x this
+_PAGE_BYTES = 64 * 1024  # small pages and read buffers keep what each open run holds small
+_READ_BUFFER_BYTES = 64 * 1024
+FILES_COUNTER = "zephyr/shuffle/files_written"  # scatter files, merge-pass files and output chunks
+
+
+class SortedFile:
+    """A Parquet file written from sorted tables, moved into place on ``close``.
+
+    Each ``write`` starts a new row group, so a row range that begins at a write
+    boundary is read from its own row groups.
+    """
+
+    def __init__(self, path: str, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.num_rows = 0
+        self._output = atomic_output(path)
+        tmp = self._output.__enter__()
+        self._sink = None if tmp.is_local else tmp.open()
+        self._writer = pq.ParquetWriter(
+            tmp.path if tmp.is_local else self._sink, schema, compression=CHUNK_COMPRESSION, data_page_size=_PAGE_BYTES
+        )
+
+    def write(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        row_bytes = max(table.nbytes // table.num_rows, 1)
+        self._writer.write_table(conform(table, self.schema), row_group_size=max(RUN_ROW_GROUP_BYTES // row_bytes, 1))
+        self.num_rows += table.num_rows
+
+    def close(self) -> ChunkRef:
+        self._writer.close()
+        if self._sink is not None:
+            self._sink.close()
+        self._output.__exit__(None, None, None)
+        return ChunkRef(self.path, self.num_rows, self.schema)
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+            if self._sink is not None:
+                self._sink.close()
+        finally:
+            error = RuntimeError("sorted file write aborted")
+            self._output.__exit__(RuntimeError, error, None)
+
+
+def read_run(run: ChunkRef, schema: pa.Schema) -> Iterator[pa.Table]:
+    """The run's rows conformed to ``schema``, one row group at a time."""
+    with _open(run) as parquet:
+        metadata = parquet.metadata
+        start, stop = run.row_range or (0, metadata.num_rows)
+        group_start = 0
+        for group in range(metadata.num_row_groups):
+            group_rows = metadata.row_group(group).num_rows
+            lo, hi = max(start - group_start, 0), min(stop - group_start, group_rows)
+            group_start += group_rows
+            if lo < hi:
+                table = parquet.read_row_group(group)
+                yield conform(table.slice(lo, hi - lo), schema)
+            if group_start >= stop:
+                return
+
+
+def _open(run: ChunkRef) -> pq.ParquetFile:
+    try:
+        if is_local(run.path):
+            return pq.ParquetFile(run.path.removeprefix("file://"), buffer_size=_READ_BUFFER_BYTES)
+        fs, fs_path = filesystem(run.path)
+        return pq.ParquetFile(fs.open(fs_path, "rb"), buffer_size=_READ_BUFFER_BYTES)
+    except FileNotFoundError:
+        run.check_exists()  # raises ChunkMissingError, which says why the file may be gone
+        raise
+
+
+def merge_runs(runs: list[ChunkRef], order: list[str], schema: pa.Schema) -> Iterator[pa.Table]:
+    """The rows of ``runs`` (each sorted by ``order``) as tables in ascending ``order``."""
+    readers = [read_run(run, schema) for run in runs]
+    heads = [next(reader, None) for reader in readers]
+    while True:
+        live = [index for index, head in enumerate(heads) if head is not None]
+        if len(live) <= 1:
+            for index in live:
+                yield heads[index]
+                yield from readers[index]
+            return
+        lasts = {index: _row_key(heads[index], heads[index].num_rows - 1, order) for index in live}
+        bound = min(lasts.values())
+        parts = []
+        for index in live:
+            head = heads[index]
+            taken = head.num_rows if lasts[index] <= bound else _rows_not_above(head, bound, order)
+            if taken:
+                parts.append(head.slice(0, taken))
+            heads[index] = next(readers[index], None) if taken == head.num_rows else head.slice(taken)
+        yield sort_table(pa.concat_tables(parts), order) if len(parts) > 1 else parts[0]
+
+
+def sort_table(table: pa.Table, order: list[str]) -> pa.Table:
+    indices = pc.sort_indices(table.select(order), sort_keys=[(name, "ascending") for name in order])
+    return table.take(indices)
+
+
+def _row_key(table: pa.Table, row: int, order: list[str]) -> tuple:
+    return tuple(table.column(name)[row].as_py() for name in order)
+
+
+def _rows_not_above(table: pa.Table, bound: tuple, order: list[str]) -> int:
+    """How many leading rows of sorted ``table`` are <= ``bound`` (binary search)."""
+    lo, hi = 0, table.num_rows
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _row_key(table, mid, order) <= bound:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@contextlib.contextmanager
+def merged(
+    runs: list[ChunkRef], order: list[str], schema: pa.Schema, spill_path: Callable[[int], str]
+) -> Iterator[Iterator[pa.Table]]:
+    """``merge_runs`` over any number of runs: past ``MERGE_FAN_IN``, merge in passes through
+    files named ``spill_path(n)`` first (deleted on exit)."""
+    spilled: list[str] = []
+    try:
+        while len(runs) > MERGE_FAN_IN:
+            next_runs = []
+            for start in range(0, len(runs), MERGE_FAN_IN):
+                group = runs[start : start + MERGE_FAN_IN]
+                if len(group) == 1:
+                    next_runs.append(group[0])
+                    continue
+                out = SortedFile(spill_path(len(spilled)), schema)
+                spilled.append(out.path)
+                counters.increment(FILES_COUNTER)
+                try:
+                    for table in merge_runs(group, order, schema):
+                        out.write(table)
+                except BaseException:
+                    out.abort()
+                    raise
+                next_runs.append(out.close())
+            for path in {r.path for r in runs} & set(spilled):  # an earlier pass's files are done with
+                remove_tree(path)
+            runs = next_runs
+        yield merge_runs(runs, order, schema)
+    finally:
+        for path in spilled:
+            remove_tree(path)

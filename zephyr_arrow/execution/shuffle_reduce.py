@@ -1,0 +1,322 @@
+"""The reduce side of shuffles: merge one output shard's sorted runs and apply the op.
+
+Every op reads its runs through ``merge.merged``, a stream of tables in the runs' order,
+and holds one round of it (plus a small carry) at a time:
+
+- group_by: rows are decoded a few thousand at a time and grouped by encoded key; the
+  reducer gets an iterator that pulls its group's rows from the merge, so a group
+  larger than memory streams through.
+- deduplicate: Polars keep-first on each round; the keys kept at the round's last hash
+  are carried into the next, so a key spanning rounds keeps only its first row.
+- aggregate: Polars group_by on each round's complete hashes; rows of the round's last
+  hash wait for the next round. Memory holds the largest group (exact aggregations such
+  as median need all its rows).
+- join: both sides merged, cut at a hash both have passed, joined per round with Polars;
+  a key's rows of both sides are in memory together.
+- sorted_merge_join (no shuffle): shard i of both sides merged row by row, buffering one
+  key's right rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from zephyr_arrow import ops
+from zephyr_arrow.execution import keys as K
+from zephyr_arrow.execution.merge import merged
+from zephyr_arrow.execution.operators import Stream
+from zephyr_arrow.execution.tasks import JoinInput, MergeInput, ShardTask
+from zephyr_arrow.rows import table_to_rows
+from zephyr_arrow.store import ChunkRef, layout
+from zephyr_arrow.store.chunk_writer import ChunkWriter
+from zephyr_arrow.store.schema import normalize
+
+ROWS_PER_DECODE = 4096  # rows turned into Python objects at a time
+_POLARS_HOW = {"inner": "inner", "left": "left", "right": "right", "outer": "full"}
+_ABOVE_EVERY_HASH = 1 << 64
+
+
+def reduce(op: ops.Op, task: ShardTask) -> tuple[int, list[ChunkRef]]:
+    """Write output shard ``task.shard_index`` of a shuffle or join; return (rows read, chunks)."""
+    counted = _Counted()
+    writer = ChunkWriter(lambda index: task_path(task, index))
+    if isinstance(op, ops.SortedMergeJoinOp):
+        spec: JoinInput = task.input
+        rows = _sorted_merge_join(op, counted.rows(_rows(spec.left)), counted.rows(_rows(spec.right)), task.shard_index)
+        return counted.count, writer.write_all(Stream(rows=rows).as_tables())
+    if isinstance(op, ops.JoinOp):
+        spec = task.input
+        with (
+            merged(list(spec.left), K.shuffle_keys(op, 0).order, spec.left_schema, _spill(task, 0)) as left,
+            merged(list(spec.right), K.shuffle_keys(op, 1).order, spec.right_schema, _spill(task, 1)) as right,
+        ):
+            tables = _join(op, counted.tables(left), counted.tables(right), spec.left_schema, spec.right_schema)
+            return counted.count, writer.write_all(tables)
+    spec: MergeInput = task.input
+    keys = K.shuffle_keys(op)
+    with merged(list(spec.runs), keys.order, spec.schema, _spill(task, 0)) as tables:
+        tables = counted.tables(tables)
+        if isinstance(op, ops.GroupByOp):
+            output = Stream(rows=_group_by(op, tables)).as_tables()
+        elif isinstance(op, ops.DeduplicateOp):
+            output = _deduplicate(keys, tables, spec.schema)
+        else:
+            output = _aggregate(op, tables, spec.schema)
+        return counted.count, writer.write_all(output)
+
+
+def task_path(task: ShardTask, index: int, stage_dir: str | None = None) -> str:
+    """Where a task writes its ``index``-th file (``stage_dir`` defaults to the task's own)."""
+    run = task.run
+    return layout.chunk_path(run.chunk_prefix, run.execution_id, stage_dir or task.stage_dir, task.shard_index, index, task.attempt)
+
+
+def spill_dir(stage_dir: str, side: int) -> str:
+    """The stage directory of merge-pass files for input ``side`` (deleted when the stage is done)."""
+    return f"{stage_dir}-spill{side}"
+
+
+def _spill(task: ShardTask, side: int) -> Callable[[int], str]:
+    return lambda index: task_path(task, index, stage_dir=spill_dir(task.stage_dir, side))
+
+
+class _Counted:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def tables(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        for table in tables:
+            self.count += table.num_rows
+            yield table
+
+    def rows(self, rows: Iterator[Any]) -> Iterator[Any]:
+        for row in rows:
+            self.count += 1
+            yield row
+
+
+def _group_by(op: ops.GroupByOp, tables: Iterator[pa.Table]) -> Iterator[Any]:
+    key_of = K.key_function(op.key)
+    for _, group in itertools.groupby(keyed_rows(tables, [K.KEY]), key=itemgetter(0)):
+        rows = map(itemgetter(1), group)
+        first = next(rows)
+        # Flattened before the next group is read: the group's iterator is only valid until then.
+        yield from flatten(op.reducer(key_of(first), itertools.chain([first], rows)))
+
+
+def _deduplicate(keys: K.ShuffleKeys, tables: Iterator[pa.Table], schema: pa.Schema) -> Iterator[pa.Table]:
+    identity = [K.HASH, *keys.identity]
+    carry: pa.Table | None = None  # keys already kept whose hash is the last one seen
+    for table in tables:
+        ids = table.select(identity)
+        skip = 0
+        if carry is not None and carry.column(K.HASH)[0] == ids.column(K.HASH)[0]:
+            ids, skip = pa.concat_tables([carry, ids]), carry.num_rows
+        first = first_of_each(ids, identity)
+        keep = first.filter(pc.greater_equal(first, pa.scalar(skip, first.type)))
+        yield without_shuffle_columns(table.take(pc.subtract(keep, pa.scalar(skip, first.type))))
+        seen = ids.take(first)
+        carry = seen.filter(pc.equal(seen.column(K.HASH), table.column(K.HASH)[-1]))
+    yield without_shuffle_columns(schema.empty_table())  # an empty shard still has the columns
+
+
+def _aggregate(op: ops.AggregateOp, tables: Iterator[pa.Table], schema: pa.Schema) -> Iterator[pa.Table]:
+    pending: pa.Table | None = None  # rows of the last hash seen: the group may go on
+    for table in tables:
+        if pending is not None:
+            table = pa.concat_tables([pending, table])
+        hashes = table.column(K.HASH)
+        complete = pc.index(hashes, hashes[-1]).as_py()
+        if complete:
+            yield _aggregated(op, table.slice(0, complete))
+        pending = table.slice(complete)
+    yield _aggregated(op, pending if pending is not None else schema.empty_table())
+
+
+def _aggregated(op: ops.AggregateOp, table: pa.Table) -> pa.Table:
+    frame = pl.from_arrow(without_shuffle_columns(table))
+    result = frame.group_by(list(op.by), maintain_order=True).agg(*op.exprs).to_arrow()
+    return restore_metadata(normalize(result), {name: table.schema.field(name) for name in op.by})
+
+
+# Shared with the map side (a combiner, and deduplicate within a run, reduce early) -----
+
+
+def flatten(result: Any) -> Iterator[Any]:
+    """A reducer's or combiner's result as rows: an iterator is flattened, anything else is one row."""
+    if isinstance(result, Iterator):
+        return result
+    return iter((result,))
+
+
+def keyed_rows(tables: Iterable[pa.Table], columns: list[str]) -> Iterator[tuple]:
+    """``(*values of columns, row)`` for every row, decoding ``ROWS_PER_DECODE`` rows at a time."""
+    for table in tables:
+        for start in range(0, table.num_rows, ROWS_PER_DECODE):
+            piece = table.slice(start, ROWS_PER_DECODE)
+            values = [piece.column(name).to_pylist() for name in columns]
+            yield from zip(*values, table_to_rows(without_shuffle_columns(piece)))
+
+
+def without_shuffle_columns(table: pa.Table) -> pa.Table:
+    return table.drop_columns([name for name in (*K.INTERNAL, K.TARGET) if name in table.column_names])
+
+
+def first_of_each(table: pa.Table, columns: list[str]) -> pa.Array:
+    """Indices of the first row of each distinct value of ``columns``, in table order."""
+    frame = pl.from_arrow(table.select(columns)).with_row_index("__row")
+    return frame.unique(subset=columns, keep="first", maintain_order=True).get_column("__row").to_arrow()
+
+
+
+# Joins ------------------------------------------------------------------------------------
+
+
+class _JoinSide:
+    """One side's merged tables, buffered from the last complete hash on."""
+
+    def __init__(self, tables: Iterator[pa.Table], schema: pa.Schema) -> None:
+        self._tables = tables
+        self.buffer = schema.empty_table()
+        self.done = False
+
+    def fill(self) -> None:
+        while not self.done and not self.buffer.num_rows:
+            self.pull()
+
+    def pull(self) -> None:
+        table = next(self._tables, None)
+        if table is None:
+            self.done = True
+        else:
+            self.buffer = pa.concat_tables([self.buffer, table])
+
+    @property
+    def last_hash(self) -> int:
+        return _ABOVE_EVERY_HASH if self.done else self.buffer.column(K.HASH)[-1].as_py()
+
+    def take_below(self, bound: int) -> pa.Table:
+        if bound == _ABOVE_EVERY_HASH:
+            part, self.buffer = self.buffer, self.buffer.slice(0, 0)
+            return part
+        below = pc.sum(pc.less(self.buffer.column(K.HASH), pa.scalar(bound, pa.uint64()))).as_py() or 0
+        part, self.buffer = self.buffer.slice(0, below), self.buffer.slice(below)
+        return part
+
+
+def _join(
+    op: ops.JoinOp, left_tables: Iterator[pa.Table], right_tables: Iterator[pa.Table], left_schema: pa.Schema, right_schema: pa.Schema
+) -> Iterator[pa.Table]:
+    sides = [_JoinSide(left_tables, left_schema), _JoinSide(right_tables, right_schema)]
+    while True:
+        for side in sides:
+            side.fill()
+        # Every row below the smaller of the two last hashes has arrived on both sides.
+        bound = min(side.last_hash for side in sides)
+        left, right = (side.take_below(bound) for side in sides)
+        if _has_output(op.how, left, right):
+            yield _joined(op, left, right)
+        if bound == _ABOVE_EVERY_HASH:
+            break
+        for side in sides:
+            if not side.done and side.last_hash == bound:
+                side.pull()
+    yield _joined(op, left_schema.empty_table(), right_schema.empty_table())  # the columns, for an empty shard
+
+
+def _has_output(how: str, left: pa.Table, right: pa.Table) -> bool:
+    return {
+        "inner": left.num_rows and right.num_rows,
+        "left": left.num_rows,
+        "right": right.num_rows,
+        "outer": left.num_rows or right.num_rows,
+    }[how] > 0
+
+
+def _joined(op: ops.JoinOp, left: pa.Table, right: pa.Table) -> pa.Table:
+    left_frame = pl.from_arrow(without_shuffle_columns(left))
+    right_frame = pl.from_arrow(without_shuffle_columns(right))
+    joined = left_frame.join(
+        right_frame,
+        left_on=list(op.left_on),
+        right_on=list(op.right_on),
+        how=_POLARS_HOW[op.how],
+        coalesce=True,
+        suffix=op.suffix,
+    )
+    if op.how == "right":  # Polars names a right join's keys after the right side
+        joined = joined.rename({r: l for l, r in zip(op.left_on, op.right_on, strict=True) if l != r})
+    fields = {field.name: field for field in left.schema}
+    for field in right.schema:
+        if field.name not in op.right_on and field.name not in K.INTERNAL:
+            name = field.name + op.suffix if field.name in left_frame.columns else field.name
+            fields[name] = field.with_name(name)
+    names = [name for name in fields if name not in K.INTERNAL]
+    return restore_metadata(normalize(joined.select(names).to_arrow()), fields)
+
+
+def restore_metadata(table: pa.Table, sources: dict[str, pa.Field]) -> pa.Table:
+    """Give columns that came through Polars their source field's metadata back (pickled columns)."""
+    fields = []
+    for field in table.schema:
+        source = sources.get(field.name)
+        fields.append(field.with_metadata(source.metadata) if source is not None and source.metadata and source.type == field.type else field)
+    schema = pa.schema(fields)
+    return table if schema.equals(table.schema, check_metadata=True) else pa.Table.from_arrays(table.columns, schema=schema)
+
+
+# Sorted merge join ------------------------------------------------------------------------
+
+
+def _rows(chunks: tuple[ChunkRef, ...]) -> Iterator[Any]:
+    tables = (pa.Table.from_batches([batch]) for chunk in chunks for batch in chunk.iter_batches())
+    return Stream(tables=tables).as_rows()
+
+
+def _sorted_merge_join(op: ops.SortedMergeJoinOp, left_rows: Iterator[Any], right_rows: Iterator[Any], shard_index: int) -> Iterator[Any]:
+    combiner = op.combiner or merge_dicts
+    right = _groups(right_rows, op.right_key, "right", shard_index)
+    right_group = next(right, None)
+    for encoded, left_group in _groups(left_rows, op.left_key, "left", shard_index):
+        while right_group is not None and right_group[0] < encoded:
+            right_group = next(right, None)
+        if right_group is not None and right_group[0] == encoded:
+            buffered = list(right_group[1])  # one key's right rows; the left rows stream
+            for left_row in left_group:
+                for right_row in buffered:
+                    yield combiner(left_row, right_row)
+            right_group = next(right, None)
+        elif op.how == "left":
+            for left_row in left_group:
+                yield combiner(left_row, None)
+
+
+def merge_dicts(left: dict, right: dict | None) -> dict:
+    """The default combiner: ``{**left, **right}``; an unmatched left row passes through."""
+    return dict(left) if right is None else {**left, **right}
+
+
+def _groups(rows: Iterator[Any], key_fn: Any, side: str, shard_index: int) -> Iterator[tuple[bytes, Iterator[Any]]]:
+    def keyed() -> Iterator[tuple[bytes, Any]]:
+        previous: tuple[bytes, Any] | None = None
+        for row in rows:
+            key = key_fn(row)
+            encoded = K.encode_key(key)
+            if previous is not None and encoded < previous[0]:
+                raise ValueError(
+                    f"sorted_merge_join: shard {shard_index} of the {side} side is not sorted by its key: "
+                    f"{key!r} comes after {previous[1]!r}. Sort and co-shard both sides by the key, e.g. with "
+                    "group_by(key, ..., num_output_shards=N) on each, or use join(), which needs neither"
+                )
+            previous = (encoded, key)
+            yield encoded, row
+
+    for encoded, group in itertools.groupby(keyed(), key=itemgetter(0)):
+        yield encoded, map(itemgetter(1), group)

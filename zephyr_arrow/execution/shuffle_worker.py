@@ -1,0 +1,176 @@
+"""Shuffle tasks on the worker: scatter an input shard into sorted runs, or reduce one output shard.
+
+Scatter (the map side) streams its shard, adds the shuffle columns (``keys.py``: the
+key's stable hash or encoded key, and the row's input position), and buffers up to
+``SORT_BUFFER_BYTES``; each full buffer is sorted by (output shard, order) and written
+as one *run*: one Parquet file per task, one row-group-aligned segment per output shard,
+each returned as a ranged ``ChunkRef``. So M map tasks write M files (more only when a
+combiner changes the schema), not M x N. Deduplicate drops repeated keys within a run
+before writing; a group_by combiner folds each key's rows of a run.
+
+The reduce side, and helpers the map side shares with it, are in ``shuffle_reduce.py``.
+Like ``worker.run_task``, nothing here knows about backends.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from zephyr_arrow import counters, ops
+from zephyr_arrow.execution import keys as K
+from zephyr_arrow.execution import shuffle_reduce
+from zephyr_arrow.execution.merge import FILES_COUNTER, SortedFile, sort_table
+from zephyr_arrow.execution.shuffle_reduce import first_of_each, flatten, keyed_rows, task_path, without_shuffle_columns
+from zephyr_arrow.execution.stats import StageStats
+from zephyr_arrow.execution.tasks import ScatterInput, ShardTask, StageResult, TaskResult
+from zephyr_arrow.plan import Stage
+from zephyr_arrow.rows import rows_to_table
+from zephyr_arrow.store import ChunkRef
+from zephyr_arrow.store.schema import conform, unify
+
+SORT_BUFFER_BYTES = 32 * 1024 * 1024  # rows a map task sorts at once (Arrow bytes); one run each
+
+
+def run_task(stage: Stage, task: ShardTask) -> TaskResult:
+    """Run one scatter or reduce task of a shuffle stage."""
+    started = time.perf_counter()
+    with counters.collecting(task.run) as collected:
+        if isinstance(task.input, ScatterInput):
+            rows_in, outputs = scatter(stage.boundary, task)
+        else:
+            rows_in, chunks = shuffle_reduce.reduce(stage.boundary, task)
+            outputs = [StageResult(task.shard_index, chunk) for chunk in chunks]
+        files = len({output.chunk.path for output in outputs})
+        counters.increment(FILES_COUNTER, files)
+    stats = StageStats(
+        rows_in=rows_in,
+        rows_out=sum(output.chunk.num_rows for output in outputs),
+        chunks_out=files,
+        seconds=time.perf_counter() - started,
+    )
+    return TaskResult(task.stage_index, task.shard_index, task.attempt, tuple(outputs), stats, collected.totals)
+
+
+def scatter(op: ops.Op, task: ShardTask) -> tuple[int, list[StageResult]]:
+    """Cut the task's input shard into sorted runs, one segment per output shard."""
+    spec: ScatterInput = task.input
+    keys = K.shuffle_keys(op, spec.side)
+    schema = unify([c.schema for c in spec.chunks], [c.path for c in spec.chunks])
+    files = _RunFiles(lambda index: task_path(task, index))
+    position = task.shard_index << K.POSITION_BITS
+    first_position = position
+    pending: list[pa.Table] = []
+    pending_bytes = 0
+    try:
+        for chunk in spec.chunks:
+            for batch in chunk.iter_batches():
+                table = conform(pa.Table.from_batches([batch]), schema)
+                table, targets = K.add_shuffle_columns(table, keys, spec.key_types, spec.num_output_shards, position)
+                position += table.num_rows
+                pending.append(table.append_column(K.TARGET, targets))
+                pending_bytes += table.nbytes
+                if pending_bytes >= SORT_BUFFER_BYTES:
+                    files.write(_sorted_run(op, keys, pending))
+                    pending_bytes = 0
+        if pending:
+            files.write(_sorted_run(op, keys, pending))
+        return position - first_position, files.close()
+    except BaseException:
+        files.abort()
+        raise
+
+
+def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> pa.Table:
+    """One run from the buffered ``tables`` (emptied, so the unsorted rows are freed once sorted)."""
+    table = pa.concat_tables(tables)
+    tables.clear()
+    table = sort_table(table, [K.TARGET, *keys.order])
+    if isinstance(op, ops.DeduplicateOp):
+        return table.take(first_of_each(table, keys.identity))
+    if isinstance(op, ops.GroupByOp) and op.combiner is not None:
+        return _combine(op, keys, table)
+    return table
+
+
+def _combine(op: ops.GroupByOp, keys: K.ShuffleKeys, table: pa.Table) -> pa.Table:
+    """Fold each key's rows of a sorted run with the combiner (map-side pre-aggregation)."""
+    key_of = K.key_function(op.key)
+    sort_of = K.key_function(op.sort_by) if op.sort_by is not None else None
+    rows: list[Any] = []
+    shuffle_columns: dict[str, list[Any]] = {K.KEY: [], K.POSITION: [], K.TARGET: []}
+    for (encoded, target), group in itertools.groupby(
+        keyed_rows([table], [K.KEY, K.TARGET, K.POSITION]), key=lambda entry: entry[:2]
+    ):
+        group = iter(group)
+        _, _, position, first = next(group)
+        combined = flatten(op.combiner(key_of(first), itertools.chain([first], (entry[3] for entry in group))))
+        for offset, row in enumerate(combined):
+            rows.append(row)
+            shuffle_columns[K.KEY].append(encoded)
+            shuffle_columns[K.POSITION].append(position + offset)
+            shuffle_columns[K.TARGET].append(target)
+    combined_table = rows_to_table(rows) if rows else without_shuffle_columns(table).schema.empty_table()
+    types = {K.KEY: pa.binary(), K.POSITION: pa.int64(), K.TARGET: pa.uint32()}
+    if sort_of is not None:
+        shuffle_columns[K.SORT] = [K.encode_key(sort_of(row)) for row in rows]
+        types[K.SORT] = pa.binary()
+    for name in [K.KEY, K.SORT, K.POSITION, K.TARGET]:
+        if name in shuffle_columns:
+            combined_table = combined_table.append_column(name, pa.array(shuffle_columns[name], types[name]))
+    return sort_table(combined_table, [K.TARGET, *keys.order])
+
+
+class _RunFiles:
+    """The files of one scatter task: each run adds one row-group-aligned segment per output shard."""
+
+    def __init__(self, path_for: Callable[[int], str]) -> None:
+        self._path_for = path_for
+        self._closed: list[ChunkRef] = []
+        self._file: SortedFile | None = None
+        self._segments: list[tuple[int, int, int, int]] = []  # (output shard, file index, start, stop)
+
+    def write(self, table: pa.Table) -> None:
+        targets = pc.value_counts(table.column(K.TARGET))  # in first-seen order, i.e. ascending
+        data = table.drop_columns([K.TARGET])
+        if self._file is not None and not _fits(data.schema, self._file.schema):
+            self._closed.append(self._file.close())
+            self._file = None
+        if self._file is None:
+            self._file = SortedFile(self._path_for(len(self._closed)), data.schema)
+        start = 0
+        for target, count in zip(targets.field("values").to_pylist(), targets.field("counts").to_pylist()):
+            offset = self._file.num_rows
+            self._file.write(data.slice(start, count))
+            self._segments.append((target, len(self._closed), offset, offset + count))
+            start += count
+
+    def close(self) -> list[StageResult]:
+        if self._file is not None:
+            self._closed.append(self._file.close())
+            self._file = None
+        return [
+            StageResult(target, ChunkRef(self._closed[index].path, stop - start, self._closed[index].schema, (start, stop)))
+            for target, index, start, stop in self._segments
+        ]
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.abort()
+            self._file = None
+
+
+def _fits(schema: pa.Schema, target: pa.Schema) -> bool:
+    """Whether tables of ``schema`` cast to ``target`` without loss (one file can hold both)."""
+    if schema == target:
+        return True
+    try:
+        unified = pa.unify_schemas([target, schema], promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return False
+    return unified.remove_metadata() == target.remove_metadata()
