@@ -1,0 +1,89 @@
+"""The planner: a pure function from a Dataset to stages (no files read, no user code run)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from zephyr_arrow import Dataset, PlanError, plan
+from zephyr_arrow.ops import FilterExprOp, LoadOp, SelectOp
+from zephyr_arrow.plan import StageKind
+
+
+def _never(*_):
+    raise AssertionError("the planner must not call user functions")
+
+
+def test_row_and_columnar_ops_fuse_into_one_stage():
+    ds = Dataset.from_list([1, 2]).map(_never).filter(_never).flat_map(_never).filter(pl.col("a") > 1).select("a")
+    (stage,) = plan(ds).stages
+    assert stage.kind is StageKind.MAP and len(stage.ops) == 5
+
+
+def test_boundaries_and_sinks_cut_stages():
+    ds = Dataset.from_list([1]).map(_never).reshard(2).map(_never).write_parquet("out/{shard}.parquet").map(_never)
+    stages = plan(ds).stages
+    assert [s.kind for s in stages] == [StageKind.MAP, StageKind.RESHARD, StageKind.MAP, StageKind.MAP]
+    assert stages[2].sink is not None and stages[3].inputs == (2,)
+
+
+def test_explain_reads_in_data_flow_order():
+    ds = Dataset.from_files("nowhere/*.jsonl").load_jsonl().map(_never).reshard(3).write_jsonl("o/{shard}.jsonl")
+    assert plan(ds).explain().splitlines() == [
+        "[0] map: from_files('nowhere/*.jsonl') -> load_jsonl -> map(_never)",
+        "[1] reshard: reshard(3)  <- 0",
+        "[2] map: write_jsonl(o/{shard}.jsonl)  <- 1",
+    ]
+
+
+def test_reshard_right_after_items_recuts_the_items():
+    stages = plan(Dataset.from_list(list(range(10))).reshard(3).map(_never)).stages
+    assert len(stages) == 1 and stages[0].source.num_shards == 3
+
+
+def test_filter_and_select_after_a_load_are_pushed_down():
+    ds = Dataset.from_files("x/*.parquet").load_parquet().filter(pl.col("score") > 0.5).select("id", "score")
+    (stage,) = plan(ds).stages
+    (load,) = stage.ops
+    assert isinstance(load, LoadOp) and load.columns == ("id", "score") and load.filter is not None
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda ds: ds.load_parquet().map(_never).filter(pl.col("a") > 0),  # a row function in between
+        lambda ds: ds.load_parquet(include_file_paths=True).filter(pl.col("__file_path") == "x"),  # added after reading
+        lambda ds: ds.load_parquet().select("a").filter(pl.col("b") > 0),  # the filter needs a dropped column
+    ],
+)
+def test_filter_is_not_pushed_down_where_it_would_change_the_answer(build):
+    (stage,) = plan(build(Dataset.from_files("x/*.parquet"))).stages
+    assert any(isinstance(op, FilterExprOp) for op in stage.ops)
+    assert all(op.filter is None for op in stage.ops if isinstance(op, LoadOp))
+
+
+def test_select_is_not_pushed_into_a_load_that_adds_the_path_column():
+    (stage,) = plan(Dataset.from_files("x/*").load_file(include_file_paths=True).select("a")).stages
+    assert any(isinstance(op, SelectOp) for op in stage.ops)
+
+
+def test_plan_needs_a_dataset():
+    with pytest.raises(PlanError, match="needs a Dataset, got list"):
+        plan([1, 2])
+
+
+def test_fused_plan_gives_the_unfused_answer_with_fewer_stages(ctx, tmp_path):
+    table = pa.table({"id": list(range(200)), "score": [(i * 7 % 100) / 100 for i in range(200)]})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=32)
+    source = Dataset.from_files(str(tmp_path / "*.parquet"))
+    fused = source.load_parquet().filter(pl.col("score") > 0.5).select("id", "score").map(lambda r: {**r, "d": r["id"] * 2})
+    # The same ops with stage boundaries forced between them (reshard(1) keeps the row order).
+    unfused = (
+        source.load_parquet().reshard(1).filter(pl.col("score") > 0.5).reshard(1).select("id", "score").reshard(1)
+        .map(lambda r: {**r, "d": r["id"] * 2})
+    )
+    assert len(plan(fused).stages) == 1 < len(plan(unfused).stages)
+    expected = [{"id": i, "score": s, "d": i * 2} for i, s in zip(table["id"].to_pylist(), table["score"].to_pylist()) if s > 0.5]
+    assert ctx.execute(fused).to_pylist() == ctx.execute(unfused).to_pylist() == expected
