@@ -31,6 +31,7 @@ from zephyr_arrow.errors import (
 from zephyr_arrow.execution.context import ZephyrContext
 from zephyr_arrow.ops import ShardInfo
 from zephyr_arrow.plan import Plan, plan
+from zephyr_arrow.records import load_file, load_jsonl, load_parquet, write_jsonl_file, write_parquet_file
 from zephyr_arrow.store import ChunkRef, ShardRefs
 
 
@@ -55,6 +56,18 @@ def read_parquet(paths: str | list[str]) -> ShardRefs:
 
 
 zephyr_worker_ctx = worker_ctx
+compute_plan = plan
+
+
+def __getattr__(name: str):
+    # Zephyr's col/lit build filter expressions; Polars' do the same here. Imported on first
+    # use so that `import zephyr_arrow` stays light (reading an output needs no Polars).
+    if name in ("col", "lit"):
+        import polars
+
+        return getattr(polars, name)
+    raise AttributeError(f"module 'zephyr_arrow' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_FILE_PATH_COLUMN",
@@ -71,9 +84,17 @@ __all__ = [
     "WorkerContext",
     "ZephyrContext",
     "ZephyrError",
+    "col",
+    "compute_plan",
     "counters",
+    "lit",
+    "load_file",
+    "load_jsonl",
+    "load_parquet",
     "plan",
     "read_parquet",
     "worker_ctx",
+    "write_jsonl_file",
+    "write_parquet_file",
     "zephyr_worker_ctx",
 ]

@@ -1,0 +1,71 @@
+"""The public surface, pinned; and a Zephyr pipeline that ports by changing its imports."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+import zephyr_arrow
+from zephyr_arrow import Dataset, ZephyrContext
+
+PUBLIC = {
+    "DEFAULT_FILE_PATH_COLUMN", "ChunkMissingError", "ChunkRef", "Dataset", "InputFileError", "Plan", "PlanError",
+    "SchemaConflictError", "ShardFailedError", "ShardInfo", "ShardRefs", "WorkerContext", "ZephyrContext",
+    "ZephyrError", "col", "compute_plan", "counters", "lit", "load_file", "load_jsonl", "load_parquet", "plan",
+    "read_parquet", "worker_ctx", "write_jsonl_file", "write_parquet_file", "zephyr_worker_ctx",
+}
+
+# Zephyr's Dataset methods (shared/reference/zephyr-api.md, section 1.2), all present with their names.
+ZEPHYR_DATASET_METHODS = {
+    "from_list", "from_iterable", "from_files", "map", "flat_map", "filter", "select", "take_per_shard", "window",
+    "window_by", "map_shard", "reshard", "load_file", "load_parquet", "load_jsonl", "write_jsonl", "write_parquet",
+    "group_by", "deduplicate", "reduce", "count", "sorted_merge_join",
+}
+
+
+def test_public_surface_is_pinned():
+    assert set(zephyr_arrow.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert getattr(zephyr_arrow, name) is not None
+
+
+def test_zephyr_dataset_methods_exist():
+    assert ZEPHYR_DATASET_METHODS <= set(dir(Dataset))
+
+
+def test_import_is_light():
+    code = "import sys, zephyr_arrow; print(sorted(m for m in ('ray', 'polars', 'duckdb', 'fsspec') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_a_zephyr_pipeline_ports_by_changing_imports(tmp_path):
+    # Written as for Zephyr; only the import line differs.
+    from zephyr_arrow import Dataset, ZephyrContext, col, counters, load_jsonl, write_jsonl_file  # noqa: F811
+
+    docs = [{"id": i, "lang": "en" if i % 3 else "de", "score": i / 10} for i in range(10)]
+    with gzip.open(tmp_path / "docs.jsonl.gz", "wt") as out:
+        out.writelines(json.dumps(d) + "\n" for d in docs)
+
+    def tag(doc):
+        counters.increment("tagged")
+        return {**doc, "tag": doc["lang"].upper()}
+
+    ctx = ZephyrContext(max_workers=2, chunk_storage_prefix=str(tmp_path / "chunks"))
+    pipeline = (
+        Dataset.from_files(str(tmp_path / "*.jsonl.gz"))
+        .flat_map(load_jsonl)
+        .filter(col("score") > 0.25)
+        .map(tag)
+        .group_by(lambda d: d["tag"], reducer=lambda key, items: {"tag": key, "n": sum(1 for _ in items)})
+    )
+    result = ctx.execute(pipeline)
+    kept = [d for d in docs if d["score"] > 0.25]
+    expected = [{"tag": t, "n": sum(1 for d in kept if d["lang"].upper() == t)} for t in ("DE", "EN")]
+    assert sorted(result.results, key=lambda r: r["tag"]) == expected
+    assert result.counters == {"tagged": len(kept)}
+    assert ctx.execute(Dataset.from_list(docs).count()).results == [10]
+    written = write_jsonl_file(docs, str(tmp_path / "out" / "docs.jsonl"))
+    assert written["count"] == 10 and list(load_jsonl(written["path"])) == docs
+    ctx.close()
