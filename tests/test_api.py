@@ -64,7 +64,7 @@ def test_a_zephyr_pipeline_ports_by_changing_imports(tmp_path):
     kept = [d for d in docs if d["score"] > 0.25]
     expected = [{"tag": t, "n": sum(1 for d in kept if d["lang"].upper() == t)} for t in ("DE", "EN")]
     assert sorted(result.results, key=lambda r: r["tag"]) == expected
-    assert result.counters == {"tagged": len(kept)}
+    assert result.counters["tagged"] == len(kept)
     assert ctx.execute(Dataset.from_list(docs).count()).results == [10]
     written = write_jsonl_file(docs, str(tmp_path / "out" / "docs.jsonl"))
     assert written["count"] == 10 and list(load_jsonl(written["path"])) == docs
