@@ -1,0 +1,401 @@
+"""The ``zephyr-arrow`` command: demo, run, inspect, sql.
+
+    zephyr-arrow demo [--backend local|sync] [--out DIR]
+    zephyr-arrow run SCRIPT.py [--backend local|ray|sync] [--max-workers N] [--chunk-prefix URL] [-- ARGS...]
+    zephyr-arrow inspect PATH
+    zephyr-arrow sql PATH "SELECT ... FROM data"
+
+PATH is a directory saved with ``ShardRefs.save`` (it holds ``_zephyr_manifest.json``),
+a Parquet file, a directory of Parquet files (searched recursively) or a glob; a quoted
+fsspec URL works too. ``run`` loads SCRIPT and calls its ``main(ctx)`` with a
+``ZephyrContext`` built from the flags.
+
+Exit codes: 0 success; 1 the work itself failed (bad SQL, a failing pipeline, an
+unreadable file); 2 the command was wrong (unknown flag, missing PATH or SCRIPT, no
+``main(ctx)``); 130 interrupted. Errors are one line on stderr, without a Python
+traceback, except that an exception raised by a ``run`` script shows the script's own
+traceback, as ``python SCRIPT.py`` would.
+
+Only the standard library is imported here; pyarrow, Polars and DuckDB load when a
+command needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from zephyr_arrow.store import ShardRefs
+
+PROG = "zephyr-arrow"
+PATH_HELP = (
+    "a saved ShardRefs directory (with _zephyr_manifest.json), a Parquet file, "
+    "a directory of Parquet files, or a quoted glob such as 'out/*.parquet'"
+)
+
+
+class UsageError(Exception):
+    """The command line was wrong: exit code 2."""
+
+
+class CommandError(Exception):
+    """The command was right but its work failed: exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a wrong command line is one line on stderr (and exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# Reading PATH ---------------------------------------------------------------------------------
+
+
+def open_path(path: str) -> tuple[ShardRefs, str]:
+    """PATH as ShardRefs (nothing copied), and a few words saying what kind of PATH it was."""
+    from zephyr_arrow import ShardRefs
+    from zephyr_arrow.store.files import filesystem
+    from zephyr_arrow.store.layout import MANIFEST_NAME, join
+
+    fs, fs_path = filesystem(path)
+    if any(c in path for c in "*?[{"):
+        from zephyr_arrow.execution.sources import glob_files
+
+        files = [p for p in glob_files(path, empty_glob_ok=True) if _is_data_file(p)]
+        if not files:
+            raise UsageError(f"no Parquet files match {path!r}")
+        return _read_files(files), f"{len(files)} Parquet file(s) matching {path}"
+    if not fs.exists(fs_path):
+        raise UsageError(f"{path}: no such file or directory")
+    if not fs.isdir(fs_path):
+        return _read_files([path]), "a Parquet file"
+    if fs.exists(join(fs_path, MANIFEST_NAME)):
+        return ShardRefs.open(path), "a saved ShardRefs directory"
+    files = sorted(p for p in fs.glob(join(fs_path, "**", "*.parquet")) if _is_data_file(p))
+    if not files:
+        raise UsageError(f"{path}: a directory with no .parquet files in it")
+    if "://" in path:
+        files = [fs.unstrip_protocol(p) for p in files]
+    return _read_files(files), f"a directory of {len(files)} Parquet file(s)"
+
+
+def _is_data_file(path: str) -> bool:
+    """Skip what Parquet readers skip: hidden and ``_``-prefixed names, and half-written temp files."""
+    name = path.rstrip("/").rpartition("/")[2]
+    return not name.startswith((".", "_")) and ".tmp-" not in name
+
+
+def _read_files(files: list[str]) -> ShardRefs:
+    import pyarrow as pa
+
+    from zephyr_arrow import read_parquet
+
+    try:
+        return read_parquet(files)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise CommandError(f"cannot read Parquet: {_first_line(error)}") from error
+
+
+# Commands -------------------------------------------------------------------------------------
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    refs, kind = open_path(args.path)
+    from zephyr_arrow.rows import PICKLED_METADATA_KEY
+    from zephyr_arrow.store.files import filesystem
+
+    # Bytes are file sizes; a file that several shards share (row ranges of it) counts once,
+    # in the first shard that references it, so the shard bytes add up to the total.
+    sizes: dict[str, int] = {}
+    shard_lines = []
+    for shard_index, shard in enumerate(refs.shards):
+        shard_bytes = 0
+        for chunk in shard:
+            if chunk.path not in sizes:
+                fs, fs_path = filesystem(chunk.path)
+                sizes[chunk.path] = fs.size(fs_path)
+                shard_bytes += sizes[chunk.path]
+        rows = sum(c.num_rows for c in shard)
+        shard_lines.append([shard_index, len(shard), rows, shard_bytes])
+    total_bytes = sum(sizes.values())
+    print(f"{args.path}: {kind}")
+    print(f"shards: {refs.num_shards:,}  chunks: {len(refs.chunks):,}  rows: {refs.num_rows:,}  "
+          f"bytes: {total_bytes:,} ({_human_bytes(total_bytes)})")
+    print(f"schema ({len(refs.schema)} columns, unified over every chunk):")
+    for field in refs.schema:
+        notes = [] if field.nullable else ["not null"]
+        if (field.metadata or {}).get(PICKLED_METADATA_KEY) == b"1":
+            notes.append("pickled Python objects")
+        print(f"  {field.name}: {field.type}" + (f"  ({', '.join(notes)})" if notes else ""))
+    shown = shard_lines[: args.max_shards] if args.max_shards else shard_lines
+    print(format_table(["shard", "chunks", "rows", "bytes"], shown, more=len(shown) < len(shard_lines)))
+
+
+def cmd_sql(args: argparse.Namespace) -> None:
+    refs, _ = open_path(args.path)
+    import duckdb
+
+    try:
+        relation = refs.sql(args.query)
+        if relation is None:  # a statement with no result (SET, COPY ... TO, ...)
+            return
+        rows = (relation.limit(args.max_rows + 1) if args.max_rows else relation).fetchall()
+    except duckdb.Error as error:
+        raise CommandError(_first_line(error)) from error
+    more = bool(args.max_rows) and len(rows) > args.max_rows
+    print(format_table(relation.columns, rows[: args.max_rows] if more else rows, more=more))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import inspect
+    import runpy
+
+    script = args.script
+    if not os.path.isfile(script):
+        raise UsageError(f"{script}: no such file")
+    from zephyr_arrow import ZephyrContext
+
+    sys.argv = [script, *args.script_args]
+    # As `python SCRIPT.py` does: the script's folder comes first on sys.path, so it can import
+    # its neighbours (and worker processes, which copy the driver's sys.path, can too).
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    try:
+        namespace = runpy.run_path(script, run_name="__zephyr_arrow_script__")
+    except Exception as error:
+        _print_user_traceback(error)
+        return 1
+    main = namespace.get("main")
+    if not callable(main):
+        raise UsageError(f"{script} defines no main(ctx) function; '{PROG} run' calls main with the ZephyrContext")
+    try:
+        inspect.signature(main).bind(None)
+    except TypeError:
+        raise UsageError(f"{script}: main must take one argument, the ZephyrContext") from None
+    except ValueError:
+        pass  # a builtin or C function without a signature: just call it
+    context = ZephyrContext(
+        backend=args.backend,
+        max_workers=args.max_workers,
+        chunk_storage_prefix=args.chunk_prefix,
+        preserve_chunks=args.preserve_chunks,
+    )
+    with context as ctx:
+        try:
+            main(ctx)
+        except Exception as error:
+            from zephyr_arrow import ShardFailedError
+
+            if isinstance(error, ShardFailedError):  # its message holds the worker's traceback already
+                raise CommandError(str(error)) from error
+            _print_user_traceback(error)
+            return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from zephyr_arrow import demo
+
+    demo.run(backend=args.backend, out=args.out, data=args.data)
+
+
+def _print_user_traceback(error: BaseException) -> None:
+    """The traceback from the user's script on, without the CLI's own frames."""
+    tb = error.__traceback__
+    import runpy
+
+    while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, runpy.__file__):
+        tb = tb.tb_next
+    traceback.print_exception(type(error), error, tb)
+
+
+# Output ---------------------------------------------------------------------------------------
+
+
+def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], more: bool = False) -> str:
+    """Rows as an aligned text table (numbers right-aligned, NULL for None), with a row count.
+
+    >>> print(format_table(["name", "n"], [("a", 1), ("bb", None)]))
+     name | n
+    ------+------
+     a    |    1
+     bb   | NULL
+    (2 rows)
+    """
+    cells = [[_format_value(v) for v in row] for row in rows]
+    numeric = [
+        bool(rows) and all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) for i in range(len(columns))
+    ]
+    widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(columns)]
+
+    def line(values: Sequence[str], align_numbers: bool) -> str:
+        parts = [v.rjust(w) if align_numbers and num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return (" " + " | ".join(parts)).rstrip()
+
+    lines = [line(columns, False), "-" + "-+-".join("-" * w for w in widths) + "-"]
+    lines.extend(line(row, True) for row in cells)
+    count = f"{len(rows)} row{'' if len(rows) == 1 else 's'}"
+    lines.append(f"(first {count}; more not shown)" if more else f"({count})")
+    return "\n".join(lines)
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value.is_integer() and abs(value) < 1e15:
+            return repr(value)
+        if abs(value) >= 1e15 or abs(value) < 1e-4:
+            return f"{value:.6g}"
+        return f"{value:.4f}".rstrip("0")
+    text = str(value).replace("\n", "\\n")
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _human_bytes(num_bytes: int) -> str:
+    size = float(num_bytes)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# Argument parsing -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from zephyr_arrow.execution.context import BACKENDS
+
+    parser = _Parser(
+        prog=PROG,
+        description="Lazy, sharded dataset pipelines whose chunks are Parquet files.",
+        epilog="Exit codes: 0 ok, 1 the work failed (bad SQL, failing pipeline), 2 wrong command line. "
+        f"'{PROG} COMMAND --help' describes each command.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the example pipeline on the data in datasets/ and query its output",
+        description="Load flights and Bible passages from datasets/, clean, deduplicate, group and join them, "
+        "write Parquet, then answer a few questions over the output with DuckDB SQL and with Polars.",
+    )
+    demo.add_argument("--backend", choices=("local", "sync"), default="local",
+                      help="local: worker processes (default); sync: everything in this process")
+    demo.add_argument("--out", default="zephyr-arrow-demo", metavar="DIR",
+                      help="where the Parquet output goes (default: ./zephyr-arrow-demo)")
+    demo.add_argument("--data", default=None, metavar="DIR",
+                      help="the datasets/ folder of a zephyr_arrow checkout (default: the one next to this package)")
+    demo.set_defaults(handler=cmd_demo)
+
+    run = commands.add_parser(
+        "run",
+        help="run a pipeline script: calls its main(ctx) with a ZephyrContext built from the flags",
+        description="Load SCRIPT (its top level runs, with __name__ set to '__zephyr_arrow_script__') and call "
+        "its main(ctx) with a ZephyrContext built from the flags; the context closes when main returns. "
+        "The script sees sys.argv == [SCRIPT, *ARGS]; put its arguments after '--'.",
+    )
+    run.add_argument("script", metavar="SCRIPT.py", help="a Python file that defines main(ctx)")
+    run.add_argument("script_args", nargs="*", metavar="ARGS", help="arguments for the script (after '--')")
+    run.add_argument("--backend", choices=BACKENDS, default="local", help="where tasks run (default: local)")
+    run.add_argument("--max-workers", type=_positive_int, default=None, metavar="N",
+                     help="at most N workers (default: the CPU count)")
+    run.add_argument("--chunk-prefix", default=None, metavar="URL",
+                     help="where chunk files live, a path or fsspec URL (default: a temporary directory)")
+    run.add_argument("--preserve-chunks", action="store_true",
+                     help="keep the chunk files after the run (they are deleted by default)")
+    run.set_defaults(handler=cmd_run)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="shards, rows, bytes and the unified schema of an output",
+        description="Print the shards, chunks, rows, bytes on disk and the unified schema of PATH, "
+        "reading only Parquet footers.",
+    )
+    inspect.add_argument("path", metavar="PATH", help=PATH_HELP)
+    inspect.add_argument("--max-shards", type=_non_negative_int, default=20, metavar="N",
+                         help="list at most N shards (default 20; 0 lists all)")
+    inspect.set_defaults(handler=cmd_inspect)
+
+    sql = commands.add_parser(
+        "sql",
+        help="run DuckDB SQL over an output, visible as the table 'data'",
+        description="Run a DuckDB query over PATH, which is visible as the table 'data', and print the result.",
+    )
+    sql.add_argument("path", metavar="PATH", help=PATH_HELP)
+    sql.add_argument("query", metavar="QUERY", help="for example \"select count(*) from data\"")
+    sql.add_argument("--max-rows", type=_non_negative_int, default=100, metavar="N",
+                     help="print at most N rows (default 100; 0 prints all)")
+    sql.set_defaults(handler=cmd_sql)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _split_script_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """For ``run``, everything after the first ``--`` belongs to the script, flags included."""
+    if argv[:1] == ["run"] and "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zephyr-arrow`` console script; returns the exit code."""
+    own_args, script_args = _split_script_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = build_parser().parse_args(own_args)
+        if args.command is None:
+            raise UsageError(f"a command is needed: demo, run, inspect or sql (see '{PROG} --help')")
+        if args.command == "run":
+            args.script_args = [*args.script_args, *script_args]
+        return args.handler(args) or 0
+    except UsageError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the CLI's contract: a message, no traceback
+        from zephyr_arrow import ZephyrError
+
+        known = isinstance(error, (CommandError, ZephyrError))
+        message = str(error) if known else f"{type(error).__name__}: {error}"
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    # Through the imported module, not this __main__ copy, so that demo.py's UsageError is ours.
+    from zephyr_arrow.cli import main as _main
+
+    sys.exit(_main())
