@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -308,6 +309,16 @@ def test_one_file_per_scatter_task(ctx):
     refs = ctx.execute(ds)
     # 3 scatter files (one per input shard, holding a row range per output shard) + 5 outputs
     assert refs.counters["zephyr/shuffle/files_written"] == 3 + 5
+
+
+def test_shuffle_summaries_count_the_rows_and_bytes_of_both_passes(ctx):
+    rows = [{"k": i % 5, "blob": random.Random(i).randbytes(4000).hex()} for i in range(300)]  # ~2.4 MB, incompressible
+    ctx.execute(Dataset.from_list(rows, num_shards=3).group_by("k", lambda k, rs: {"k": k, "blobs": [r["blob"] for r in rs]}, num_output_shards=2))
+    scatter, reduce = ctx.last_stage_summaries[-2:]
+    assert "300 rows in, 300 rows out" in scatter  # every row is written to a run
+    assert "300 rows in, 5 rows out" in reduce  # every run row is merged
+    megabytes = [float(re.search(r"([\d.]+) MB", line).group(1)) for line in (scatter, reduce)]
+    assert megabytes[0] > 2 and megabytes[1] > 2
 
 
 def test_arguments_are_checked_when_the_pipeline_is_built():

@@ -50,7 +50,8 @@ def reduce(op: ops.Op, task: ShardTask) -> tuple[int, list[ChunkRef]]:
     if isinstance(op, ops.SortedMergeJoinOp):
         spec: JoinInput = task.input
         rows = _sorted_merge_join(op, counted.rows(_rows(spec.left)), counted.rows(_rows(spec.right)), task.shard_index)
-        return counted.count, writer.write_all(Stream(rows=rows).as_tables())
+        chunks = writer.write_all(Stream(rows=rows).as_tables())
+        return counted.count, chunks
     if isinstance(op, ops.JoinOp):
         spec = task.input
         with (
@@ -58,7 +59,8 @@ def reduce(op: ops.Op, task: ShardTask) -> tuple[int, list[ChunkRef]]:
             merged(list(spec.right), K.shuffle_keys(op, 1).order, spec.right_schema, _spill(task, 1)) as right,
         ):
             tables = _join(op, counted.tables(left), counted.tables(right), spec.left_schema, spec.right_schema)
-            return counted.count, writer.write_all(tables)
+            chunks = writer.write_all(tables)  # before reading the count: writing pulls the rows through
+            return counted.count, chunks
     spec: MergeInput = task.input
     keys = K.shuffle_keys(op)
     with merged(list(spec.runs), keys.order, spec.schema, _spill(task, 0)) as tables:
@@ -69,7 +71,8 @@ def reduce(op: ops.Op, task: ShardTask) -> tuple[int, list[ChunkRef]]:
             output = _deduplicate(keys, tables, spec.schema)
         else:
             output = _aggregate(op, tables, spec.schema)
-        return counted.count, writer.write_all(output)
+        chunks = writer.write_all(output)
+        return counted.count, chunks
 
 
 def task_path(task: ShardTask, index: int, stage_dir: str | None = None) -> str:

@@ -32,6 +32,7 @@ from zephyr_arrow.execution.tasks import ScatterInput, ShardTask, StageResult, T
 from zephyr_arrow.plan import Stage
 from zephyr_arrow.rows import rows_to_table
 from zephyr_arrow.store import ChunkRef
+from zephyr_arrow.store.files import size
 from zephyr_arrow.store.schema import conform, unify
 
 SORT_BUFFER_BYTES = 32 * 1024 * 1024  # rows a map task sorts at once (Arrow bytes); one run each
@@ -46,12 +47,13 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
         else:
             rows_in, chunks = shuffle_reduce.reduce(stage.boundary, task)
             outputs = [StageResult(task.shard_index, chunk) for chunk in chunks]
-        files = len({output.chunk.path for output in outputs})
-        counters.increment(FILES_COUNTER, files)
+        paths = {output.chunk.path for output in outputs}
+        counters.increment(FILES_COUNTER, len(paths))
     stats = StageStats(
         rows_in=rows_in,
         rows_out=sum(output.chunk.num_rows for output in outputs),
-        chunks_out=files,
+        chunks_out=len(paths),
+        bytes_out=sum(size(path) for path in paths),
         seconds=time.perf_counter() - started,
     )
     return TaskResult(task.stage_index, task.shard_index, task.attempt, tuple(outputs), stats, collected.totals)
