@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -63,6 +64,7 @@ def test_only_the_accepted_attempts_chunk_is_in_the_output(tmp_path):
 def _always_die(x):
     if x == 1:
         ray.kill(ray.get_runtime_context().current_actor)
+        threading.Event().wait()  # ray.kill is asynchronous: never return a result before it lands
     return x
 
 
