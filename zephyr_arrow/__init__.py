@@ -7,7 +7,9 @@ The data flows through the package in this order:
       -> ShardTasks (execution/tasks.py)            one per shard, run by the scheduler loop
          (execution/scheduler.py, coordinator.py)   on a backend (execution/backends/)
       -> workers (execution/worker.py, operators.py) read chunks -> ops -> write chunks
+         shuffles (execution/shuffle*.py, keys.py, merge.py) scatter sorted runs, merge them
       -> Parquet chunks (store/)                    ChunkRef, rows <-> Arrow in rows.py
+         file formats (io.py), user-facing record helpers (records.py)
       -> ShardRefs -> pyarrow / Polars / DuckDB / rows
 
     >>> from zephyr_arrow import Dataset, ZephyrContext
