@@ -40,6 +40,14 @@ def add_n_words(doc: dict) -> dict:
     return {**doc, "n_words": len(doc["text"].split())}
 
 
+def reduce_domain(key: str, rows) -> dict:
+    count = total = 0
+    for row in rows:
+        count += 1
+        total += row["score"]
+    return {"domain": key, "n": count, "mean": total / count}
+
+
 def docs_glob(corpus: str) -> str:
     return os.path.join(corpus, "docs", "*.jsonl.gz")
 
@@ -78,13 +86,6 @@ def za_rows(workload: str, corpus: str, out: str):
             ctx.execute(docs.filter(keep_w1).map(add_n_words).write_parquet(os.path.join(out, "w1", "part-{shard:05d}.parquet")))
             return w1_answer(os.path.join(out, "w1"))
         if workload == "W2":
-            def reduce_domain(key, rows):
-                count = total = 0
-                for row in rows:
-                    count += 1
-                    total += row["score"]
-                return {"domain": key, "n": count, "mean": total / count}
-
             refs = ctx.execute(docs.group_by(lambda d: domain(d["url"]), reducer=reduce_domain))
             return w2_digest([(r["domain"], r["n"], r["mean"]) for r in refs.iter_rows()])
         if workload == "W3":
@@ -144,13 +145,6 @@ def zephyr(workload: str, corpus: str, out: str):
             ctx.execute(docs.filter(keep_w1).map(add_n_words).write_parquet(os.path.join(out, "w1", "part-{shard:05d}.parquet")))
             return w1_answer(os.path.join(out, "w1"))
         if workload == "W2":
-            def reduce_domain(key, rows):
-                count = total = 0
-                for row in rows:
-                    count += 1
-                    total += row["score"]
-                return {"domain": key, "n": count, "mean": total / count}
-
             rows = ctx.execute(docs.group_by(lambda d: domain(d["url"]), reducer=reduce_domain)).results
             return w2_digest([(r["domain"], r["n"], r["mean"]) for r in rows])
         if workload == "W3":
