@@ -18,7 +18,7 @@ from zephyr_arrow.execution.operators import Stream
 from zephyr_arrow.execution.stats import StageStats
 from zephyr_arrow.execution.tasks import ChunksInput, ItemsInput, JoinInput, MergeInput, ScatterInput, ShardTask, StageResult, TaskResult
 from zephyr_arrow.plan import Stage
-from zephyr_arrow.store import layout
+from zephyr_arrow.store import ChunkRef, layout
 from zephyr_arrow.store.chunk_writer import ChunkWriter
 from zephyr_arrow.store.files import exists, size
 
@@ -99,10 +99,10 @@ def _write_sink(stage: Stage, sink: ops.WriteOp, stream: Stream, task: ShardTask
     else:
         for op in stage.ops[:-1]:
             stream = operators.apply(op, stream, shard)
-        writers = {"parquet": lambda t: io.write_parquet_file(t, path, schema=sink.schema),
-                   "jsonl": lambda t: io.write_jsonl_file(t, path),
-                   "csv": lambda t: io.write_csv_file(t, path)}
-        writers[sink.format](stream.as_tables())
-    from zephyr_arrow.store import ChunkRef
-
+        if sink.format == "parquet":
+            io.write_parquet_file(stream.as_tables(), path, schema=sink.schema)
+        elif sink.format == "jsonl":
+            io.write_jsonl_file(stream.as_tables(), path)
+        else:
+            io.write_csv_file(stream.as_tables(), path)
     return [ChunkRef.write(_chunk_path(task, 0), [path])]
