@@ -454,3 +454,14 @@ def test_script_without_main_guard_runs_on_local_workers(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[2, 4, 6]"
+
+
+def test_columnar_ops_keep_pickled_columns_and_bare_items(ctx):
+    rows = [{"p": (1, 2), "s": 0.7}, {"p": {3}, "s": 0.1}, {"p": Point(1, 1), "s": 0.9}]
+    kept = ctx.execute(Dataset.from_list(rows, num_shards=2).map(lambda r: r).filter(pl.col("s") > 0.5))
+    assert kept.to_pylist() == [r for r in rows if r["s"] > 0.5]
+    items = Dataset.from_list([3, 1, 2], num_shards=1).map(lambda x: x)
+    assert ctx.execute(items.filter(pl.col("item") > 1)).to_pylist() == [3, 2]
+    assert ctx.execute(items.with_columns(d=pl.col("item") * 2)).to_pylist() == [{"item": x, "d": 2 * x} for x in (3, 1, 2)]
+    tuples = Dataset.from_list([(1, "a"), (2, "b")], num_shards=1).map_batches(lambda t: t.slice(1))
+    assert ctx.execute(tuples).to_pylist() == [(2, "b")]

@@ -113,6 +113,24 @@ def pickled_columns(schema: pa.Schema) -> list[str]:
     return [field.name for field in schema if (field.metadata or {}).get(PICKLED_METADATA_KEY) == b"1"]
 
 
+def carry_markers(source: pa.Schema, table: pa.Table) -> pa.Table:
+    """Re-attach the codec's markers that a trip through Polars (or a user's batch function) drops.
+
+    A pickled column keeps its marker when it comes out under the same name as binary; the
+    item marker stays while the table is still just the ``item`` column.
+    """
+    pickled = set(pickled_columns(source))
+    item = is_item_schema(source) and table.column_names == [ITEM_COLUMN]
+    if not pickled and not item:
+        return table
+    fields = [
+        field.with_metadata({PICKLED_METADATA_KEY: b"1"}) if field.name in pickled and pa.types.is_binary(field.type) else field
+        for field in table.schema
+    ]
+    metadata = {**(table.schema.metadata or {}), ITEM_METADATA_KEY: b"1"} if item else table.schema.metadata
+    return table.cast(pa.schema(fields, metadata=metadata))
+
+
 def _dict_columns(rows: list[dict]) -> dict:
     """Column name -> values, in first-seen key order, None where a row lacks the key."""
     first = rows[0]

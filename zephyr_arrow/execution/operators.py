@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from zephyr_arrow import ops
-from zephyr_arrow.rows import rows_to_table, table_to_rows
+from zephyr_arrow.rows import carry_markers, rows_to_table, table_to_rows
 from zephyr_arrow.store.schema import normalize
 
 # Rows are encoded to Arrow this many at a time: large enough that per-batch costs
@@ -129,7 +129,7 @@ def _polars(fn: Callable[[Any], Any]) -> Callable[[pa.Table], pa.Table]:
     import polars as pl
 
     def run(table: pa.Table) -> pa.Table:
-        return normalize(fn(pl.from_arrow(table)).to_arrow())
+        return carry_markers(table.schema, normalize(fn(pl.from_arrow(table)).to_arrow()))
 
     return run
 
@@ -153,8 +153,8 @@ def _map_batches(op: ops.MapBatchesOp, stream: Stream, shard: ops.ShardInfo) -> 
         if op.batch_format == "polars":
             import polars as pl
 
-            return _as_table(op.fn(pl.from_arrow(table)), op)
-        return _as_table(op.fn(table), op)
+            return carry_markers(table.schema, _as_table(op.fn(pl.from_arrow(table)), op))
+        return carry_markers(table.schema, _as_table(op.fn(table), op))
 
     return Stream(tables=(run(t) for t in tables))
 
