@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 
 import duckdb
 import hypothesis.strategies as st
@@ -27,8 +28,8 @@ from hypothesis import given, settings
 
 from zephyr_arrow import Dataset, PlanError, ShardFailedError, ZephyrContext
 from zephyr_arrow.execution import merge, shuffle_worker
-from zephyr_arrow.execution.keys import encode_key, encoded_keys, hash_columns
-from zephyr_arrow.plan import plan
+from zephyr_arrow.execution.keys import encode_key, encoded_keys, hash_columns, key_table
+from zephyr_arrow.plan import StageKind, plan
 
 KEYS = [None, "a", "b", "", "é", 0, 1, 2, -5, 2.5, (1, "x"), (1, None), b"\x00raw"]
 
@@ -304,6 +305,43 @@ def test_shuffles_explain_as_their_own_stages():
     assert plan(joined).explain().splitlines()[-1] == "[2] join: join(left on k)  <- 0, 1"
 
 
+def test_shuffles_run_the_ops_before_them_in_their_scatter_stage():
+    ds = Dataset.from_files("x/*.jsonl").load_jsonl().map(lambda r: r).deduplicate("k").group_by("k", lambda k, rs: k)
+    assert plan(ds).explain().splitlines() == [
+        "[0] scatter: from_files('x/*.jsonl') -> load_jsonl -> map(<lambda>) -> scatter by k",
+        "[1] shuffle: deduplicate(k)  <- 0",
+        "[2] scatter: scatter by k  <- 1",
+        "[3] shuffle: group_by(k, <lambda>)  <- 2",
+    ]
+
+
+def _docs(tmp_path, num_files: int = 3) -> Dataset:
+    for index in range(num_files):
+        rows = [{"id": index * 100 + i, "k": (i * 7 + index) % 13, "t": f"text {i % 17}", "x": i / 10} for i in range(100)]
+        (tmp_path / f"docs-{index}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return Dataset.from_files(str(tmp_path / "docs-*.jsonl")).load_jsonl()
+
+
+@pytest.mark.parametrize(
+    "shuffle",
+    [
+        lambda ds: ds.deduplicate("t"),
+        lambda ds: ds.deduplicate(lambda r: r["k"] % 5),
+        lambda ds: ds.group_by(lambda r: r["t"], lambda k, rs: {"t": k, "ids": sorted(r["id"] for r in rs)}),
+        lambda ds: ds.group_by("k", lambda k, rs: {"k": k, "n": sum(1 for _ in rs)}, combiner=lambda k, rs: iter(list(rs))),
+        lambda ds: ds.aggregate("k", pl.len().alias("n"), pl.col("x").sum().alias("x")),
+        lambda ds: ds.join(Dataset.from_list([{"k": k, "half": k / 2} for k in range(0, 13, 2)], num_shards=2), on="k", how="left"),
+    ],
+)
+def test_a_fused_scatter_gives_the_unfused_answer(ctx, tmp_path, shuffle):
+    upstream = _docs(tmp_path).map(lambda r: {**r, "k2": r["k"] * 2}).filter(pl.col("x") > 1)
+    fused = shuffle(upstream)
+    unfused = shuffle(Dataset.from_refs(ctx.execute(upstream)))  # the upstream written out first, as a map stage would
+    assert plan(fused).stages[0].kind is StageKind.SCATTER and plan(fused).stages[0].ops
+    rows = lambda ds: sorted(ctx.execute(ds).to_pylist(), key=lambda r: json.dumps(r, sort_keys=True))  # noqa: E731
+    assert rows(fused) == rows(unfused)
+
+
 def test_one_file_per_scatter_task(ctx):
     ds = Dataset.from_list(make_rows(200), num_shards=3).group_by("k", lambda k, rs: k, num_output_shards=5)
     refs = ctx.execute(ds)
@@ -440,6 +478,49 @@ def test_hash_is_stable_across_processes():
         env = {"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}
         out = subprocess.run([sys.executable, "-c", _HASH_PROBE], capture_output=True, text=True, check=True, env=env)
         assert json.loads(out.stdout) == here
+
+
+def _key_hashes(*columns: pa.Array) -> list[list[int]]:
+    return [hash_columns(pa.table({"k": column}), 1000)[0].to_pylist() for column in columns]
+
+
+def test_equal_column_keys_hash_alike_whatever_type_holds_them():
+    # Batches are hashed one at a time, so 1 must hash alike from every type the runs may unify to.
+    numbers = [pa.array([1, 0, None], t) for t in (pa.int8(), pa.int32(), pa.uint64(), pa.float32(), pa.float64())]
+    numbers += [pa.array([True, False, None]), pa.array([Decimal("1.00"), Decimal("0"), None], pa.decimal128(10, 2))]
+    assert len({tuple(h) for h in _key_hashes(*numbers)}) == 1
+    texts = [pa.array(["a", None], t) for t in (pa.string(), pa.large_string(), pa.string_view())]
+    texts.append(pa.array(["a", None], pa.string()).dictionary_encode())
+    assert len({tuple(h) for h in _key_hashes(*texts)}) == 1
+    instant = dt.datetime(2024, 5, 6, 7, 8, 9)
+    times = [pa.array([instant], pa.timestamp(unit)) for unit in ("s", "ms", "us", "ns")]
+    assert len({tuple(h) for h in _key_hashes(*times)}) == 1
+    assert len({tuple(h) for h in _key_hashes(pa.array([dt.date(2024, 5, 6)], pa.date32()), pa.array([dt.date(2024, 5, 6)], pa.date64()))}) == 1
+    nested = [
+        pa.array([{"a": 1, "b": None}], pa.struct([("a", pa.int64()), ("b", pa.string())])),
+        pa.array([{"a": 1.0}], pa.struct([("a", pa.float64())])),
+    ]
+    assert len({tuple(h) for h in _key_hashes(*nested)}) == 1
+    assert len({tuple(h) for h in _key_hashes(pa.array([[1, 2]], pa.list_(pa.int64())), pa.array([[1.0, 2.0]], pa.list_(pa.float64())))}) == 1
+    # A null key hashes alike in every type, and like a column the batch lacks.
+    nulls = [pa.nulls(1), pa.nulls(1, pa.string()), pa.nulls(1, pa.int64()), pa.nulls(1, pa.struct([("a", pa.int64())]))]
+    assert len({tuple(h) for h in _key_hashes(*nulls)}) == 1
+    two = pa.table({"a": [1, None], "b": ["x", "y"]})
+    assert hash_columns(key_table(two, ("a", "b")), 7)[0] == hash_columns(key_table(pa.table({"b": ["x", "y"], "a": [1.0, None]}), ("a", "b")), 7)[0]
+    assert hash_columns(key_table(pa.table({"b": ["x"]}), ("a", "b")), 7)[0] == hash_columns(pa.table({"a": pa.nulls(1), "b": ["x"]}), 7)[0]
+
+
+def test_shards_whose_key_columns_differ_in_type_agree_on_every_key(ctx):
+    # Each shard is scattered on its own: ints in one, floats in another, the column missing in a third.
+    rows = [{"k": 1, "v": "int"}, {"k": 2, "v": "int"}, {"k": 1.0, "v": "float"}, {"k": 2.5, "v": "float"}, {"v": "none"}, {"k": None, "v": "null"}]
+    ds = Dataset.from_list(rows, num_shards=3)
+    deduped = ctx.execute(ds.deduplicate("k", num_output_shards=4)).to_pylist()
+    assert sorted(r["v"] for r in deduped) == ["float", "int", "int", "none"]
+    sums = ctx.execute(ds.aggregate("k", pl.len().alias("n"), num_output_shards=4)).sql("select k, n from data order by k nulls last").fetchall()
+    assert sums == [(1.0, 2), (2.0, 1), (2.5, 1), (None, 2)]
+    right = Dataset.from_list([{"k": 1, "r": "one"}, {"k": 2.5, "r": "two and a half"}], num_shards=2)
+    joined = ctx.execute(ds.join(right, on="k", num_output_shards=4)).to_pylist()
+    assert sorted((r["v"], r["r"]) for r in joined) == [("float", "one"), ("float", "two and a half"), ("int", "one")]
 
 
 def test_equal_keys_encode_alike():

@@ -270,7 +270,7 @@ def shard_items(items: Sequence[Any], num_shards: int) -> list[list[Any]]:
 
 # Shuffles -----------------------------------------------------------------------------------
 # A shuffle's key is a function of the row, or column names (hashed vectorised, no Python
-# rows). ``num_output_shards=None`` keeps the input's shard count. ``right`` (a Dataset)
+# rows); ``key_of(side)`` is the key of input ``side`` (0, or 1 for a join's right side). ``num_output_shards=None`` keeps the input's shard count. ``right`` (a Dataset)
 # makes the planner build the right side's stages and a JOIN stage; it is never shipped
 # to workers (``without_right``).
 
@@ -292,6 +292,9 @@ class GroupByOp(Op):
     combiner: Callable[[Any, Any], Any] | None = None
     num_output_shards: int | None = None
 
+    def key_of(self, side: int = 0) -> Key:
+        return self.key
+
     def __repr__(self) -> str:
         return f"group_by({describe_key(self.key)}, {describe_fn(self.reducer)})"
 
@@ -303,6 +306,9 @@ class DeduplicateOp(Op):
     kind = Kind.BOUNDARY
     key: Key
     num_output_shards: int | None = None
+
+    def key_of(self, side: int = 0) -> Key:
+        return self.key
 
     def __repr__(self) -> str:
         return f"deduplicate({describe_key(self.key)})"
@@ -316,6 +322,9 @@ class AggregateOp(Op):
     by: tuple[str, ...]
     exprs: tuple[pl.Expr, ...]
     num_output_shards: int | None = None
+
+    def key_of(self, side: int = 0) -> Key:
+        return self.by
 
     def __repr__(self) -> str:
         return f"aggregate({', '.join(self.by)}: {', '.join(str(e) for e in self.exprs)})"
@@ -337,6 +346,9 @@ class JoinOp(Op):
         import dataclasses
 
         return dataclasses.replace(self, right=None)
+
+    def key_of(self, side: int = 0) -> Key:
+        return self.right_on if side else self.left_on
 
     def __repr__(self) -> str:
         on = ", ".join(self.left_on) if self.left_on == self.right_on else f"{', '.join(self.left_on)} = {', '.join(self.right_on)}"

@@ -2,7 +2,10 @@
 
 Row, columnar and load ops fuse into one stage; a stage ends at a sink (the sink is
 its last op) and at a boundary (reshard, shuffles, joins), which becomes a stage of
-its own. Two rewrites run first, as named passes:
+its own. A shuffle (group_by, deduplicate, aggregate, join) has a map side: the ops
+before it fuse into a SCATTER stage per input, whose tasks run them and cut the rows
+into sorted runs by key, so nothing is written between the ops and the scatter. Two
+rewrites run first, as named passes:
 
 - ``fold_reshard_into_items``: ``from_list(...).reshard(k)`` re-cuts the items instead;
 - ``push_down_into_load``: a Polars filter and a select directly after a load are
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 
 class StageKind(enum.Enum):
     MAP = "map"  # fused ops over each input shard
+    SCATTER = "scatter"  # fused ops over each input shard, then the rows cut into sorted runs by a shuffle's key
     RESHARD = "reshard"  # re-cut the input's rows into balanced shards; no tasks, no data read
     SHUFFLE = "shuffle"  # partition by key on the map side, merge sorted runs on the reduce side
     JOIN = "join"  # co-shard two inputs and join them
@@ -38,18 +42,22 @@ class Stage:
     ops: tuple[ops.Op, ...] = ()
     inputs: tuple[int, ...] = ()  # upstream stage indices; () means the plan's source
     source: ops.Source | None = None
-    boundary: ops.Op | None = None  # the reshard / shuffle / join op of a non-MAP stage
+    boundary: ops.Op | None = None  # the reshard / shuffle / join op of a non-MAP stage (of a SCATTER: its shuffle's)
+    side: int = 0  # a SCATTER stage: which input of its shuffle it is (0 left or only, 1 right)
 
     @property
     def name(self) -> str:
-        if self.kind is not StageKind.MAP:
+        if self.kind not in (StageKind.MAP, StageKind.SCATTER):
             return repr(self.boundary)
         parts = ([repr(self.source)] if self.source is not None else []) + [repr(op) for op in self.ops]
+        if self.kind is StageKind.SCATTER:
+            parts.append(f"scatter by {ops.describe_key(self.boundary.key_of(self.side))}")
         return " -> ".join(parts) or "pass"
 
     def for_worker(self) -> Stage:
-        """The stage as workers need it: without the source's items (tasks carry their own)."""
-        return replace(self, source=None)
+        """The stage as workers need it: without the source's items (tasks carry their own) or a join's right side."""
+        without_right = getattr(self.boundary, "without_right", None)
+        return replace(self, source=None, boundary=without_right() if without_right else self.boundary)
 
     @property
     def sink(self) -> ops.WriteOp | None:
@@ -81,22 +89,31 @@ class _Builder:
         self.stages.append(Stage(index=len(self.stages), kind=kind, **fields))
         return len(self.stages) - 1
 
-    def build(self, dataset: Dataset) -> int:
-        """Add the stages computing ``dataset``; return the index of its last stage."""
+    def build(self, dataset: Dataset, scatter_for: ops.Op | None = None, side: int = 0) -> int:
+        """Add the stages computing ``dataset``; return the index of its last stage.
+
+        With ``scatter_for`` (a shuffle op), the last stage is the map side of that
+        shuffle's input ``side``: a SCATTER stage holding the ops not yet in a stage.
+        """
         source, operations = fold_reshard_into_items(dataset.source, dataset.operations)
         fused: list[ops.Op] = []
         upstream: tuple[int, ...] = ()
         pending_source: ops.Source | None = source
 
-        def close() -> int:
+        def close(kind: StageKind = StageKind.MAP, **fields: Any) -> int:
             nonlocal upstream, pending_source
-            index = self.add(StageKind.MAP, ops=push_down_into_load(tuple(fused)), inputs=upstream, source=pending_source)
+            index = self.add(kind, ops=push_down_into_load(tuple(fused)), inputs=upstream, source=pending_source, **fields)
             fused.clear()
             upstream, pending_source = (index,), None
             return index
 
         for op in operations:
-            if op.kind is ops.Kind.BOUNDARY:
+            if op.kind is ops.Kind.BOUNDARY and _has_scatter(op):
+                sides = [close(StageKind.SCATTER, boundary=op)]
+                if isinstance(op, ops.JoinOp):
+                    sides.append(self.build(op.right, scatter_for=op, side=1))
+                upstream = (self.add(_boundary_kind(op), inputs=tuple(sides), boundary=op),)
+            elif op.kind is ops.Kind.BOUNDARY:
                 if fused or pending_source is not None:
                     close()
                 upstream = (self.add(_boundary_kind(op), inputs=upstream + self._side_inputs(op), boundary=op),)
@@ -105,6 +122,8 @@ class _Builder:
                 close()
             else:
                 fused.append(op)
+        if scatter_for is not None:
+            return close(StageKind.SCATTER, boundary=scatter_for, side=side)
         if fused or pending_source is not None:
             close()
         return upstream[0]
@@ -112,6 +131,11 @@ class _Builder:
     def _side_inputs(self, op: ops.Op) -> tuple[int, ...]:
         right = getattr(op, "right", None)
         return (self.build(right),) if right is not None else ()
+
+
+def _has_scatter(op: ops.Op) -> bool:
+    """Shuffles partition their inputs by key first; a reshard and a sorted_merge_join do not."""
+    return isinstance(op, (ops.GroupByOp, ops.DeduplicateOp, ops.AggregateOp, ops.JoinOp))
 
 
 def _boundary_kind(op: ops.Op) -> StageKind:

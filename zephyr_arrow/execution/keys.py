@@ -2,16 +2,22 @@
 
 A key is column names or a function of the row:
 
-- **column keys** are hashed vectorised (Polars' ``hash`` over the key columns, after
-  casting them to types unified over every input, so 1 read from an int32 chunk and 1
-  from an int64 chunk, or from the two sides of a join, hash alike). No Python objects.
+- **column keys** are hashed vectorised (``hash_columns``), batch by batch with no schema
+  shared between batches or inputs: each column is first put in a canonical form in
+  which equal keys are equal whatever Arrow type holds them (every number as float64, so
+  1 from an int32 batch, 1 from an int64 one and 1.0 from the other side of a join hash
+  alike; times as integers of one unit; nested values as ``encode_key`` of their plain
+  Python form; null and a missing column as one value). Two keys that the reduce side
+  tells apart may share a hash (2**53 and 2**53 + 1 both hash as a float); that only puts
+  them in the same round, where the reduce compares the actual values, cast to the type
+  unified over every run.
 - **function keys** (and every ``group_by``, whose reducer takes Python rows anyway) are
   encoded per row by ``encode_key``: canonical (equal keys give equal bytes: ``1``,
   ``1.0`` and ``True`` are one key, as in a Python dict) and order-preserving (for None,
   numbers, str, bytes, datetimes and tuples/lists of them, bytes order is Python's
   order). The hash is of those bytes.
 
-The hash is Polars' ``hash`` with a fixed seed: the same in every process, run and
+The hash is Polars' ``Series.hash`` with a fixed seed: the same in every process, run and
 machine running one Polars build (tests/test_shuffle.py compares it across processes),
 unlike Python's salted ``hash()``. Polars does not promise it across versions, so every
 worker of a run must use the same Polars, as they do.
@@ -25,6 +31,7 @@ import pickle
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -48,12 +55,64 @@ HASH_SEED = 0x5A3F_2C71
 
 
 def hash_columns(table: pa.Table, num_shards: int) -> tuple[pa.Array, pa.Array]:
-    """The stable uint64 hash of each row of ``table`` (all its columns), and ``hash % num_shards``."""
-    frame = pl.from_arrow(table)
-    hashed = frame.select(
-        pl.struct(pl.all()).hash(HASH_SEED).alias("hash"),
-    ).with_columns((pl.col("hash") % num_shards).cast(pl.UInt32).alias("target"))
-    return _array(hashed["hash"]), _array(hashed["target"])
+    """The stable uint64 hash of each row of ``table`` (all its columns), and ``hash % num_shards``.
+
+    Equal values hash alike across Arrow types (see the module docstring), so each batch
+    is hashed on its own.
+    """
+    hashes = [_column_hash(table.column(index), table.schema.field(index)) for index in range(table.num_columns)]
+    if len(hashes) == 1:
+        (hashed,) = hashes
+    else:
+        frame = pl.DataFrame({f"c{index}": column for index, column in enumerate(hashes)})
+        hashed = frame.select(pl.struct(pl.all()).hash(HASH_SEED)).to_series()
+    return _array(hashed), _array((hashed % num_shards).cast(pl.UInt32))
+
+
+def key_table(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
+    """The key columns of ``table``; one the batch lacks is all null (its rows' key is None)."""
+    present = set(table.column_names)
+    return pa.table({name: table.column(name) if name in present else pa.nulls(table.num_rows) for name in columns})
+
+
+def _column_hash(column: pa.ChunkedArray, field: pa.Field) -> pl.Series:
+    return pl.from_arrow(_canonical(column, field)).hash(HASH_SEED)
+
+
+def _canonical(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray | pa.Array:
+    """``column`` in a form where equal keys are equal values of one type, whatever type held them."""
+    type_ = column.type
+    if pa.types.is_dictionary(type_):
+        column, type_ = column.cast(type_.value_type), type_.value_type
+    if (field.metadata or {}).get(PICKLED_METADATA_KEY) == b"1" or _is_text(type_) or _is_bytes(type_):
+        return column  # Polars hashes str and bytes by their bytes; pickled values as their pickles
+    if pa.types.is_null(type_) or pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_boolean(type_) or pa.types.is_decimal(type_):
+        return column.cast(pa.float64(), safe=False)
+    for is_kind, unit, storage in _TEMPORAL_UNITS:
+        if is_kind(type_):
+            return column.cast(unit(type_), safe=False).cast(storage)  # Polars hashes int32 and int64 alike
+    # Nested and other values: the encoding of their plain form (a struct field that is
+    # None equals a missing one, numbers are floats), as unifying the runs makes them.
+    return pa.array([None if value is None else encode_key(_plain(value)) for value in column.to_pylist()], pa.binary())
+
+
+# Times of any unit as integers of one unit: what unifying two units promotes them to.
+_TEMPORAL_UNITS = [
+    (pa.types.is_timestamp, lambda t: pa.timestamp("us", t.tz), pa.int64()),
+    (pa.types.is_date, lambda t: pa.date32(), pa.int32()),
+    (pa.types.is_time, lambda t: pa.time64("us"), pa.int64()),
+    (pa.types.is_duration, lambda t: pa.duration("us"), pa.int64()),
+]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (bool, int, float, Decimal)):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _array(series: pl.Series) -> pa.Array:
@@ -84,6 +143,19 @@ def encoded_keys(table: pa.Table, columns: tuple[str, ...]) -> pa.Array:
             encoded = pc.fill_null(pc.binary_join_element_wise(*parts), pa.scalar(_NONE, blob)).cast(pa.binary())
             return encoded.combine_chunks() if isinstance(encoded, pa.ChunkedArray) else encoded
     return pa.array(list(map(encode_key, key_values(table, columns))), pa.binary())
+
+
+def encode_keys(values: list[Any]) -> pa.Array:
+    """``encode_key`` of each value; vectorised when they are all str (or all bytes)."""
+    kinds = set(map(type, values))
+    if kinds == {str} or kinds == {bytes}:
+        try:
+            column = pa.array(values, pa.string() if kinds == {str} else pa.binary())
+        except UnicodeEncodeError:  # lone surrogates, which encode_key keeps
+            pass
+        else:
+            return encoded_keys(pa.table({"k": column}), ("k",))
+    return pa.array(list(map(encode_key, values)), pa.binary())
 
 
 def _is_text(type_: pa.DataType) -> bool:
@@ -307,34 +379,28 @@ def shuffle_keys(op: ops.Op, side: int = 0) -> ShuffleKeys:
     raise TypeError(f"{op!r} is not a shuffle")
 
 
-def add_shuffle_columns(
-    table: pa.Table, keys: ShuffleKeys, key_types: pa.Schema | None, num_shards: int, first_position: int
-) -> tuple[pa.Table, pa.Array]:
-    """``table`` with the key columns cast to ``key_types`` and the shuffle columns appended,
-    and each row's output shard."""
-    if key_types is not None:
-        for field in key_types:
-            index = table.schema.get_field_index(field.name)
-            if index < 0:  # rows of this shard lack the key: it is None
-                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-            elif table.schema.field(index).type != field.type:
-                table = table.set_column(index, table.schema.field(index).with_type(field.type), table.column(index).cast(field.type))
+def add_shuffle_columns(table: pa.Table, keys: ShuffleKeys, num_shards: int, first_position: int) -> tuple[pa.Table, pa.Array]:
+    """``table`` with the shuffle columns appended, and each row's output shard.
+
+    Key columns keep their types (the reduce side casts them to the type unified over
+    every run); a key column the batch lacks is None for each of its rows.
+    """
     added: dict[str, pa.Array] = {}
     if keys.columns is not None and not keys.by_encoded_key:
-        hashes, targets = hash_columns(table.select(list(keys.columns)), num_shards)
+        hashes, targets = hash_columns(key_table(table, keys.columns), num_shards)
         added[HASH] = hashes
     else:
         rows = table_to_rows(table) if keys.function is not None or callable(keys.sort_by) else None
         if keys.columns is not None:
-            encoded = encoded_keys(table, keys.columns)
+            encoded = encoded_keys(key_table(table, keys.columns), keys.columns)
         else:
-            encoded = pa.array([encode_key(keys.function(row)) for row in rows], pa.binary())
+            encoded = encode_keys([keys.function(row) for row in rows])
         hashes, targets = hash_columns(pa.table({KEY: encoded}), num_shards)
         if not keys.by_encoded_key:
             added[HASH] = hashes
         added[KEY] = encoded
         if keys.sort_by is not None:
-            sort_values = key_values(table, keys.sort_by) if isinstance(keys.sort_by, tuple) else map(keys.sort_by, rows)
+            sort_values = key_values(key_table(table, keys.sort_by), keys.sort_by) if isinstance(keys.sort_by, tuple) else map(keys.sort_by, rows)
             added[SORT] = pa.array(list(map(encode_key, sort_values)), pa.binary())
     added[POSITION] = pa.array(range(first_position, first_position + table.num_rows), pa.int64())
     for name, column in added.items():

@@ -19,7 +19,7 @@ from zephyr_arrow.execution.reshard import reshard
 from zephyr_arrow.execution.scheduler import run_stage
 from zephyr_arrow.execution.sources import source_inputs
 from zephyr_arrow.execution.stats import add_counters
-from zephyr_arrow.execution.tasks import ChunksInput, RunInfo, ShardInput, ShardTask, TaskResult
+from zephyr_arrow.execution.tasks import ChunksInput, RunInfo, ScatterInput, ShardInput, ShardTask, TaskResult
 from zephyr_arrow.plan import Plan, Stage, StageKind
 from zephyr_arrow.store import ChunkRef, ShardRefs, layout
 from zephyr_arrow.store.files import remove_tree
@@ -35,18 +35,23 @@ class Runner:
 
     def execute(self, plan: Plan) -> ShardRefs:
         source_stage_inputs = {s.index: source_inputs(s.source) for s in plan.stages if s.source is not None}
-        check_shard_counts(plan, {i: len(inputs) for i, inputs in source_stage_inputs.items()})
+        shard_counts = check_shard_counts(plan, {i: len(inputs) for i, inputs in source_stage_inputs.items()})
         last_use = _last_use(plan)
         outputs: dict[int, ShardRefs] = {}
         counters: dict[str, int | float] = {}
         for stage in plan.stages:
-            if stage.kind is StageKind.MAP:
+            if stage.kind in (StageKind.MAP, StageKind.SCATTER):
                 if stage.index in source_stage_inputs:
                     inputs = source_stage_inputs[stage.index]
                 else:
                     inputs = [ChunksInput(shard) for shard in outputs[stage.inputs[0]].shards]
+                num_output_shards = len(inputs)
+                if stage.kind is StageKind.SCATTER:
+                    # The shuffle reading this stage (its only consumer) decides how many shards the runs are cut for.
+                    num_output_shards = shard_counts[last_use[stage.index]]
+                    inputs = [ScatterInput(shard_input, num_output_shards) for shard_input in inputs]
                 results = self.run_map(stage, inputs)
-                outputs[stage.index] = regroup(results, len(inputs))
+                outputs[stage.index] = regroup(results, num_output_shards)
                 counters = add_counters(counters, _sum_counters(results))
             elif stage.kind is StageKind.RESHARD:
                 outputs[stage.index] = reshard(outputs[stage.inputs[0]], stage.boundary.num_shards)
@@ -126,8 +131,8 @@ def check_shard_counts(plan: Plan, source_shards: dict[int, int]) -> dict[int, i
         upstream = counts[stage.inputs[0]] if stage.inputs else source_shards[stage.index]
         if stage.kind is StageKind.RESHARD:
             counts[stage.index] = stage.boundary.num_shards
-        elif stage.kind is StageKind.MAP:
-            counts[stage.index] = upstream
+        elif stage.kind in (StageKind.MAP, StageKind.SCATTER):
+            counts[stage.index] = upstream  # its tasks (a SCATTER's runs are cut for its shuffle's count)
         else:
             counts[stage.index] = getattr(stage.boundary, "num_output_shards", None) or upstream
             check_inputs = getattr(stage.boundary, "check_input_shards", None)

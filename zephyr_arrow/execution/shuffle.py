@@ -1,14 +1,18 @@
-"""Shuffle and join stages on the coordinator: two passes of tasks, only references in between.
+"""Shuffle and join stages on the coordinator: the reduce pass over runs a SCATTER stage wrote.
 
-    input shards --scatter tasks--> one file each: sorted runs, a row range per output shard
-                 --reduce tasks-->  output shard i merges the runs for i (k-way, streaming)
+    input shards --SCATTER stage: ops, then--> one file per task: sorted runs, a row range per output shard
+                 --SHUFFLE / JOIN stage-->    output shard i merges the runs for i (k-way, streaming)
 
-Scatter and reduce tasks go through the same scheduler loop as map stages
-(``Runner.run_map``); their inputs are ``ScatterInput``, then ``MergeInput`` /
-``JoinInput`` (``execution/tasks.py``), and ``shuffle_worker.run_task`` runs them. The
-coordinator holds one ``ChunkRef`` per (map task, output shard) that has rows, and
-the schemas, never data. A join scatters both sides in one pass. ``sorted_merge_join``
-has no scatter: shard i of the left meets shard i of the right.
+The runner runs a SCATTER stage like a map stage (``ScatterInput`` tasks; the planner
+fuses the ops before a shuffle into it, so they are not written out first) and regroups
+its results by output shard: the runs are that stage's output. Here the reduce tasks
+(``MergeInput`` / ``JoinInput``, see ``execution/tasks.py``) go through the same scheduler
+loop; ``shuffle_worker.run_task`` runs them. The coordinator holds one ``ChunkRef`` per
+(scatter task, output shard) that has rows, and schemas, never data. Scatter tasks hash
+each batch on its own (``keys.py``), so key columns keep whatever types the batches had;
+here, from the runs' schemas alone, the key columns are checked and, for a join, given
+one type on both sides. ``sorted_merge_join`` has no scatter: shard i of the left meets
+shard i of the right.
 
 Design notes (hash, file layout, merge): ``keys.py``, ``shuffle_worker.py``, ``merge.py``.
 """
@@ -24,7 +28,7 @@ from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution import keys as K
 from zephyr_arrow.execution.shuffle_reduce import spill_dir
 from zephyr_arrow.execution.stats import add_counters
-from zephyr_arrow.execution.tasks import JoinInput, MergeInput, ScatterInput, TaskResult
+from zephyr_arrow.execution.tasks import JoinInput, MergeInput, TaskResult
 from zephyr_arrow.plan import Stage
 from zephyr_arrow.rows import is_item_schema
 from zephyr_arrow.store import ShardRefs, layout
@@ -34,48 +38,38 @@ from zephyr_arrow.store.schema import unify
 if TYPE_CHECKING:
     from zephyr_arrow.execution.runner import Runner
 
+_SHUFFLE_FIELDS = {K.HASH: pa.uint64(), K.KEY: pa.binary(), K.POSITION: pa.int64()}
+
 
 def run(runner: Runner, stage: Stage, inputs: list[ShardRefs]) -> tuple[ShardRefs, dict[str, int | float]]:
-    """Run a SHUFFLE or JOIN stage over its inputs' outputs; return its output and counters."""
+    """Run the reduce pass of a SHUFFLE or JOIN stage over its SCATTER stages' runs; return its output and counters."""
     from zephyr_arrow.execution.runner import regroup
 
     op = stage.boundary
     # The right side's Dataset (maybe a long list of items) stays here; workers get the op without it.
-    worker_stage = Stage(stage.index, stage.kind, boundary=op.without_right() if hasattr(op, "without_right") else op)
+    worker_stage = stage.for_worker()
     if isinstance(op, ops.SortedMergeJoinOp):
         left, right = inputs
         tasks = [JoinInput(tuple(l), tuple(r)) for l, r in zip(left.shards, right.shards, strict=True)]
         results = runner.run_map(worker_stage, tasks)
         return regroup(results, len(tasks)), _counters(results)
 
-    num_output_shards = op.num_output_shards or inputs[0].num_shards
-    key_types = _key_types(op, inputs)
-    scatter_inputs = [
-        ScatterInput(tuple(shard), num_output_shards, key_types[side], side)
-        for side, refs in enumerate(inputs)
-        for shard in refs.shards
-    ]
-    scattered = runner.run_map(worker_stage, scatter_inputs, suffix="-scatter")
-    runs, schemas, start = [], [], 0
-    for side, refs in enumerate(inputs):
-        side_runs = regroup(scattered[start : start + refs.num_shards], num_output_shards)
-        start += refs.num_shards
-        runs.append(side_runs)
-        schemas.append(_run_schema(side_runs, refs.schema, key_types[side]))
+    schemas = [run_schema(op, side, runs, len(inputs)) for side, runs in enumerate(inputs)]
     if isinstance(op, ops.JoinOp):
+        schemas = _common_key_types(op, schemas)
         reduce_inputs = [
             JoinInput(tuple(left), tuple(right), schemas[0], schemas[1])
-            for left, right in zip(runs[0].shards, runs[1].shards, strict=True)
+            for left, right in zip(inputs[0].shards, inputs[1].shards, strict=True)
         ]
     else:
-        reduce_inputs = [MergeInput(tuple(shard_runs), schemas[0]) for shard_runs in runs[0].shards]
+        reduce_inputs = [MergeInput(tuple(shard_runs), schemas[0]) for shard_runs in inputs[0].shards]
     try:
         reduced = runner.run_map(worker_stage, reduce_inputs)
     finally:
         stage_dir = runner.stage_dir(worker_stage)
-        for name in (runner.stage_dir(worker_stage, "-scatter"), *(spill_dir(stage_dir, side) for side in range(len(inputs)))):
-            remove_tree(layout.stage_dir(runner.run.chunk_prefix, runner.run.execution_id, name))
-    return regroup(reduced, num_output_shards), add_counters(_counters(scattered), _counters(reduced))
+        for side in range(len(inputs)):
+            remove_tree(layout.stage_dir(runner.run.chunk_prefix, runner.run.execution_id, spill_dir(stage_dir, side)))
+    return regroup(reduced, len(reduce_inputs)), _counters(reduced)
 
 
 def _counters(results: list[TaskResult]) -> dict[str, int | float]:
@@ -85,53 +79,46 @@ def _counters(results: list[TaskResult]) -> dict[str, int | float]:
     return total
 
 
-def _run_schema(runs: ShardRefs, input_schema: pa.Schema, key_types: pa.Schema | None) -> pa.Schema:
-    """The schema every run of one input is read as (with no runs: the input's columns and the shuffle's)."""
+def run_schema(op: ops.Op, side: int, runs: ShardRefs, num_sides: int) -> pa.Schema:
+    """The schema every run of one input is read as: unified over the runs, with the key
+    columns checked (when there are rows) and present (as nulls, when there are none)."""
     chunks = runs.chunks
-    if chunks:
-        return unify([c.schema for c in chunks], [c.path for c in chunks])
-    types = {field.name: field for field in key_types or []}
-    fields = [types.pop(field.name, field) for field in input_schema] + list(types.values())
-    shuffle_fields = [pa.field(K.HASH, pa.uint64()), pa.field(K.KEY, pa.binary()), pa.field(K.POSITION, pa.int64())]
-    return pa.schema(fields + shuffle_fields, metadata=input_schema.metadata)
+    schema = unify([c.schema for c in chunks], [c.path for c in chunks])
+    names = op.key_of(side)
+    if isinstance(names, tuple):
+        if runs.num_rows:
+            _check_columns(op, names, schema, ("left", "right")[side] if num_sides > 1 else None)
+        schema = _with_fields(schema, {name: pa.null() for name in names})
+    return schema if chunks else _with_fields(schema, _SHUFFLE_FIELDS)  # no runs: no scatter task ran
 
 
-def _key_columns(op: ops.Op) -> list[tuple[str, ...] | None]:
-    """Per input, the key columns (None for a key function)."""
-    if isinstance(op, ops.JoinOp):
-        return [op.left_on, op.right_on]
-    if isinstance(op, ops.AggregateOp):
-        return [op.by]
-    return [op.key if isinstance(op.key, tuple) else None]
+def _with_fields(schema: pa.Schema, fields: dict[str, pa.DataType]) -> pa.Schema:
+    """``schema`` with the named fields appended where it lacks them."""
+    missing = [pa.field(name, type_) for name, type_ in fields.items() if name not in schema.names]
+    return pa.schema([*schema, *missing], metadata=schema.metadata) if missing else schema
 
 
-def _key_types(op: ops.Op, inputs: list[ShardRefs]) -> list[pa.Schema | None]:
-    """Key column types unified over every chunk (and both sides of a join), so equal keys hash alike."""
-    columns = _key_columns(op)
-    schemas = [refs.schema if refs.num_rows else None for refs in inputs]
-    for side, names in enumerate(columns):
-        if names is not None:
-            _check_columns(op, names, schemas[side], ("left", "right")[side] if len(inputs) > 1 else None)
-    if columns[0] is None or isinstance(op, ops.GroupByOp):
-        return [None] * len(inputs)  # keys are encoded from Python values, where 1 and 1.0 are one key
-    types = []
-    for position in range(len(columns[0])):
-        fields = [schema.field(names[position]) for schema, names in zip(schemas, columns, strict=True) if schema is not None]
+def _common_key_types(op: ops.JoinOp, schemas: list[pa.Schema]) -> list[pa.Schema]:
+    """Both sides' schemas with each pair of key columns cast to one type, so the join compares like with like."""
+    left, right = schemas
+    for left_name, right_name in zip(op.left_on, op.right_on, strict=True):
+        fields = [left.field(left_name), right.field(right_name)]
         try:
-            unified = pa.unify_schemas([pa.schema([f.with_name("key")]) for f in fields], promote_options="permissive") if fields else None
+            unified = pa.unify_schemas([pa.schema([f.with_name("key")]) for f in fields], promote_options="permissive")
         except (pa.ArrowTypeError, pa.ArrowInvalid) as error:
             sides = " and ".join(f"{f.name!r} is {f.type}" for f in fields)
             raise PlanError(f"{op!r}: key columns of incompatible types ({sides}); cast one side first") from error
-        types.append(unified.field("key").type if unified is not None else pa.null())
-    return [pa.schema([pa.field(name, t) for name, t in zip(names, types, strict=True)]) for names in columns]
+        key_type = unified.field("key").type
+        left = left.set(left.get_field_index(left_name), fields[0].with_type(key_type))
+        right = right.set(right.get_field_index(right_name), fields[1].with_type(key_type))
+    return [left, right]
 
 
-def _check_columns(op: ops.Op, names: tuple[str, ...], schema: pa.Schema | None, side: str | None) -> None:
-    if schema is None:
-        return  # no rows: nothing to key
+def _check_columns(op: ops.Op, names: tuple[str, ...], schema: pa.Schema, side: str | None) -> None:
     where = f" on the {side} side" if side else ""
     if is_item_schema(schema):
         raise PlanError(f"{op!r}: key columns {list(names)} need dict rows, but the rows{where} are plain values; use a key function")
     missing = [name for name in names if name not in schema.names]
     if missing:
-        raise PlanError(f"{op!r}: no column {', '.join(map(repr, missing))}{where}; the rows have columns {schema.names}")
+        columns = [name for name in schema.names if name not in K.INTERNAL]
+        raise PlanError(f"{op!r}: no column {', '.join(map(repr, missing))}{where}; the rows have columns {columns}")

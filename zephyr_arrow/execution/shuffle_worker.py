@@ -1,12 +1,13 @@
 """Shuffle tasks on the worker: scatter an input shard into sorted runs, or reduce one output shard.
 
-Scatter (the map side) streams its shard, adds the shuffle columns (``keys.py``: the
-key's stable hash or encoded key, and the row's input position), and buffers up to
-``SORT_BUFFER_BYTES``; each full buffer is sorted by (output shard, order) and written
-as one *run*: one Parquet file per task, one row-group-aligned segment per output shard,
-each returned as a ranged ``ChunkRef``. So M map tasks write M files (more only when a
-combiner changes the schema), not M x N. Deduplicate drops repeated keys within a run
-before writing; a group_by combiner folds each key's rows of a run.
+Scatter (the map side, a SCATTER stage's task) streams its shard through the stage's
+ops, adds the shuffle columns (``keys.py``: the key's stable hash or encoded key, and
+the row's input position), and buffers up to ``SORT_BUFFER_BYTES``; each full buffer is
+sorted by (output shard, order) and written as one *run*: one Parquet file per task, one
+row-group-aligned segment per output shard, each returned as a ranged ``ChunkRef``. So
+M map tasks write M files (more only when a combiner changes the schema), not M x N.
+Deduplicate drops repeated keys within a run before writing; a group_by combiner folds
+each key's rows of a run.
 
 The reduce side, and helpers the map side shares with it, are in ``shuffle_reduce.py``.
 Like ``worker.run_task``, nothing here knows about backends.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -28,7 +29,7 @@ from zephyr_arrow.execution import shuffle_reduce
 from zephyr_arrow.execution.merge import FILES_COUNTER, SortedFile, sort_table
 from zephyr_arrow.execution.shuffle_reduce import first_of_each, flatten, keyed_rows, task_path, without_shuffle_columns
 from zephyr_arrow.execution.stats import StageStats
-from zephyr_arrow.execution.tasks import ScatterInput, ShardTask, StageResult, TaskResult
+from zephyr_arrow.execution.tasks import ShardTask, StageResult, TaskResult
 from zephyr_arrow.plan import Stage
 from zephyr_arrow.rows import rows_to_table
 from zephyr_arrow.store import ChunkRef
@@ -39,14 +40,11 @@ SORT_BUFFER_BYTES = 32 * 1024 * 1024  # rows a map task sorts at once (Arrow byt
 
 
 def run_task(stage: Stage, task: ShardTask) -> TaskResult:
-    """Run one scatter or reduce task of a shuffle stage."""
+    """Run one reduce task of a shuffle stage: merge its runs, apply the op, write the output shard."""
     started = time.perf_counter()
     with counters.collecting(task.run) as collected:
-        if isinstance(task.input, ScatterInput):
-            rows_in, outputs = scatter(stage.boundary, task)
-        else:
-            rows_in, chunks = shuffle_reduce.reduce(stage.boundary, task)
-            outputs = [StageResult(task.shard_index, chunk) for chunk in chunks]
+        rows_in, chunks = shuffle_reduce.reduce(stage.boundary, task)
+        outputs = [StageResult(task.shard_index, chunk) for chunk in chunks]
         paths = {output.chunk.path for output in outputs}
         counters.increment(FILES_COUNTER, len(paths))
     stats = StageStats(
@@ -59,45 +57,55 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
     return TaskResult(task.stage_index, task.shard_index, task.attempt, tuple(outputs), stats, collected.totals)
 
 
-def scatter(op: ops.Op, task: ShardTask) -> tuple[int, list[StageResult]]:
-    """Cut the task's input shard into sorted runs, one segment per output shard."""
-    spec: ScatterInput = task.input
-    keys = K.shuffle_keys(op, spec.side)
-    schema = unify([c.schema for c in spec.chunks], [c.path for c in spec.chunks])
+def scatter(stage: Stage, task: ShardTask, tables: Iterable[pa.Table]) -> list[StageResult]:
+    """Cut ``tables`` (the task's shard, after the stage's ops) into sorted runs, one segment per output shard."""
+    op = stage.boundary
+    keys = K.shuffle_keys(op, stage.side)
+    num_output_shards = task.input.num_output_shards
     files = _RunFiles(lambda index: task_path(task, index))
     position = task.shard_index << K.POSITION_BITS
-    first_position = position
     pending: list[pa.Table] = []
     pending_bytes = 0
+    schema: pa.Schema | None = None  # of the last batch: an empty shard's run still has the columns
     try:
-        for chunk in spec.chunks:
-            for batch in chunk.iter_batches():
-                table = conform(pa.Table.from_batches([batch]), schema)
-                table, targets = K.add_shuffle_columns(table, keys, spec.key_types, spec.num_output_shards, position)
-                position += table.num_rows
+        for table in tables:
+            table, targets = K.add_shuffle_columns(table, keys, num_output_shards, position)
+            schema = table.schema
+            position += table.num_rows
+            if table.num_rows:
                 pending.append(table.append_column(K.TARGET, targets))
                 pending_bytes += table.nbytes
-                if pending_bytes >= SORT_BUFFER_BYTES:
-                    files.write(_sorted_run(op, keys, pending))
-                    pending_bytes = 0
+            if pending_bytes >= SORT_BUFFER_BYTES:
+                files.write(_sorted_run(op, keys, pending))
+                pending_bytes = 0
         if pending:
             files.write(_sorted_run(op, keys, pending))
-        return position - first_position, files.close()
+        if schema is None:  # no batch at all: the shuffle columns alone
+            schema = K.add_shuffle_columns(pa.table({}), keys, num_output_shards, position)[0].schema
+        outputs = files.close(schema)
     except BaseException:
         files.abort()
         raise
+    counters.increment(FILES_COUNTER, len({output.chunk.path for output in outputs}))
+    return outputs
 
 
 def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> pa.Table:
     """One run from the buffered ``tables`` (emptied, so the unsorted rows are freed once sorted)."""
-    table = pa.concat_tables(tables)
+    table = _concat(tables)
     tables.clear()
     table = sort_table(table, [K.TARGET, *keys.order])
     if isinstance(op, ops.DeduplicateOp):
-        return table.take(first_of_each(table, keys.identity))
+        return table.take(first_of_each(K.key_table(table, tuple(keys.identity)), keys.identity))
     if isinstance(op, ops.GroupByOp) and op.combiner is not None:
         return _combine(op, keys, table)
     return table
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """The batches as one table; batches whose types differ (a file's types widen as it is read) are unified."""
+    schema = unify([t.schema for t in tables], [f"batch {index} of the run" for index in range(len(tables))])
+    return pa.concat_tables([conform(t, schema) for t in tables])
 
 
 def _combine(op: ops.GroupByOp, keys: K.ShuffleKeys, table: pa.Table) -> pa.Table:
@@ -152,10 +160,16 @@ class _RunFiles:
             self._segments.append((target, len(self._closed), offset, offset + count))
             start += count
 
-    def close(self) -> list[StageResult]:
+    def close(self, schema: pa.Schema) -> list[StageResult]:
+        """The segments written; with none, one empty run of ``schema`` (the columns reach the reduce side)."""
+        if not self._segments and self._file is None:
+            self._file = SortedFile(self._path_for(len(self._closed)), schema)
         if self._file is not None:
             self._closed.append(self._file.close())
             self._file = None
+        if not self._segments:
+            (empty,) = self._closed
+            return [StageResult(0, empty)]
         return [
             StageResult(target, ChunkRef(self._closed[index].path, stop - start, self._closed[index].schema, (start, stop)))
             for target, index, start, stop in self._segments

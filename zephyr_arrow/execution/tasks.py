@@ -32,12 +32,10 @@ class ChunksInput:
 
 @dataclass(frozen=True, slots=True)
 class ScatterInput:
-    """An upstream shard to cut into key-sorted runs, one per output shard of a shuffle."""
+    """A shard to run a SCATTER stage's ops on and cut into key-sorted runs, one per output shard of its shuffle."""
 
-    chunks: tuple[ChunkRef, ...]
+    source: ItemsInput | ChunksInput
     num_output_shards: int
-    key_types: pa.Schema | None = None  # column keys are cast to these (unified over every input) before hashing
-    side: int = 0  # which input of a join: 0 left (or the only input), 1 right
 
 
 @dataclass(frozen=True, slots=True)

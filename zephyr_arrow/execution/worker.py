@@ -25,7 +25,7 @@ from zephyr_arrow.store.files import exists, size
 
 def run_task(stage: Stage, task: ShardTask) -> TaskResult:
     """Run ``task`` (one shard of ``stage``) and return what it wrote."""
-    if isinstance(task.input, (ScatterInput, MergeInput, JoinInput)):
+    if isinstance(task.input, (MergeInput, JoinInput)):
         from zephyr_arrow.execution import shuffle_worker
 
         return shuffle_worker.run_task(stage, task)
@@ -36,20 +36,26 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
         shard = ops.ShardInfo(task.shard_index, task.num_shards)
         sink = stage.sink
         if sink is not None:
-            chunks = _write_sink(stage, sink, stream, task, shard)
+            outputs = [StageResult(task.shard_index, chunk) for chunk in _write_sink(stage, sink, stream, task, shard)]
         else:
             for op in stage.ops:
                 stream = operators.apply(op, stream, shard)
-            chunks = ChunkWriter(lambda index: _chunk_path(task, index)).write_all(stream.as_tables())
+            if isinstance(task.input, ScatterInput):
+                from zephyr_arrow.execution import shuffle_worker
+
+                outputs = shuffle_worker.scatter(stage, task, stream.as_tables())
+            else:
+                chunks = ChunkWriter(lambda index: _chunk_path(task, index)).write_all(stream.as_tables())
+                outputs = [StageResult(task.shard_index, chunk) for chunk in chunks]
+    paths = {output.chunk.path for output in outputs}
     stats = StageStats(
         rows_in=rows_in.count,
-        rows_out=sum(c.num_rows for c in chunks),
-        chunks_out=len(chunks),
-        bytes_out=sum(size(path) for path in {c.path for c in chunks}),
+        rows_out=sum(output.chunk.num_rows for output in outputs),
+        chunks_out=len(paths),
+        bytes_out=sum(size(path) for path in paths),
         seconds=time.perf_counter() - started,
     )
-    outputs = tuple(StageResult(task.shard_index, chunk) for chunk in chunks)
-    return TaskResult(task.stage_index, task.shard_index, task.attempt, outputs, stats, collected.totals)
+    return TaskResult(task.stage_index, task.shard_index, task.attempt, tuple(outputs), stats, collected.totals)
 
 
 def _chunk_path(task: ShardTask, chunk_index: int) -> str:
@@ -74,7 +80,7 @@ class _Counter:
 
 
 def _input_stream(task: ShardTask, rows_in: _Counter) -> Stream:
-    source = task.input
+    source = task.input.source if isinstance(task.input, ScatterInput) else task.input
     if isinstance(source, ItemsInput):
         return Stream(rows=rows_in.rows(iter(source.items)))
     if isinstance(source, ChunksInput):
