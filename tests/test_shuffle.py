@@ -342,6 +342,20 @@ def test_a_fused_scatter_gives_the_unfused_answer(ctx, tmp_path, shuffle):
     assert rows(fused) == rows(unfused)
 
 
+def test_aggregate_scatters_only_the_columns_it_reads(ctx):
+    rows = [{"k": i % 3, "n": i, "pad": random.Random(i).randbytes(2000).hex()} for i in range(300)]  # ~1.2 MB of pad
+    ds = Dataset.from_list(rows, num_shards=2)
+    sums = ctx.execute(ds.aggregate("k", pl.col("n").sum().alias("total")))
+    assert dict(sums.sql("select k, total from data").fetchall()) == {k: sum(r["n"] for r in rows if r["k"] == k) for k in range(3)}
+    scatter = ctx.last_stage_summaries[0]
+    assert float(re.search(r"([\d.]+) MB", scatter).group(1)) < 0.1
+    # An expression that picks columns by pattern or type sees every column.
+    assert ds.aggregate("k", pl.col("n").sum()).operations[-1].input_columns() == ("k", "n")
+    assert ds.aggregate("k", pl.len(), pl.all().max().name.suffix("_max")).operations[-1].input_columns() is None
+    widest = ctx.execute(ds.select("k", "n").aggregate("k", pl.all().max().name.suffix("_max"))).to_pylist()
+    assert sorted((r["k"], r["n_max"]) for r in widest) == [(0, 297), (1, 298), (2, 299)]
+
+
 def test_one_file_per_scatter_task(ctx):
     ds = Dataset.from_list(make_rows(200), num_shards=3).group_by("k", lambda k, rs: k, num_output_shards=5)
     refs = ctx.execute(ds)

@@ -326,6 +326,13 @@ class AggregateOp(Op):
     def key_of(self, side: int = 0) -> Key:
         return self.by
 
+    def input_columns(self) -> tuple[str, ...] | None:
+        """The columns the aggregation reads (``by`` and the expressions' columns), or None
+        when an expression picks columns by pattern, type or position (``pl.all()``, selectors)."""
+        if any(expr.meta.has_multiple_outputs() or expr.meta.is_regex_projection() for expr in self.exprs):
+            return None
+        return tuple(dict.fromkeys([*self.by, *(name for expr in self.exprs for name in expr.meta.root_names())]))
+
     def __repr__(self) -> str:
         return f"aggregate({', '.join(self.by)}: {', '.join(str(e) for e in self.exprs)})"
 

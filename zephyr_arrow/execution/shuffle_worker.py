@@ -6,8 +6,8 @@ the row's input position), and buffers up to ``SORT_BUFFER_BYTES``; each full bu
 sorted by (output shard, order) and written as one *run*: one Parquet file per task, one
 row-group-aligned segment per output shard, each returned as a ranged ``ChunkRef``. So
 M map tasks write M files (more only when a combiner changes the schema), not M x N.
-Deduplicate drops repeated keys within a run before writing; a group_by combiner folds
-each key's rows of a run.
+An aggregate moves only the columns its expressions read; deduplicate drops repeated
+keys within a run before writing; a group_by combiner folds each key's rows of a run.
 
 The reduce side, and helpers the map side shares with it, are in ``shuffle_reduce.py``.
 Like ``worker.run_task``, nothing here knows about backends.
@@ -61,6 +61,7 @@ def scatter(stage: Stage, task: ShardTask, tables: Iterable[pa.Table]) -> list[S
     """Cut ``tables`` (the task's shard, after the stage's ops) into sorted runs, one segment per output shard."""
     op = stage.boundary
     keys = K.shuffle_keys(op, stage.side)
+    columns = op.input_columns() if isinstance(op, ops.AggregateOp) else None
     num_output_shards = task.input.num_output_shards
     files = _RunFiles(lambda index: task_path(task, index))
     position = task.shard_index << K.POSITION_BITS
@@ -69,6 +70,8 @@ def scatter(stage: Stage, task: ShardTask, tables: Iterable[pa.Table]) -> list[S
     schema: pa.Schema | None = None  # of the last batch: an empty shard's run still has the columns
     try:
         for table in tables:
+            if columns is not None:
+                table = table.select([name for name in columns if name in table.column_names])
             table, targets = K.add_shuffle_columns(table, keys, num_output_shards, position)
             schema = table.schema
             position += table.num_rows
