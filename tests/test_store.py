@@ -35,6 +35,21 @@ def test_write_read_round_trip(root):
     assert ref.scan().collect().to_dict(as_series=False) == {"a": [1, 2, 3], "b": ["x", None, "z"]}
 
 
+def test_local_chunks_are_uncompressed_and_remote_ones_lz4(root):
+    import fsspec
+    import pyarrow.parquet as pq
+
+    from zephyr_arrow.store.chunk_writer import ChunkWriter
+
+    table = pa.table({"a": list(range(100))})
+    refs = [ChunkRef.write(f"{root}/c.parquet", table), *ChunkWriter(lambda i: f"{root}/w-{i}.parquet").write_all([table])]
+    expected = "UNCOMPRESSED" if root.startswith("/") else "LZ4"
+    for ref in refs:
+        fs, path = fsspec.core.url_to_fs(ref.path)
+        with fs.open(path, "rb") as source:
+            assert pq.ParquetFile(source).metadata.row_group(0).column(0).compression == expected
+
+
 def test_write_accepts_batches_polars_and_rows(tmp_path):
     batch = pa.RecordBatch.from_pydict({"a": [1]})
     assert ChunkRef.write(str(tmp_path / "b.parquet"), batch).read().to_pylist() == [{"a": 1}]

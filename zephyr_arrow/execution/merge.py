@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from zephyr_arrow import counters
 from zephyr_arrow.store import ChunkRef
-from zephyr_arrow.store.chunk_ref import CHUNK_COMPRESSION
+from zephyr_arrow.store.chunk_ref import chunk_compression
 from zephyr_arrow.store.files import atomic_output, filesystem, is_local, remove_tree
 from zephyr_arrow.store.schema import conform
 
@@ -49,8 +49,13 @@ class SortedFile:
         self._output = atomic_output(path)
         tmp = self._output.__enter__()
         self._sink = None if tmp.is_local else tmp.open()
+        # Runs are read once, by the merge, never filtered: no statistics.
         self._writer = pq.ParquetWriter(
-            tmp.path if tmp.is_local else self._sink, schema, compression=CHUNK_COMPRESSION, data_page_size=_PAGE_BYTES
+            tmp.path if tmp.is_local else self._sink,
+            schema,
+            compression=chunk_compression(path),
+            data_page_size=_PAGE_BYTES,
+            write_statistics=False,
         )
 
     def write(self, table: pa.Table) -> None:

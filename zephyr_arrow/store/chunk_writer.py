@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zephyr_arrow.store.chunk_ref import CHUNK_COMPRESSION, ROW_GROUP_ROWS, ChunkRef
+from zephyr_arrow.store.chunk_ref import ROW_GROUP_ROWS, ChunkRef, chunk_compression
 from zephyr_arrow.store.files import atomic_output
 from zephyr_arrow.store.schema import conform
 
@@ -112,7 +112,7 @@ class _OpenChunk:
         self._output = atomic_output(path)
         tmp = self._output.__enter__()
         self._sink = None if tmp.is_local else tmp.open()
-        self._writer = pq.ParquetWriter(tmp.path if tmp.is_local else self._sink, schema, compression=CHUNK_COMPRESSION)
+        self._writer = pq.ParquetWriter(tmp.path if tmp.is_local else self._sink, schema, compression=chunk_compression(path))
 
     def write(self, table: pa.Table) -> None:
         self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
