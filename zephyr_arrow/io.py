@@ -33,9 +33,8 @@ import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
@@ -48,6 +47,11 @@ from isal import igzip, isal_zlib
 from zephyr_arrow.errors import InputFileError, PlanError, SchemaConflictError
 from zephyr_arrow.store.chunk_ref import row_groups_covering
 from zephyr_arrow.store.files import atomic_output
+
+if TYPE_CHECKING:
+    # Imported where a filter or the JSON writer needs it: a worker that only reads and
+    # writes files does without its ~45 MB.
+    import polars as pl
 
 __all__ = [
     "format_of",
@@ -232,6 +236,8 @@ def _filter_and_project(table: pa.Table, columns: list[str] | None, filter: pl.E
     if filter is not None:
         # Polars picks the rows from only the columns the filter uses; pyarrow takes them, so the
         # batch keeps its Arrow types (a Polars round trip would turn string into large_string).
+        import polars as pl
+
         needed = filter.meta.root_names() or table.column_names
         frame = pl.from_arrow(table.select(needed)).with_row_index(_ROW_INDEX)
         table = table.take(frame.filter(filter)[_ROW_INDEX].to_arrow())
@@ -597,6 +603,8 @@ def write_jsonl_file(batches: Iterable[pa.Table], path: str) -> int:
     Datetimes become ISO 8601 strings (``2024-01-02 03:04:05``), NaN and infinities null;
     binary columns raise PlanError.
     """
+
+    import polars as pl
 
     def write(table: pa.Table, stream: BinaryIO) -> None:
         _reject_types(table.schema, _is_binary, path, "JSON has no binary type; decode or drop it first")
