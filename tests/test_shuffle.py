@@ -300,7 +300,7 @@ def test_reduce_and_count_of_an_empty_dataset_are_empty(ctx):
 
 def test_shuffles_explain_as_their_own_stages():
     ds = Dataset.from_list([{"k": 1}]).map(lambda r: r).deduplicate("k").map(lambda r: r)
-    assert plan(ds).explain().splitlines()[1] == "[1] shuffle: deduplicate(k)  <- 0"
+    assert plan(ds).explain().splitlines()[1:] == ["[1] shuffle: deduplicate(k) -> map(<lambda>)  <- 0"]  # the map runs in the reduce tasks
     joined = Dataset.from_list([{"k": 1}]).join(Dataset.from_list([{"k": 1}]), on="k", how="left")
     assert plan(joined).explain().splitlines()[-1] == "[2] join: join(left on k)  <- 0, 1"
 
@@ -340,6 +340,27 @@ def test_a_fused_scatter_gives_the_unfused_answer(ctx, tmp_path, shuffle):
     assert plan(fused).stages[0].kind is StageKind.SCATTER and plan(fused).stages[0].ops
     rows = lambda ds: sorted(ctx.execute(ds).to_pylist(), key=lambda r: json.dumps(r, sort_keys=True))  # noqa: E731
     assert rows(fused) == rows(unfused)
+
+
+_SHUFFLED = {
+    "deduplicate": lambda ds: ds.deduplicate("k", num_output_shards=2),
+    "group_by": lambda ds: ds.group_by("k", lambda k, rs: {"k": k, "n": sum(1 for _ in rs)}, num_output_shards=2),
+    "aggregate": lambda ds: ds.aggregate("k", pl.col("n").sum().alias("n"), num_output_shards=2),
+    "join": lambda ds: ds.join(Dataset.from_list([{"k": k, "w": i} for i, k in enumerate("abc")], num_shards=2), on="k"),
+    "sorted_merge_join": lambda ds: _by_key(ds, "li").sorted_merge_join(
+        _by_key(Dataset.from_list([{"k": k, "w": i} for i, k in enumerate("abc")], num_shards=2), "ri"), lambda r: r["k"], lambda r: r["k"]
+    ),
+}
+
+
+@pytest.mark.parametrize("shuffle", list(_SHUFFLED))
+def test_ops_after_a_shuffle_run_in_its_reduce_tasks(ctx, shuffle):
+    ds = _SHUFFLED[shuffle](Dataset.from_list(make_rows(300), num_shards=3))
+    after = lambda d: d.filter(pl.col("k") != "b").map(lambda r: {**r, "mark": 1}).filter(lambda r: r["k"] != "c")  # noqa: E731
+    stages = plan(after(ds)).stages
+    assert stages[-1].kind in (StageKind.SHUFFLE, StageKind.JOIN) and len(stages[-1].ops) == 3
+    rows = lambda d: sorted(ctx.execute(d).to_pylist(), key=lambda r: json.dumps(r, sort_keys=True))  # noqa: E731
+    assert rows(after(ds)) == rows(after(Dataset.from_refs(ctx.execute(ds))))
 
 
 def test_aggregate_scatters_only_the_columns_it_reads(ctx):

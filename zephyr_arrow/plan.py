@@ -4,8 +4,9 @@ Row, columnar and load ops fuse into one stage; a stage ends at a sink (the sink
 its last op) and at a boundary (reshard, shuffles, joins), which becomes a stage of
 its own. A shuffle (group_by, deduplicate, aggregate, join) has a map side: the ops
 before it fuse into a SCATTER stage per input, whose tasks run them and cut the rows
-into sorted runs by key, so nothing is written between the ops and the scatter. Two
-rewrites run first, as named passes:
+into sorted runs by key. The row and columnar ops after a shuffle or join (up to a
+sink or the next boundary) run in its reduce tasks. So nothing is written between a
+shuffle and the ops next to it. Two rewrites run first, as named passes:
 
 - ``fold_reshard_into_items``: ``from_list(...).reshard(k)`` re-cuts the items instead;
 - ``push_down_into_load``: a Polars filter and a select directly after a load are
@@ -39,7 +40,7 @@ class Stage:
 
     index: int
     kind: StageKind
-    ops: tuple[ops.Op, ...] = ()
+    ops: tuple[ops.Op, ...] = ()  # a SHUFFLE or JOIN stage's ops run on its output, in its reduce tasks
     inputs: tuple[int, ...] = ()  # upstream stage indices; () means the plan's source
     source: ops.Source | None = None
     boundary: ops.Op | None = None  # the reshard / shuffle / join op of a non-MAP stage (of a SCATTER: its shuffle's)
@@ -48,7 +49,7 @@ class Stage:
     @property
     def name(self) -> str:
         if self.kind not in (StageKind.MAP, StageKind.SCATTER):
-            return repr(self.boundary)
+            return " -> ".join([repr(self.boundary), *(repr(op) for op in self.ops)])
         parts = ([repr(self.source)] if self.source is not None else []) + [repr(op) for op in self.ops]
         if self.kind is StageKind.SCATTER:
             parts.append(f"scatter by {ops.describe_key(self.boundary.key_of(self.side))}")
@@ -102,8 +103,13 @@ class _Builder:
 
         def close(kind: StageKind = StageKind.MAP, **fields: Any) -> int:
             nonlocal upstream, pending_source
-            index = self.add(kind, ops=push_down_into_load(tuple(fused)), inputs=upstream, source=pending_source, **fields)
+            stage_ops = push_down_into_load(tuple(fused))
             fused.clear()
+            if kind is StageKind.MAP and self._takes_ops_after(upstream, pending_source, stage_ops):
+                index = upstream[0]
+                self.stages[index] = replace(self.stages[index], ops=stage_ops)
+            else:
+                index = self.add(kind, ops=stage_ops, inputs=upstream, source=pending_source, **fields)
             upstream, pending_source = (index,), None
             return index
 
@@ -127,6 +133,14 @@ class _Builder:
         if fused or pending_source is not None:
             close()
         return upstream[0]
+
+    def _takes_ops_after(self, upstream: tuple[int, ...], source: ops.Source | None, stage_ops: tuple[ops.Op, ...]) -> bool:
+        """Whether ``stage_ops`` can run in the reduce tasks of the shuffle or join just before them
+        (so its output is not written and read back); a sink stays in a map stage of its own."""
+        if source is not None or len(upstream) != 1 or any(op.kind is ops.Kind.SINK for op in stage_ops):
+            return False
+        stage = self.stages[upstream[0]]
+        return stage.kind in (StageKind.SHUFFLE, StageKind.JOIN) and not stage.ops
 
     def _side_inputs(self, op: ops.Op) -> tuple[int, ...]:
         right = getattr(op, "right", None)

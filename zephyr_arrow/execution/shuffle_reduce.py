@@ -31,8 +31,10 @@ import pyarrow.compute as pc
 from zephyr_arrow import ops
 from zephyr_arrow.execution import keys as K
 from zephyr_arrow.execution.merge import merged
+from zephyr_arrow.execution import operators
 from zephyr_arrow.execution.operators import Stream
 from zephyr_arrow.execution.tasks import JoinInput, MergeInput, ShardTask
+from zephyr_arrow.plan import Stage
 from zephyr_arrow.rows import table_to_rows
 from zephyr_arrow.store import ChunkRef, layout
 from zephyr_arrow.store.chunk_writer import ChunkWriter
@@ -43,15 +45,15 @@ _POLARS_HOW = {"inner": "inner", "left": "left", "right": "right", "outer": "ful
 _ABOVE_EVERY_HASH = 1 << 64
 
 
-def reduce(op: ops.Op, task: ShardTask) -> tuple[int, list[ChunkRef]]:
-    """Write output shard ``task.shard_index`` of a shuffle or join; return (rows read, chunks)."""
+def reduce(stage: Stage, task: ShardTask) -> tuple[int, list[ChunkRef]]:
+    """Write output shard ``task.shard_index`` of a shuffle or join, through the ops fused
+    after it (``stage.ops``); return (rows read, chunks)."""
+    op = stage.boundary
     counted = _Counted()
-    writer = ChunkWriter(lambda index: task_path(task, index))
     if isinstance(op, ops.SortedMergeJoinOp):
         spec: JoinInput = task.input
         rows = _sorted_merge_join(op, counted.rows(_rows(spec.left)), counted.rows(_rows(spec.right)), task.shard_index)
-        chunks = writer.write_all(Stream(rows=rows).as_tables())
-        return counted.count, chunks
+        return counted.count, _write(stage, task, Stream(rows=rows))
     if isinstance(op, ops.JoinOp):
         spec = task.input
         with (
@@ -59,20 +61,27 @@ def reduce(op: ops.Op, task: ShardTask) -> tuple[int, list[ChunkRef]]:
             merged(list(spec.right), K.shuffle_keys(op, 1).order, spec.right_schema, _spill(task, 1)) as right,
         ):
             tables = _join(op, counted.tables(left), counted.tables(right), spec.left_schema, spec.right_schema)
-            chunks = writer.write_all(tables)  # before reading the count: writing pulls the rows through
+            chunks = _write(stage, task, Stream(tables=tables))  # before reading the count: writing pulls the rows through
             return counted.count, chunks
     spec: MergeInput = task.input
     keys = K.shuffle_keys(op)
     with merged(list(spec.runs), keys.order, spec.schema, _spill(task, 0)) as tables:
         tables = counted.tables(tables)
         if isinstance(op, ops.GroupByOp):
-            output = Stream(rows=_group_by(op, tables)).as_tables()
+            output = Stream(rows=_group_by(op, tables))
         elif isinstance(op, ops.DeduplicateOp):
-            output = _deduplicate(keys, tables, spec.schema)
+            output = Stream(tables=_deduplicate(keys, tables, spec.schema))
         else:
-            output = _aggregate(op, tables, spec.schema)
-        chunks = writer.write_all(output)
+            output = Stream(tables=_aggregate(op, tables, spec.schema))
+        chunks = _write(stage, task, output)
         return counted.count, chunks
+
+
+def _write(stage: Stage, task: ShardTask, stream: Stream) -> list[ChunkRef]:
+    shard = ops.ShardInfo(task.shard_index, task.num_shards)
+    for op in stage.ops:
+        stream = operators.apply(op, stream, shard)
+    return ChunkWriter(lambda index: task_path(task, index)).write_all(stream.as_tables())
 
 
 def task_path(task: ShardTask, index: int, stage_dir: str | None = None) -> str:

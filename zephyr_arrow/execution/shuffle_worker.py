@@ -40,10 +40,10 @@ SORT_BUFFER_BYTES = 32 * 1024 * 1024  # rows a map task sorts at once (Arrow byt
 
 
 def run_task(stage: Stage, task: ShardTask) -> TaskResult:
-    """Run one reduce task of a shuffle stage: merge its runs, apply the op, write the output shard."""
+    """Run one reduce task of a shuffle stage: merge its runs, apply the op (and the ops fused after it), write the output shard."""
     started = time.perf_counter()
     with counters.collecting(task.run) as collected:
-        rows_in, chunks = shuffle_reduce.reduce(stage.boundary, task)
+        rows_in, chunks = shuffle_reduce.reduce(stage, task)
         outputs = [StageResult(task.shard_index, chunk) for chunk in chunks]
         paths = {output.chunk.path for output in outputs}
         counters.increment(FILES_COUNTER, len(paths))
