@@ -467,6 +467,13 @@ def test_many_runs_merge_in_passes_with_the_right_answer(small_buffers):
     assert counts.counters["zephyr/shuffle/files_written"] > 5 + 2  # runs spilled in merge passes
 
 
+def test_a_merge_pass_keeps_the_file_it_carries_to_the_next(small_buffers):
+    # 6 runs merged 2 at a time: 6 -> 3 merged files -> 2, the last of the 3 carried over as it is.
+    ds = Dataset.from_list([{"k": i % 3, "n": i} for i in range(50)], num_shards=6)
+    counts = small_buffers.execute(ds.group_by("k", lambda k, rs: (k, sum(1 for _ in rs)), num_output_shards=1)).to_pylist()
+    assert sorted(counts) == [(0, 17), (1, 17), (2, 16)]
+
+
 def test_dedup_aggregate_and_join_across_many_merge_rounds(small_buffers):
     rows = make_rows(4_000, seed=5)
     for row in rows:

@@ -179,7 +179,8 @@ def merged(
                     out.abort()
                     raise
                 next_runs.append(out.close())
-            for path in {r.path for r in runs} & set(spilled):  # an earlier pass's files are done with
+            # An earlier pass's files merged in this one are done with (one carried over is not).
+            for path in ({r.path for r in runs} - {r.path for r in next_runs}) & set(spilled):
                 remove_tree(path)
             runs = next_runs
         yield merge_runs(runs, order, schema)
