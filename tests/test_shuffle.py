@@ -416,15 +416,16 @@ def test_column_keys_on_plain_values_are_a_plan_error(ctx):
 
 @pytest.fixture
 def small_buffers(monkeypatch, tmp_path):
-    """A sync context whose shuffles sort 64 KB at a time and merge 2 runs at once, 16 KB of each at a time."""
+    """A sync context whose shuffles sort 64 KB at a time and merge 2 runs at once, 16 KB of each at a time, one round at a time."""
     monkeypatch.setattr(shuffle_worker, "SORT_BUFFER_BYTES", 64 * 1024)
     monkeypatch.setattr(merge, "MERGE_FAN_IN", 2)
     monkeypatch.setattr(merge, "RUN_ROW_GROUP_BYTES", 16 * 1024)
+    monkeypatch.setattr(merge, "ROUND_BYTES", 1)
     rounds: list[int] = []
     merge_runs = merge.merge_runs
 
-    def recording_merge_runs(runs, order, schema):
-        for table in merge_runs(runs, order, schema):
+    def recording_merge_runs(runs, order, schema, sort=True):
+        for table in merge_runs(runs, order, schema, sort):
             rounds.append(table.num_rows)
             yield table
 
@@ -496,6 +497,33 @@ def test_dedup_aggregate_and_join_across_many_merge_rounds(small_buffers):
     joined = small_buffers.execute(ds.join(right, on="n", how="left")).to_pylist()
     assert len(joined) == len(rows)
     assert all(r["half"] == (r["n"] / 2 if r["n"] % 3 == 0 else None) for r in joined)
+
+
+def test_keys_that_share_a_hash_stay_apart(small_buffers, monkeypatch):
+    # Four hash values for all keys: every round holds keys of one hash that must be told apart.
+    from zephyr_arrow.execution import keys
+
+    hash_columns_ = keys.hash_columns
+
+    def colliding(table, num_shards):
+        hashes = pl.from_arrow(hash_columns_(table, num_shards)[0]) & 3
+        return hashes.to_arrow(), (hashes % num_shards).cast(pl.UInt32).to_arrow()
+
+    monkeypatch.setattr(keys, "hash_columns", colliding)
+    rows = make_rows(3_000, seed=6)
+    for row in rows:
+        row["pad"] = "p" * 50
+    ds = Dataset.from_list(rows, num_shards=3)
+    first: dict = {}
+    for row in rows:
+        first.setdefault((row["k"], row["n"] % 7), row["id"])
+    for key in (["k", "n7"], lambda r: (r["k"], r["n7"])):
+        deduped = small_buffers.execute(ds.map(lambda r: {**r, "n7": r["n"] % 7}).deduplicate(key, num_output_shards=2)).to_pylist()
+        assert sorted(r["id"] for r in deduped) == sorted(first.values())
+    sums = small_buffers.execute(ds.aggregate("n", pl.len().alias("count"), num_output_shards=2)).sql("select n, count from data").fetchall()
+    assert dict(sums) == collections.Counter(r["n"] for r in rows)
+    joined = small_buffers.execute(ds.join(Dataset.from_list([{"n": n, "half": n / 2} for n in range(0, 100, 3)]), on="n"))
+    assert joined.num_rows == sum(1 for r in rows if r["n"] % 3 == 0)
 
 
 # keys: the stable hash and the order-preserving encoding ---------------------------------------

@@ -86,7 +86,7 @@ def _canonical(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray | pa
         column, type_ = column.cast(type_.value_type), type_.value_type
     if (field.metadata or {}).get(PICKLED_METADATA_KEY) == b"1" or _is_text(type_) or _is_bytes(type_):
         return column  # Polars hashes str and bytes by their bytes; pickled values as their pickles
-    if pa.types.is_null(type_) or pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_boolean(type_) or pa.types.is_decimal(type_):
+    if any(is_kind(type_) for is_kind in _NUMERIC_KINDS):
         return column.cast(pa.float64(), safe=False)
     for is_kind, unit, storage in _TEMPORAL_UNITS:
         if is_kind(type_):
@@ -96,6 +96,8 @@ def _canonical(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray | pa
     return pa.array([None if value is None else encode_key(_plain(value)) for value in column.to_pylist()], pa.binary())
 
 
+# Types that promote to one another (or to a number, for null) all hash as float64.
+_NUMERIC_KINDS = (pa.types.is_null, pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_decimal)
 # Times of any unit as integers of one unit: what unifying two units promotes them to.
 _TEMPORAL_UNITS = [
     (pa.types.is_timestamp, lambda t: pa.timestamp("us", t.tz), pa.int64()),
@@ -400,7 +402,10 @@ def add_shuffle_columns(table: pa.Table, keys: ShuffleKeys, num_shards: int, fir
             added[HASH] = hashes
         added[KEY] = encoded
         if keys.sort_by is not None:
-            sort_values = key_values(key_table(table, keys.sort_by), keys.sort_by) if isinstance(keys.sort_by, tuple) else map(keys.sort_by, rows)
+            if isinstance(keys.sort_by, tuple):
+                sort_values = key_values(key_table(table, keys.sort_by), keys.sort_by)
+            else:
+                sort_values = map(keys.sort_by, rows)
             added[SORT] = pa.array(list(map(encode_key, sort_values)), pa.binary())
     added[POSITION] = pa.array(range(first_position, first_position + table.num_rows), pa.int64())
     for name, column in added.items():

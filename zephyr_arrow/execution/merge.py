@@ -7,10 +7,13 @@ Parquet readers decode a whole row group whatever the batch size, so the row gro
 the unit of memory. ``merge_runs`` streams runs into one sorted stream of tables,
 vectorised: each round it takes, from every run's current row group, the rows up to the
 smallest *last row* among them (every row at or below that bound is already in memory,
-because each run is sorted), sorts them with Arrow and yields them. A round holds at most
-one row group per run and finishes at least one, so memory is bounded by (runs x row
-group), never by the shard or a group. ``merged`` merges more than ``MERGE_FAN_IN`` runs
-in passes through temporary files first.
+because each run is sorted) and sorts them with Arrow; a few rounds are yielded together
+(``ROUND_BYTES``). A consumer that orders only the few columns it needs (deduplicate)
+asks for the rounds unsorted: every row of a table still comes after every row of the
+tables before it. A round holds at most one row group per run and finishes at least one,
+so memory is bounded by (runs x row group + ``ROUND_BYTES``), never by the shard or a
+group. ``merged`` merges more than ``MERGE_FAN_IN`` runs in passes through temporary
+files first.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from zephyr_arrow.store.schema import conform
 
 MERGE_FAN_IN = 32  # runs merged at once (more are merged in passes first)
 RUN_ROW_GROUP_BYTES = 1024 * 1024  # what a merge holds per run: a merge holds about MERGE_FAN_IN x this
+ROUND_BYTES = 8 * 1024 * 1024  # merge rounds are yielded in batches of about this much
 _PAGE_BYTES = 64 * 1024  # small pages and read buffers keep what each open run holds small
 _READ_BUFFER_BYTES = 64 * 1024
 FILES_COUNTER = "zephyr/shuffle/files_written"  # scatter files, merge-pass files and output chunks
@@ -110,8 +114,26 @@ def _open(run: ChunkRef) -> pq.ParquetFile:
         raise
 
 
-def merge_runs(runs: list[ChunkRef], order: list[str], schema: pa.Schema) -> Iterator[pa.Table]:
-    """The rows of ``runs`` (each sorted by ``order``) as tables in ascending ``order``."""
+def merge_runs(runs: list[ChunkRef], order: list[str], schema: pa.Schema, sort: bool = True) -> Iterator[pa.Table]:
+    """The rows of ``runs`` (each sorted by ``order``) as tables in ascending ``order``; with
+    ``sort=False`` the rows within each table are left unsorted (each run's part in order).
+
+    Consecutive rounds are yielded together up to ``ROUND_BYTES``, so what a consumer does per
+    table (a Polars query, a write) is paid per few MB, not per row group.
+    """
+    pending: list[pa.Table] = []
+    pending_bytes = 0
+    for table in _rounds(runs, order, schema, sort):
+        pending.append(table)
+        pending_bytes += table.nbytes
+        if pending_bytes >= ROUND_BYTES:
+            yield pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+            pending, pending_bytes = [], 0
+    if pending:
+        yield pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+
+
+def _rounds(runs: list[ChunkRef], order: list[str], schema: pa.Schema, sort: bool) -> Iterator[pa.Table]:
     readers = [read_run(run, schema) for run in runs]
     heads = [next(reader, None) for reader in readers]
     while True:
@@ -130,7 +152,10 @@ def merge_runs(runs: list[ChunkRef], order: list[str], schema: pa.Schema) -> Ite
             if taken:
                 parts.append(head.slice(0, taken))
             heads[index] = next(readers[index], None) if taken == head.num_rows else head.slice(taken)
-        yield sort_table(pa.concat_tables(parts), order) if len(parts) > 1 else parts[0]
+        if len(parts) == 1:
+            yield parts[0]
+        else:
+            yield sort_table(pa.concat_tables(parts), order) if sort else pa.concat_tables(parts)
 
 
 def sort_table(table: pa.Table, order: list[str]) -> pa.Table:
@@ -156,7 +181,7 @@ def _rows_not_above(table: pa.Table, bound: tuple, order: list[str]) -> int:
 
 @contextlib.contextmanager
 def merged(
-    runs: list[ChunkRef], order: list[str], schema: pa.Schema, spill_path: Callable[[int], str]
+    runs: list[ChunkRef], order: list[str], schema: pa.Schema, spill_path: Callable[[int], str], sort: bool = True
 ) -> Iterator[Iterator[pa.Table]]:
     """``merge_runs`` over any number of runs: past ``MERGE_FAN_IN``, merge in passes through
     files named ``spill_path(n)`` first (deleted on exit)."""
@@ -183,7 +208,7 @@ def merged(
             for path in ({r.path for r in runs} - {r.path for r in next_runs}) & set(spilled):
                 remove_tree(path)
             runs = next_runs
-        yield merge_runs(runs, order, schema)
+        yield merge_runs(runs, order, schema, sort)
     finally:
         for path in spilled:
             remove_tree(path)

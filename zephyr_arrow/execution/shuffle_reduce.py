@@ -6,8 +6,9 @@ and holds one round of it (plus a small carry) at a time:
 - group_by: rows are decoded a few thousand at a time and grouped by encoded key; the
   reducer gets an iterator that pulls its group's rows from the merge, so a group
   larger than memory streams through.
-- deduplicate: Polars keep-first on each round; the keys kept at the round's last hash
-  are carried into the next, so a key spanning rounds keeps only its first row.
+- deduplicate: each round's first row of each key, found by sorting only the order
+  columns and comparing keys only where a hash is shared; the keys kept at the round's
+  last hash are carried into the next, so a key spanning rounds keeps only its first row.
 - aggregate: Polars group_by on each round's complete hashes; rows of the round's last
   hash wait for the next round. Memory holds the largest group (exact aggregations such
   as median need all its rows).
@@ -65,7 +66,8 @@ def reduce(stage: Stage, task: ShardTask) -> tuple[int, list[ChunkRef]]:
             return counted.count, chunks
     spec: MergeInput = task.input
     keys = K.shuffle_keys(op)
-    with merged(list(spec.runs), keys.order, spec.schema, _spill(task, 0)) as tables:
+    sort = not isinstance(op, ops.DeduplicateOp)  # deduplicate sorts only the order columns of a round
+    with merged(list(spec.runs), keys.order, spec.schema, _spill(task, 0), sort) as tables:
         tables = counted.tables(tables)
         if isinstance(op, ops.GroupByOp):
             output = Stream(rows=_group_by(op, tables))
@@ -124,18 +126,10 @@ def _group_by(op: ops.GroupByOp, tables: Iterator[pa.Table]) -> Iterator[Any]:
 
 
 def _deduplicate(keys: K.ShuffleKeys, tables: Iterator[pa.Table], schema: pa.Schema) -> Iterator[pa.Table]:
-    identity = [K.HASH, *keys.identity]
     carry: pa.Table | None = None  # keys already kept whose hash is the last one seen
     for table in tables:
-        ids = table.select(identity)
-        skip = 0
-        if carry is not None and carry.column(K.HASH)[0] == ids.column(K.HASH)[0]:
-            ids, skip = pa.concat_tables([carry, ids]), carry.num_rows
-        first = first_of_each(ids, identity)
-        keep = first.filter(pc.greater_equal(first, pa.scalar(skip, first.type)))
-        yield without_shuffle_columns(table.take(pc.subtract(keep, pa.scalar(skip, first.type))))
-        seen = ids.take(first)
-        carry = seen.filter(pc.equal(seen.column(K.HASH), table.column(K.HASH)[-1]))
+        keep, carry = first_of_each_key(table, keys.order, keys.identity, carry)
+        yield without_shuffle_columns(table.take(keep))
     yield without_shuffle_columns(schema.empty_table())  # an empty shard still has the columns
 
 
@@ -186,6 +180,46 @@ def first_of_each(table: pa.Table, columns: list[str]) -> pa.Array:
     frame = pl.from_arrow(table.select(columns)).with_row_index("__row")
     return frame.unique(subset=columns, keep="first", maintain_order=True).get_column("__row").to_arrow()
 
+
+def first_of_each_key(
+    table: pa.Table, order: list[str], identity: list[str], prior: pa.Table | None = None
+) -> tuple[pa.Array, pa.Table]:
+    """The rows of ``table`` that are the first of their key (in ``order``, which ends with HASH,
+    POSITION), as indices in ``order``, skipping keys in ``prior``; and the kept keys at the last hash.
+
+    The rows need not be sorted: only the small order columns are. And only rows whose hash is
+    shared (by another row, or by a key of ``prior``, kept by an earlier round) have their key
+    (``identity``, maybe a long text) read and compared; most rows have a hash of their own.
+    Keys are ``[HASH, *identity]`` tables.
+    """
+    columns = [K.HASH, *identity]
+    frame = pl.from_arrow(table.select(order)).with_row_index(_ROW).sort(order)
+    shared = pl.col(K.HASH).is_duplicated()
+    if prior is not None and prior.num_rows:
+        shared = shared | pl.col(K.HASH).is_in(pl.from_arrow(prior.column(K.HASH)).implode())
+    frame = frame.with_columns(shared.alias(_SHARED))
+    checked = frame.filter(pl.col(_SHARED)).get_column(_ROW)
+    keys = K.key_table(table, tuple(columns))
+    num_prior = prior.num_rows if prior is not None else 0
+    candidates = keys.take(checked.to_arrow())
+    if num_prior:
+        candidates = pa.concat_tables([prior, candidates.cast(prior.schema)])
+    first = pl.from_arrow(first_of_each(candidates, columns)).cast(pl.Int64)
+    winners = checked.gather(first.filter(first >= num_prior) - num_prior)
+    kept = frame.filter(~pl.col(_SHARED) | pl.col(_ROW).is_in(winners.implode()))
+    keep = kept.get_column(_ROW).to_arrow()
+    if not kept.height:
+        return keep, prior
+    last_hash = kept.get_column(K.HASH).max()
+    at_last = kept.filter(pl.col(K.HASH) == last_hash).get_column(_ROW).to_arrow()
+    carry = keys.take(at_last)
+    if num_prior and prior.column(K.HASH)[0].as_py() == last_hash:
+        carry = pa.concat_tables([prior, carry.cast(prior.schema)])
+    return keep, carry
+
+
+_ROW = "__zephyr_row"
+_SHARED = "__zephyr_shared"
 
 
 # Joins ------------------------------------------------------------------------------------

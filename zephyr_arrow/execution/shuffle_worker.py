@@ -27,7 +27,7 @@ from zephyr_arrow import counters, ops
 from zephyr_arrow.execution import keys as K
 from zephyr_arrow.execution import shuffle_reduce
 from zephyr_arrow.execution.merge import FILES_COUNTER, SortedFile, sort_table
-from zephyr_arrow.execution.shuffle_reduce import first_of_each, flatten, keyed_rows, task_path, without_shuffle_columns
+from zephyr_arrow.execution.shuffle_reduce import first_of_each_key, flatten, keyed_rows, task_path, without_shuffle_columns
 from zephyr_arrow.execution.stats import StageStats
 from zephyr_arrow.execution.tasks import ShardTask, StageResult, TaskResult
 from zephyr_arrow.plan import Stage
@@ -97,9 +97,9 @@ def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> pa.T
     """One run from the buffered ``tables`` (emptied, so the unsorted rows are freed once sorted)."""
     table = _concat(tables)
     tables.clear()
+    if isinstance(op, ops.DeduplicateOp):  # sorted and deduplicated in one take
+        return table.take(first_of_each_key(table, [K.TARGET, *keys.order], keys.identity)[0])
     table = sort_table(table, [K.TARGET, *keys.order])
-    if isinstance(op, ops.DeduplicateOp):
-        return table.take(first_of_each(K.key_table(table, tuple(keys.identity)), keys.identity))
     if isinstance(op, ops.GroupByOp) and op.combiner is not None:
         return _combine(op, keys, table)
     return table
