@@ -32,14 +32,16 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from zephyr_arrow import ops
 from zephyr_arrow.rows import PICKLED_METADATA_KEY, table_to_rows
+
+if TYPE_CHECKING:
+    import polars as pl  # imported where a hash is computed: the coordinator reads only the names below
 
 # Columns a shuffle adds to the rows it moves; dropped before any user code sees a row.
 HASH = "__zephyr_hash"  # uint64: the key's stable hash
@@ -60,6 +62,8 @@ def hash_columns(table: pa.Table, num_shards: int) -> tuple[pa.Array, pa.Array]:
     Equal values hash alike across Arrow types (see the module docstring), so each batch
     is hashed on its own.
     """
+    import polars as pl
+
     hashes = [_column_hash(table.column(index), table.schema.field(index)) for index in range(table.num_columns)]
     if len(hashes) == 1:
         (hashed,) = hashes
@@ -76,6 +80,8 @@ def key_table(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
 
 
 def _column_hash(column: pa.ChunkedArray, field: pa.Field) -> pl.Series:
+    import polars as pl
+
     return pl.from_arrow(_canonical(column, field)).hash(HASH_SEED)
 
 

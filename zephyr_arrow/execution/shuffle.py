@@ -26,7 +26,6 @@ import pyarrow as pa
 from zephyr_arrow import ops
 from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution import keys as K
-from zephyr_arrow.execution.shuffle_reduce import spill_dir
 from zephyr_arrow.execution.stats import add_counters
 from zephyr_arrow.execution.tasks import JoinInput, MergeInput, TaskResult
 from zephyr_arrow.plan import Stage
@@ -68,7 +67,7 @@ def run(runner: Runner, stage: Stage, inputs: list[ShardRefs]) -> tuple[ShardRef
     finally:
         stage_dir = runner.stage_dir(worker_stage)
         for side in range(len(inputs)):
-            remove_tree(layout.stage_dir(runner.run.chunk_prefix, runner.run.execution_id, spill_dir(stage_dir, side)))
+            remove_tree(layout.stage_dir(runner.run.chunk_prefix, runner.run.execution_id, layout.spill_dir_name(stage_dir, side)))
     return regroup(reduced, len(reduce_inputs)), _counters(reduced)
 
 

@@ -92,13 +92,8 @@ def task_path(task: ShardTask, index: int, stage_dir: str | None = None) -> str:
     return layout.chunk_path(run.chunk_prefix, run.execution_id, stage_dir or task.stage_dir, task.shard_index, index, task.attempt)
 
 
-def spill_dir(stage_dir: str, side: int) -> str:
-    """The stage directory of merge-pass files for input ``side`` (deleted when the stage is done)."""
-    return f"{stage_dir}-spill{side}"
-
-
 def _spill(task: ShardTask, side: int) -> Callable[[int], str]:
-    return lambda index: task_path(task, index, stage_dir=spill_dir(task.stage_dir, side))
+    return lambda index: task_path(task, index, stage_dir=layout.spill_dir_name(task.stage_dir, side))
 
 
 class _Counted:

@@ -31,6 +31,11 @@ def stage_dir_name(stage_index: int, stage_name: str) -> str:
     return f"stage-{stage_index:02d}-{_UNSAFE.sub('_', stage_name)[:60]}"
 
 
+def spill_dir_name(stage_dir: str, side: int) -> str:
+    """The stage directory of a shuffle's merge-pass files for input ``side`` (deleted when the stage is done)."""
+    return f"{stage_dir}-spill{side}"
+
+
 def execution_dir(prefix: str, execution_id: str) -> str:
     return join(prefix, execution_id)
 
