@@ -389,6 +389,18 @@ def test_workers_are_long_lived_across_stages_and_runs(tmp_path):
     assert len(first) == 2 and first == second and os.getpid() not in first
 
 
+def _allocator(_):
+    return pa.default_memory_pool().backend_name
+
+
+def test_worker_processes_allocate_with_jemalloc(ctx, backend):
+    if backend == "sync":
+        pytest.skip("sync runs tasks in the user's process, whose allocator is the user's")
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ or "jemalloc" not in pa.supported_memory_backends():
+        pytest.skip("the user chose an allocator, or this pyarrow has no jemalloc")
+    assert set(ctx.execute(Dataset.from_list([0, 1]).map(_allocator)).to_pylist()) == {"jemalloc"}
+
+
 def test_dry_run_shows_plan_and_runs_nothing(ctx, capsys):
     refs = ctx.execute(Dataset.from_list([1, 2]).map(lambda x: x).reshard(1), dry_run=True)
     assert refs.num_shards == 0

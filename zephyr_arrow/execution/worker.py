@@ -7,6 +7,7 @@ in a long-lived worker process (local, ray).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -21,6 +22,20 @@ from zephyr_arrow.plan import Stage
 from zephyr_arrow.store import ChunkRef, layout
 from zephyr_arrow.store.chunk_writer import ChunkWriter
 from zephyr_arrow.store.files import exists, size
+
+
+def worker_environment() -> dict[str, str]:
+    """Environment variables for a process that only runs tasks (local and Ray workers).
+
+    Arrow's default allocator, mimalloc, kept the memory of finished batches: a worker's
+    RSS grew through a shuffle to ~450 MB, where jemalloc returning freed pages after
+    300 ms peaks ~30% lower and is no slower (small corpus, W1-W4; with no delay it was
+    40% slower). Arrow reads these when it is first imported, so they must be in the
+    worker's environment from the start; a choice the user made in theirs is kept.
+    """
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ or "jemalloc" not in pa.supported_memory_backends():
+        return {}
+    return {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc", "JE_ARROW_MALLOC_CONF": "dirty_decay_ms:300,muzzy_decay_ms:0"}
 
 
 def run_task(stage: Stage, task: ShardTask) -> TaskResult:

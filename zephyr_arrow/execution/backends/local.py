@@ -27,6 +27,7 @@ import cloudpickle
 from zephyr_arrow.execution.backends.base import pickle_stage, task_error
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerDied, WorkerId, describe_exit
 from zephyr_arrow.execution.tasks import ShardTask
+from zephyr_arrow.execution.worker import worker_environment
 from zephyr_arrow.plan import Stage
 
 _STOP_GRACE_SECONDS = 5.0
@@ -100,6 +101,7 @@ class LocalBackend:
             [sys.executable, "-m", "zephyr_arrow.execution.backends.local", str(child_end.fileno())],
             pass_fds=[child_end.fileno()],
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **worker_environment()},
         )
         child_end.close()
         connection = Connection(parent_end.detach())

@@ -32,6 +32,7 @@ from zephyr_arrow.errors import PlanError, ZephyrError
 from zephyr_arrow.execution.backends.base import pickle_stage, task_error
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerDied, WorkerId
 from zephyr_arrow.execution.tasks import ShardTask, TaskError, TaskResult
+from zephyr_arrow.execution.worker import worker_environment
 from zephyr_arrow.plan import Stage
 
 StageKey = tuple[str, int]  # (execution_id, stage index)
@@ -119,8 +120,10 @@ class RayBackend:
         self._actor_options: dict[str, Any] = {"num_cpus": num_cpus_per_worker, "max_restarts": 0}
         if memory_per_worker is not None:
             self._actor_options["memory"] = memory_per_worker
-        if runtime_env is not None:
-            self._actor_options["runtime_env"] = runtime_env
+        # Actors get the environment a worker process runs best in; the user's variables win.
+        runtime_env = dict(runtime_env or {})
+        runtime_env["env_vars"] = {**worker_environment(), **runtime_env.get("env_vars", {})}
+        self._actor_options["runtime_env"] = runtime_env
         self._slots: list[_Slot] = []
         self._starting: dict[Any, Any] = {}  # ref of an actor's ready() -> the actor, until it is up
         self._running: dict[Any, _Running] = {}  # ref of a run() -> its worker and task
