@@ -18,6 +18,7 @@ files first.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from collections.abc import Callable, Iterator
 
@@ -135,48 +136,68 @@ def merge_runs(runs: list[ChunkRef], order: list[str], schema: pa.Schema, sort: 
 
 def _rounds(runs: list[ChunkRef], order: list[str], schema: pa.Schema, sort: bool) -> Iterator[pa.Table]:
     readers = [read_run(run, schema) for run in runs]
-    heads = [next(reader, None) for reader in readers]
+    heads = [_Head.of(next(reader, None), order) for reader in readers]
     while True:
         live = [index for index, head in enumerate(heads) if head is not None]
         if len(live) <= 1:
             for index in live:
-                yield heads[index]
+                yield heads[index].rest()
                 yield from readers[index]
             return
-        lasts = {index: _row_key(heads[index], heads[index].num_rows - 1, order) for index in live}
-        bound = min(lasts.values())
+        bound = min(heads[index].last for index in live)
         parts = []
         for index in live:
             head = heads[index]
-            taken = head.num_rows if lasts[index] <= bound else _rows_not_above(head, bound, order)
-            if taken:
-                parts.append(head.slice(0, taken))
-            heads[index] = next(readers[index], None) if taken == head.num_rows else head.slice(taken)
+            part = head.take_not_above(bound)
+            if part is not None:
+                parts.append(part)
+            if head.done:
+                heads[index] = _Head.of(next(readers[index], None), order)
         if len(parts) == 1:
             yield parts[0]
         else:
             yield sort_table(pa.concat_tables(parts), order) if sort else pa.concat_tables(parts)
 
 
+class _Head:
+    """A run's current row group and how far the merge has taken it; its order keys as Python
+    tuples, read once, so that each round's bound is found with ``bisect``."""
+
+    __slots__ = ("table", "keys", "start")
+
+    def __init__(self, table: pa.Table, order: list[str]) -> None:
+        self.table = table
+        self.keys = list(zip(*(table.column(name).to_pylist() for name in order)))
+        self.start = 0
+
+    @classmethod
+    def of(cls, table: pa.Table | None, order: list[str]) -> _Head | None:
+        return None if table is None else cls(table, order)
+
+    @property
+    def last(self) -> tuple:
+        return self.keys[-1]
+
+    @property
+    def done(self) -> bool:
+        return self.start == len(self.keys)
+
+    def take_not_above(self, bound: tuple) -> pa.Table | None:
+        """The rows left whose keys are <= ``bound`` (None if there are none)."""
+        stop = len(self.keys) if self.keys[-1] <= bound else bisect.bisect_right(self.keys, bound, lo=self.start)
+        if stop == self.start:
+            return None
+        part = self.table.slice(self.start, stop - self.start)
+        self.start = stop
+        return part
+
+    def rest(self) -> pa.Table:
+        return self.table.slice(self.start)
+
+
 def sort_table(table: pa.Table, order: list[str]) -> pa.Table:
     indices = pc.sort_indices(table.select(order), sort_keys=[(name, "ascending") for name in order])
     return table.take(indices)
-
-
-def _row_key(table: pa.Table, row: int, order: list[str]) -> tuple:
-    return tuple(table.column(name)[row].as_py() for name in order)
-
-
-def _rows_not_above(table: pa.Table, bound: tuple, order: list[str]) -> int:
-    """How many leading rows of sorted ``table`` are <= ``bound`` (binary search)."""
-    lo, hi = 0, table.num_rows
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _row_key(table, mid, order) <= bound:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 @contextlib.contextmanager
