@@ -87,10 +87,15 @@ class SortedFile:
             self._output.__exit__(RuntimeError, error, None)
 
 
-def read_run(run: ChunkRef, schema: pa.Schema) -> Iterator[pa.Table]:
-    """The run's rows conformed to ``schema``, one row group at a time."""
-    with _open(run) as parquet:
-        metadata = parquet.metadata
+def read_run(run: ChunkRef, schema: pa.Schema, footers: dict[str, pq.FileMetaData] | None = None) -> Iterator[pa.Table]:
+    """The run's rows conformed to ``schema``, one row group at a time.
+
+    ``footers`` caches files' metadata by path: a scatter task's file holds a run per sort
+    buffer for each output shard, so one merge opens it several times.
+    """
+    footers = {} if footers is None else footers
+    with _open(run, footers.get(run.path)) as parquet:
+        metadata = footers.setdefault(run.path, parquet.metadata)
         start, stop = run.row_range or (0, metadata.num_rows)
         group_start = 0
         for group in range(metadata.num_row_groups):
@@ -104,12 +109,12 @@ def read_run(run: ChunkRef, schema: pa.Schema) -> Iterator[pa.Table]:
                 return
 
 
-def _open(run: ChunkRef) -> pq.ParquetFile:
+def _open(run: ChunkRef, metadata: pq.FileMetaData | None) -> pq.ParquetFile:
     try:
         if is_local(run.path):
-            return pq.ParquetFile(run.path.removeprefix("file://"), buffer_size=_READ_BUFFER_BYTES)
+            return pq.ParquetFile(run.path.removeprefix("file://"), metadata=metadata, buffer_size=_READ_BUFFER_BYTES)
         fs, fs_path = filesystem(run.path)
-        return pq.ParquetFile(fs.open(fs_path, "rb"), buffer_size=_READ_BUFFER_BYTES)
+        return pq.ParquetFile(fs.open(fs_path, "rb"), metadata=metadata, buffer_size=_READ_BUFFER_BYTES)
     except FileNotFoundError:
         run.check_exists()  # raises ChunkMissingError, which says why the file may be gone
         raise
@@ -135,7 +140,8 @@ def merge_runs(runs: list[ChunkRef], order: list[str], schema: pa.Schema, sort: 
 
 
 def _rounds(runs: list[ChunkRef], order: list[str], schema: pa.Schema, sort: bool) -> Iterator[pa.Table]:
-    readers = [read_run(run, schema) for run in runs]
+    footers: dict[str, pq.FileMetaData] = {}
+    readers = [read_run(run, schema, footers) for run in runs]
     heads = [_Head.of(next(reader, None), order) for reader in readers]
     while True:
         live = [index for index, head in enumerate(heads) if head is not None]
