@@ -388,7 +388,9 @@ def _read_text(path: str, text_format: _TextFormat, columns: list[str] | None) -
     header = b""
     line = 1  # number of the piece's first line in the file
     with _input_errors(path), _open_stream(fs, fs_path, "rb", _split_codec(path)[1]) as stream:
-        for piece in _read_ahead(_pieces(stream, text_format.record_end)):
+        # Counting a piece's lines (for error messages) is done by the read-ahead thread too.
+        counted = ((piece, piece.count(b"\n")) for piece in _pieces(stream, text_format.record_end))
+        for piece, num_lines in _read_ahead(counted):
             try:
                 table = text_format.parse(header + piece, _hint(schema))
             except pa.ArrowInvalid as error:
@@ -401,7 +403,7 @@ def _read_text(path: str, text_format: _TextFormat, columns: list[str] | None) -
                 ) from error
             if text_format.has_header and not header:
                 header = piece[: piece.find(b"\n") + 1]
-            line += piece.count(b"\n")
+            line += num_lines
             table = _conform(table, schema, path)
             if columns is not None:
                 table = _align(table.select([c for c in columns if c in schema.names]), columns, path)
