@@ -35,7 +35,10 @@ def worker_environment() -> dict[str, str]:
     """
     if "ARROW_DEFAULT_MEMORY_POOL" in os.environ or "jemalloc" not in pa.supported_memory_backends():
         return {}
-    return {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc", "JE_ARROW_MALLOC_CONF": "dirty_decay_ms:300,muzzy_decay_ms:0"}
+    return {
+        "ARROW_DEFAULT_MEMORY_POOL": "jemalloc",
+        "JE_ARROW_MALLOC_CONF": os.environ.get("JE_ARROW_MALLOC_CONF", "dirty_decay_ms:300,muzzy_decay_ms:0"),
+    }
 
 
 def run_task(stage: Stage, task: ShardTask) -> TaskResult:
