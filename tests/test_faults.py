@@ -39,6 +39,26 @@ def test_worker_killed_on_first_attempt_is_retried_with_exact_result(tmp_path):
     assert os.listdir(markers) == ["killed-2"]
 
 
+def _fail_fast_or_sleep(x):
+    if x == 0:
+        raise ValueError("shard 0 fails")
+    time.sleep(30)  # killed when shard 0's failure stops the stage
+    return x
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_workers_stopped_by_a_failed_run_are_not_mistaken_for_deaths_in_the_next(tmp_path, backend, request):
+    options = {"num_cpus_per_worker": 0.5} if backend == "ray" else {}
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+    # One death allowed per task: a stale death notice from the first run would abort the second.
+    with ZephyrContext(backend=backend, max_workers=2, max_worker_deaths=1, chunk_storage_prefix=str(tmp_path), **options) as ctx:
+        with pytest.raises(ShardFailedError, match="shard 0 fails"):
+            ctx.execute(Dataset.from_list([0, 1], num_shards=2).map(_fail_fast_or_sleep))
+        assert ctx.execute(Dataset.from_list(["a", "b", "c", "d"], num_shards=4).map(str.upper)).to_pylist() == ["A", "B", "C", "D"]
+        assert ctx.execute(Dataset.from_list([1, 2, 3, 4], num_shards=4).map(lambda x: x * 10)).to_pylist() == [10, 20, 30, 40]
+
+
 def _always_kill(x):
     if x == 1:
         os.kill(os.getpid(), signal.SIGKILL)

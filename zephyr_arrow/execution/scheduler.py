@@ -43,6 +43,13 @@ def run_stage(
 
 
 def _stop_running(backend: Backend, coordinator: StageCoordinator) -> None:
-    """Stop tasks still running for a stage that will not finish (their output is never used)."""
-    for worker in coordinator.busy_workers:
+    """Stop tasks still running for a stage that will not finish (their output is never used).
+
+    The deaths this causes are reported at once and dropped here: left for the next stage,
+    they would be taken for deaths of the fresh workers now in those slots.
+    """
+    busy = coordinator.busy_workers
+    for worker in busy:
         backend.kill(worker)
+    if busy:
+        backend.poll(timeout=0)
