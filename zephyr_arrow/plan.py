@@ -30,8 +30,8 @@ class StageKind(enum.Enum):
     MAP = "map"  # fused ops over each input shard
     SCATTER = "scatter"  # fused ops over each input shard, then the rows cut into sorted runs by a shuffle's key
     RESHARD = "reshard"  # re-cut the input's rows into balanced shards; no tasks, no data read
-    SHUFFLE = "shuffle"  # partition by key on the map side, merge sorted runs on the reduce side
-    JOIN = "join"  # co-shard two inputs and join them
+    SHUFFLE = "shuffle"  # merge the sorted runs its SCATTER stage cut, shard by shard, and reduce them
+    JOIN = "join"  # join two SCATTER stages' runs shard by shard (sorted_merge_join: two co-sharded inputs)
 
 
 @dataclass(frozen=True, eq=False)
