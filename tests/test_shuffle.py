@@ -75,9 +75,12 @@ def test_group_by_counts_and_sums_match_python(ctx, num_output_shards):
     assert dict(ctx.execute(sums).to_pylist()) == {k: v[1] for k, v in expected.items()}
 
 
-def test_group_by_keys_of_every_kind(ctx):
-    rows = [{"key": KEYS[i % len(KEYS)], "n": i} for i in range(120)]
-    ds = Dataset.from_list(rows, num_shards=4).group_by(lambda r: r["key"], lambda k, rs: (k, [r["n"] for r in rs]))
+@pytest.mark.parametrize("key", [lambda r: r["key"], "key"])
+def test_group_by_keys_of_every_kind(ctx, key):
+    # A column of mixed values is stored pickled; its keys still group as Python's dict keys do (1 == 1.0 == True).
+    keys = [*KEYS, 1.0, True, (1.0, "x")]
+    rows = [{"key": keys[i % len(keys)], "n": i} for i in range(150)]
+    ds = Dataset.from_list(rows, num_shards=4).group_by(key, lambda k, rs: (k, [r["n"] for r in rs]))
     out = dict(ctx.execute(ds).to_pylist())
     expected = collections.defaultdict(list)
     for row in rows:

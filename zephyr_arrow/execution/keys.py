@@ -74,9 +74,14 @@ def hash_columns(table: pa.Table, num_shards: int) -> tuple[pa.Array, pa.Array]:
 
 
 def key_table(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
-    """The key columns of ``table``; one the batch lacks is all null (its rows' key is None)."""
-    present = set(table.column_names)
-    return pa.table({name: table.column(name) if name in present else pa.nulls(table.num_rows) for name in columns})
+    """The key columns of ``table`` (fields as they are: a pickled column stays marked); one
+    the batch lacks is all null (its rows' key is None)."""
+    fields, arrays = [], []
+    for name in columns:
+        index = table.schema.get_field_index(name)
+        fields.append(table.schema.field(index) if index >= 0 else pa.field(name, pa.null()))
+        arrays.append(table.column(index) if index >= 0 else pa.nulls(table.num_rows))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def _column_hash(column: pa.ChunkedArray, field: pa.Field) -> pl.Series:
