@@ -154,6 +154,16 @@ def test_deduplicate_keeps_the_first_row_in_input_order(ctx, key):
     assert sorted(r["id"] for r in out) == sorted(r["id"] for r in expected.values())
 
 
+def test_a_deduplicate_key_that_is_a_column_is_not_copied_into_the_runs(ctx):
+    rows = [{"id": i, "text": random.Random(i % 150).randbytes(2000).hex()} for i in range(300)]  # 150 texts, 4 KB each
+    ds = Dataset.from_list(rows, num_shards=3)
+    megabytes = {}
+    for name, key in (("column", "text"), ("function", lambda r: r["text"])):
+        assert ctx.execute(ds.deduplicate(key, num_output_shards=2)).num_rows == 150
+        megabytes[name] = float(re.search(r"([\d.]+) MB", ctx.last_stage_summaries[0]).group(1))
+    assert megabytes["function"] < 1.2 * megabytes["column"]  # not twice the text
+
+
 def test_deduplicate_keeps_python_values_exact(ctx):
     rows = [{"key": KEYS[i % len(KEYS)], "payload": (i, frozenset({i}))} for i in range(50)]
     out = ctx.execute(Dataset.from_list(rows, num_shards=3).deduplicate("key")).to_pylist()
@@ -517,11 +527,20 @@ def test_keys_that_share_a_hash_stay_apart(small_buffers, monkeypatch):
     for row in rows:
         row["pad"] = "p" * 50
     ds = Dataset.from_list(rows, num_shards=3)
-    first: dict = {}
-    for row in rows:
-        first.setdefault((row["k"], row["n"] % 7), row["id"])
-    for key in (["k", "n7"], lambda r: (r["k"], r["n7"])):
-        deduped = small_buffers.execute(ds.map(lambda r: {**r, "n7": r["n"] % 7}).deduplicate(key, num_output_shards=2)).to_pylist()
+    with_keys = ds.map(lambda r: {**r, "n7": r["n"] % 7, "kn": f"{r['k']}-{r['n'] % 7}"})
+    keys_of = {
+        "columns": (["k", "n7"], lambda r: (r["k"], r["n"] % 7)),
+        "tuple": (lambda r: (r["k"], r["n7"]), lambda r: (r["k"], r["n"] % 7)),
+        # a key that is a column of the row: the runs name the column instead of copying it
+        "column value": (lambda r: r["kn"], lambda r: f"{r['k']}-{r['n'] % 7}"),
+        # the same, except on some rows: batches of both kinds meet in the reduce
+        "mixed": (lambda r: r["kn"] if r["id"] % 2 else r["kn"].upper(), lambda r: f"{r['k']}-{r['n'] % 7}" if r["id"] % 2 else f"{r['k']}-{r['n'] % 7}".upper()),
+    }
+    for key, oracle in keys_of.values():
+        first: dict = {}
+        for row in rows:
+            first.setdefault(oracle(row), row["id"])
+        deduped = small_buffers.execute(with_keys.deduplicate(key, num_output_shards=2)).to_pylist()
         assert sorted(r["id"] for r in deduped) == sorted(first.values())
     sums = small_buffers.execute(ds.aggregate("n", pl.len().alias("count"), num_output_shards=2)).sql("select n, count from data").fetchall()
     assert dict(sums) == collections.Counter(r["n"] for r in rows)

@@ -48,7 +48,10 @@ HASH = "__zephyr_hash"  # uint64: the key's stable hash
 KEY = "__zephyr_key"  # binary: encode_key(key)
 SORT = "__zephyr_sort"  # binary: encode_key(sort_by(row))
 POSITION = "__zephyr_position"  # int64: input shard << POSITION_BITS | row number, i.e. input order
-INTERNAL = (HASH, KEY, SORT, POSITION)
+# string (dictionary): the column of the row that a deduplicate key function returned; the
+# row's KEY is then null in the runs, not a second copy of that column (see key_in_column).
+KEY_COLUMN = "__zephyr_key_column"
+INTERNAL = (HASH, KEY, SORT, POSITION, KEY_COLUMN)
 TARGET = "__zephyr_target"  # uint32: the output shard; only while a map task sorts a run
 POSITION_BITS = 40
 
@@ -158,17 +161,54 @@ def encoded_keys(table: pa.Table, columns: tuple[str, ...]) -> pa.Array:
     return pa.array(list(map(encode_key, key_values(table, columns))), pa.binary())
 
 
-def encode_keys(values: list[Any]) -> pa.Array:
-    """``encode_key`` of each value; vectorised when they are all str (or all bytes)."""
-    kinds = set(map(type, values))
-    if kinds == {str} or kinds == {bytes}:
-        try:
-            column = pa.array(values, pa.string() if kinds == {str} else pa.binary())
-        except UnicodeEncodeError:  # lone surrogates, which encode_key keeps
-            pass
-        else:
-            return encoded_keys(pa.table({"k": column}), ("k",))
+def encode_keys(values: list[Any], text: pa.Array | None = None) -> pa.Array:
+    """``encode_key`` of each value; vectorised when they are all str (or all bytes), given as ``text``
+    (``text_array(values)``) or not."""
+    text = text if text is not None else text_array(values)
+    if text is not None:
+        return encoded_keys(pa.table({"k": text}), ("k",))
     return pa.array(list(map(encode_key, values)), pa.binary())
+
+
+def text_array(values: list[Any]) -> pa.Array | None:
+    """``values`` as one string (or binary) array when they are all str (all bytes), else None."""
+    kinds = set(map(type, values))
+    if kinds != {str} and kinds != {bytes}:
+        return None
+    try:
+        return pa.array(values, pa.string() if kinds == {str} else pa.binary())
+    except UnicodeEncodeError:  # lone surrogates, which encode_key keeps
+        return None
+
+
+def key_in_column(table: pa.Table, keys: pa.Array) -> str | None:
+    """The string column of ``table`` that equals ``keys`` (the rows' keys, a string array) on every row, if any.
+
+    A deduplicate key function often returns a field of the row (``lambda d: d["text"]``);
+    its runs then name that column instead of holding each key twice (the row's KEY is
+    null), and the reduce side encodes the few keys it compares from the column again.
+    """
+    for field, column in zip(table.schema, table.columns):
+        if (
+            pa.types.is_string(field.type)
+            and column.null_count == 0
+            and (field.metadata or {}).get(PICKLED_METADATA_KEY) != b"1"
+            and pc.all(pc.equal(column, keys)).as_py()
+        ):
+            return field.name
+    return None
+
+
+def keys_from_columns(table: pa.Table) -> pa.Array:
+    """The KEY column of ``table`` with the keys that runs left in a column of the row (KEY_COLUMN) encoded again."""
+    key = table.column(KEY)
+    if KEY_COLUMN not in table.column_names or table.column(KEY_COLUMN).null_count == table.num_rows:
+        return key
+    sources = table.column(KEY_COLUMN).cast(pa.string())
+    for name in pc.unique(sources).drop_null().to_pylist():
+        encoded = encoded_keys(table.select([name]), (name,))
+        key = pc.if_else(pc.fill_null(pc.equal(sources, name), False), encoded, key)
+    return key
 
 
 def _is_text(type_: pa.DataType) -> bool:
@@ -407,7 +447,13 @@ def add_shuffle_columns(table: pa.Table, keys: ShuffleKeys, num_shards: int, fir
         if keys.columns is not None:
             encoded = encoded_keys(key_table(table, keys.columns), keys.columns)
         else:
-            encoded = encode_keys([keys.function(row) for row in rows])
+            values = [keys.function(row) for row in rows]
+            text = text_array(values)
+            encoded = encode_keys(values, text)
+            in_string = text is not None and pa.types.is_string(text.type) and not keys.by_encoded_key
+            source = key_in_column(table, text) if in_string and len(text) else None
+            if source is not None:
+                added[KEY_COLUMN] = pa.repeat(pa.scalar(source), table.num_rows).dictionary_encode()
         hashes, targets = hash_columns(pa.table({KEY: encoded}), num_shards)
         if not keys.by_encoded_key:
             added[HASH] = hashes

@@ -194,9 +194,8 @@ def first_of_each_key(
         shared = shared | pl.col(K.HASH).is_in(pl.from_arrow(prior.column(K.HASH)).implode())
     frame = frame.with_columns(shared.alias(_SHARED))
     checked = frame.filter(pl.col(_SHARED)).get_column(_ROW)
-    keys = K.key_table(table, tuple(columns))
     num_prior = prior.num_rows if prior is not None else 0
-    candidates = keys.take(checked.to_arrow())
+    candidates = _keys_of(table, columns, checked.to_arrow())
     if num_prior:
         candidates = pa.concat_tables([prior, candidates.cast(prior.schema)])
     first = pl.from_arrow(first_of_each(candidates, columns)).cast(pl.Int64)
@@ -207,10 +206,19 @@ def first_of_each_key(
         return keep, prior
     last_hash = kept.get_column(K.HASH).max()
     at_last = kept.filter(pl.col(K.HASH) == last_hash).get_column(_ROW).to_arrow()
-    carry = keys.take(at_last)
+    carry = _keys_of(table, columns, at_last)
     if num_prior and prior.column(K.HASH)[0].as_py() == last_hash:
         carry = pa.concat_tables([prior, carry.cast(prior.schema)])
     return keep, carry
+
+
+def _keys_of(table: pa.Table, columns: list[str], rows: pa.Array) -> pa.Table:
+    """The ``columns`` (HASH and the key's identity) of ``rows``; keys that a scatter left in a
+    column of the row (a null KEY, see ``keys.key_in_column``) are encoded from it again."""
+    if K.KEY not in columns or K.KEY_COLUMN not in table.column_names or not table.column(K.KEY).null_count:
+        return K.key_table(table, tuple(columns)).take(rows)
+    picked = table.take(rows)
+    return pa.table({K.HASH: picked.column(K.HASH), K.KEY: K.keys_from_columns(picked)})
 
 
 _ROW = "__zephyr_row"
