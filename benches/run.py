@@ -110,12 +110,13 @@ def main() -> None:
         for repeat in range(args.repeat):
             for workload in workloads:
                 for system in systems:
-                    out = os.path.join(scratch, system)
+                    # W5 reads what this system's W1 wrote; every other workload starts empty.
+                    out = os.path.join(scratch, system, "W1" if workload == "W5" else workload)
                     if workload != "W5":
                         shutil.rmtree(out, ignore_errors=True)
                         os.makedirs(out)
                     elif not os.path.isdir(os.path.join(out, "w1")):
-                        continue  # W5 reads this system's W1 output
+                        continue
                     python = args.zephyr_python if system == "zephyr" else sys.executable
                     result = run_once(python, system, workload, corpus, out)
                     results.setdefault((system, workload), []).append(result)
