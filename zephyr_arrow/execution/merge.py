@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 
 from zephyr_arrow import counters
 from zephyr_arrow.store import ChunkRef
-from zephyr_arrow.store.chunk_ref import chunk_compression
-from zephyr_arrow.store.files import atomic_output, filesystem, is_local, remove_tree
+from zephyr_arrow.store.chunk_writer import ChunkFile
+from zephyr_arrow.store.files import filesystem, is_local, remove_tree
 from zephyr_arrow.store.schema import conform
 
 MERGE_FAN_IN = 32  # runs merged at once (more are merged in passes first)
@@ -40,7 +40,7 @@ _READ_BUFFER_BYTES = 64 * 1024
 FILES_COUNTER = "zephyr/shuffle/files_written"  # scatter files, merge-pass files and output chunks
 
 
-class SortedFile:
+class SortedFile(ChunkFile):
     """A Parquet file written from sorted tables, moved into place on ``close``.
 
     Each ``write`` starts a new row group, so a row range that begins at a write
@@ -48,43 +48,14 @@ class SortedFile:
     """
 
     def __init__(self, path: str, schema: pa.Schema) -> None:
-        self.path = path
-        self.schema = schema
-        self.num_rows = 0
-        self._output = atomic_output(path)
-        tmp = self._output.__enter__()
-        self._sink = None if tmp.is_local else tmp.open()
         # Runs are read once, by the merge, never filtered: no statistics.
-        self._writer = pq.ParquetWriter(
-            tmp.path if tmp.is_local else self._sink,
-            schema,
-            compression=chunk_compression(path),
-            data_page_size=_PAGE_BYTES,
-            write_statistics=False,
-        )
+        super().__init__(path, schema, data_page_size=_PAGE_BYTES, write_statistics=False)
 
     def write(self, table: pa.Table) -> None:
         if not table.num_rows:
             return
         row_bytes = max(table.nbytes // table.num_rows, 1)
-        self._writer.write_table(conform(table, self.schema), row_group_size=max(RUN_ROW_GROUP_BYTES // row_bytes, 1))
-        self.num_rows += table.num_rows
-
-    def close(self) -> ChunkRef:
-        self._writer.close()
-        if self._sink is not None:
-            self._sink.close()
-        self._output.__exit__(None, None, None)
-        return ChunkRef(self.path, self.num_rows, self.schema)
-
-    def abort(self) -> None:
-        try:
-            self._writer.close()
-            if self._sink is not None:
-                self._sink.close()
-        finally:
-            error = RuntimeError("sorted file write aborted")
-            self._output.__exit__(RuntimeError, error, None)
+        super().write(conform(table, self.schema), row_group_size=max(RUN_ROW_GROUP_BYTES // row_bytes, 1))
 
 
 def read_run(run: ChunkRef, schema: pa.Schema, footers: dict[str, pq.FileMetaData] | None = None) -> Iterator[pa.Table]:

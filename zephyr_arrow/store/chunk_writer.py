@@ -32,7 +32,7 @@ class ChunkWriter:
         self._buffer: list[pa.Table] = []
         self._buffered_rows = 0
         self._buffered_bytes = 0
-        self._file: _OpenChunk | None = None
+        self._file: ChunkFile | None = None
         self._last_schema: pa.Schema | None = None
 
     def write_all(self, tables: Iterable[pa.Table]) -> list[ChunkRef]:
@@ -78,7 +78,7 @@ class ChunkWriter:
             if self._file is not None and not _fits(table.schema, self._file.schema):
                 self._finish_file()
             if self._file is None:
-                self._file = _OpenChunk(self._path_for(len(self.chunks)), table.schema)
+                self._file = ChunkFile(self._path_for(len(self.chunks)), table.schema)
             self._file.write(conform(table, self._file.schema))
             if self._file.bytes_in >= CHUNK_BYTES:
                 self._finish_file()
@@ -101,22 +101,28 @@ def _fits(schema: pa.Schema, target: pa.Schema) -> bool:
         return False
 
 
-class _OpenChunk:
-    """A chunk file being written through a ParquetWriter, moved into place on close."""
+class ChunkFile:
+    """A chunk file being written through a ParquetWriter, moved into place on ``close``.
 
-    def __init__(self, path: str, schema: pa.Schema) -> None:
+    ``writer_options`` go to ``pq.ParquetWriter`` (the shuffle's run files set page size
+    and statistics); each ``write`` is one or more whole row groups.
+    """
+
+    def __init__(self, path: str, schema: pa.Schema, **writer_options: object) -> None:
         self.path = path
         self.schema = schema
-        self.rows = 0
+        self.num_rows = 0
         self.bytes_in = 0
         self._output = atomic_output(path)
         tmp = self._output.__enter__()
         self._sink = None if tmp.is_local else tmp.open()
-        self._writer = pq.ParquetWriter(tmp.path if tmp.is_local else self._sink, schema, compression=chunk_compression(path))
+        self._writer = pq.ParquetWriter(
+            tmp.path if tmp.is_local else self._sink, schema, compression=chunk_compression(path), **writer_options
+        )
 
-    def write(self, table: pa.Table) -> None:
-        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
-        self.rows += table.num_rows
+    def write(self, table: pa.Table, row_group_size: int | None = None) -> None:
+        self._writer.write_table(table, row_group_size=row_group_size or max(table.num_rows, 1))
+        self.num_rows += table.num_rows
         self.bytes_in += table.nbytes
 
     def close(self) -> ChunkRef:
@@ -124,7 +130,7 @@ class _OpenChunk:
         if self._sink is not None:
             self._sink.close()
         self._output.__exit__(None, None, None)
-        return ChunkRef(self.path, self.rows, self.schema)
+        return ChunkRef(self.path, self.num_rows, self.schema)
 
     def abort(self) -> None:
         try:
