@@ -18,7 +18,7 @@ from zephyr_arrow.execution.progress import Progress
 from zephyr_arrow.execution.reshard import reshard
 from zephyr_arrow.execution.scheduler import run_stage
 from zephyr_arrow.execution.sources import source_inputs
-from zephyr_arrow.execution.stats import add_counters
+from zephyr_arrow.execution.stats import add_counters, sum_counters
 from zephyr_arrow.execution.tasks import ChunksInput, RunInfo, ScatterInput, ShardInput, ShardTask, TaskResult
 from zephyr_arrow.plan import Plan, Stage, StageKind
 from zephyr_arrow.store import ChunkRef, ShardRefs, layout
@@ -52,7 +52,7 @@ class Runner:
                     inputs = [ScatterInput(shard_input, num_output_shards) for shard_input in inputs]
                 results = self.run_map(stage, inputs)
                 outputs[stage.index] = regroup(results, num_output_shards)
-                counters = add_counters(counters, _sum_counters(results))
+                counters = add_counters(counters, sum_counters(r.counters for r in results))
             elif stage.kind is StageKind.RESHARD:
                 outputs[stage.index] = reshard(outputs[stage.inputs[0]], stage.boundary.num_shards)
             else:
@@ -112,12 +112,6 @@ def regroup(results: list[TaskResult], num_shards: int) -> ShardRefs:
             shards[output.shard_index].append(output.chunk)
     return ShardRefs(shards)
 
-
-def _sum_counters(results: list[TaskResult]) -> dict[str, int | float]:
-    total: dict[str, int | float] = {}
-    for result in results:
-        total = add_counters(total, result.counters)
-    return total
 
 
 def _names_shard(pattern: str) -> bool:

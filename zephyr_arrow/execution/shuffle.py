@@ -26,8 +26,8 @@ import pyarrow as pa
 from zephyr_arrow import ops
 from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution import keys as K
-from zephyr_arrow.execution.stats import add_counters
-from zephyr_arrow.execution.tasks import JoinInput, MergeInput, TaskResult
+from zephyr_arrow.execution.stats import sum_counters
+from zephyr_arrow.execution.tasks import JoinInput, MergeInput
 from zephyr_arrow.plan import Stage
 from zephyr_arrow.rows import is_item_schema
 from zephyr_arrow.store import ShardRefs, layout
@@ -51,7 +51,7 @@ def run(runner: Runner, stage: Stage, inputs: list[ShardRefs]) -> tuple[ShardRef
         left, right = inputs
         tasks = [JoinInput(tuple(l), tuple(r)) for l, r in zip(left.shards, right.shards, strict=True)]
         results = runner.run_map(worker_stage, tasks)
-        return regroup(results, len(tasks)), _counters(results)
+        return regroup(results, len(tasks)), sum_counters(r.counters for r in results)
 
     schemas = [run_schema(op, side, runs, len(inputs)) for side, runs in enumerate(inputs)]
     if isinstance(op, ops.JoinOp):
@@ -68,14 +68,8 @@ def run(runner: Runner, stage: Stage, inputs: list[ShardRefs]) -> tuple[ShardRef
         stage_dir = runner.stage_dir(worker_stage)
         for side in range(len(inputs)):
             remove_tree(layout.stage_dir(runner.run.chunk_prefix, runner.run.execution_id, layout.spill_dir_name(stage_dir, side)))
-    return regroup(reduced, len(reduce_inputs)), _counters(reduced)
+    return regroup(reduced, len(reduce_inputs)), sum_counters(r.counters for r in reduced)
 
-
-def _counters(results: list[TaskResult]) -> dict[str, int | float]:
-    total: dict[str, int | float] = {}
-    for result in results:
-        total = add_counters(total, result.counters)
-    return total
 
 
 def run_schema(op: ops.Op, side: int, runs: ShardRefs, num_sides: int) -> pa.Schema:

@@ -22,3 +22,11 @@ def add_counters(total: dict[str, int | float], more: dict[str, int | float]) ->
     for name, value in more.items():
         merged[name] = merged.get(name, 0) + value
     return merged
+
+
+def sum_counters(counter_sets) -> dict[str, int | float]:
+    """Counters of several tasks added up (each set once)."""
+    total: dict[str, int | float] = {}
+    for counters in counter_sets:
+        total = add_counters(total, counters)
+    return total
