@@ -40,6 +40,20 @@ def test_import_is_light():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
+def test_reading_an_output_with_sql_imports_no_engine(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"n": [1, 2, 3]}), tmp_path / "part-0.parquet")
+    code = (
+        "import sys; from zephyr_arrow import read_parquet; "
+        f"print(read_parquet({str(tmp_path / '*.parquet')!r}).sql('select sum(n) from data').fetchall()[0][0]); "
+        "print(sorted(m for m in ('polars', 'fsspec', 'zephyr_arrow.dataset', 'zephyr_arrow.execution') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["6", "[]"]
+
+
 def test_a_zephyr_pipeline_ports_by_changing_imports(tmp_path):
     # Written as for Zephyr; only the import line differs.
     from zephyr_arrow import Dataset, ZephyrContext, col, counters, load_jsonl, write_jsonl_file  # noqa: F811

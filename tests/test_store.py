@@ -199,3 +199,14 @@ def test_hive_layout_reads_with_plain_duckdb(tmp_path):
         f"select shard, v from read_parquet('{prefix}/run-1/stage-00-map/**/*.parquet', hive_partitioning=1) order by shard"
     ).fetchall()
     assert rows == [("00000", 0), ("00001", 10), ("00002", 20)]
+
+
+def test_sql_over_hive_layout_chunks_shows_only_their_columns(tmp_path):
+    # Chunk paths hold shard=NNNNN; DuckDB would otherwise add a `shard` column from them.
+    chunks = [
+        ChunkRef.write(layout.chunk_path(str(tmp_path), "run-1", "stage-00-map", shard, 0, attempt=0), pa.table({"v": [shard]}))
+        for shard in range(2)
+    ]
+    relation = ShardRefs([[c] for c in chunks]).sql("select * from data order by v")
+    assert relation.columns == ["v"]
+    assert relation.fetchall() == [(0,), (1,)]

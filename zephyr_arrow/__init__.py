@@ -19,30 +19,46 @@ The data flows through the package in this order:
     [(5,)]
 """
 
-from zephyr_arrow import counters
-from zephyr_arrow.counters import WorkerContext, worker_ctx
-from zephyr_arrow.dataset import DEFAULT_FILE_PATH_COLUMN, Dataset
-from zephyr_arrow.errors import (
-    ChunkMissingError,
-    InputFileError,
-    PlanError,
-    SchemaConflictError,
-    ShardFailedError,
-    ZephyrError,
-)
-from zephyr_arrow.execution.context import ZephyrContext
-from zephyr_arrow.ops import ShardInfo
-from zephyr_arrow.plan import Plan, plan
-from zephyr_arrow.records import load_file, load_jsonl, load_parquet, write_jsonl_file, write_parquet_file
-from zephyr_arrow.store import ChunkRef, ShardRefs
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zephyr_arrow.store import ShardRefs
+
+# Public names and the modules they live in, imported on first use: `import zephyr_arrow`
+# stays light, and a process that only reads an output (``read_parquet(...).sql(...)``)
+# never imports the engine, Polars or cloudpickle.
+_LAZY = {
+    name: (module, attribute)
+    for module, names in {
+        "zephyr_arrow.counters": {"WorkerContext": "WorkerContext", "worker_ctx": "worker_ctx", "zephyr_worker_ctx": "worker_ctx"},
+        "zephyr_arrow.dataset": {"DEFAULT_FILE_PATH_COLUMN": "DEFAULT_FILE_PATH_COLUMN", "Dataset": "Dataset"},
+        "zephyr_arrow.errors": {
+            name: name
+            for name in ("ChunkMissingError", "InputFileError", "PlanError", "SchemaConflictError", "ShardFailedError", "ZephyrError")
+        },
+        "zephyr_arrow.execution.context": {"ZephyrContext": "ZephyrContext"},
+        "zephyr_arrow.ops": {"ShardInfo": "ShardInfo"},
+        "zephyr_arrow.plan": {"Plan": "Plan", "plan": "plan", "compute_plan": "plan"},
+        "zephyr_arrow.records": {
+            name: name for name in ("load_file", "load_jsonl", "load_parquet", "write_jsonl_file", "write_parquet_file")
+        },
+        "zephyr_arrow.store": {"ChunkRef": "ChunkRef", "ShardRefs": "ShardRefs"},
+        # Zephyr's col/lit build filter expressions; Polars' do the same here.
+        "polars": {"col": "col", "lit": "lit"},
+    }.items()
+    for name, attribute in names.items()
+}
 
 
 def read_parquet(paths: str | list[str]) -> ShardRefs:
     """Existing Parquet files (a path, a glob or a list) as ShardRefs, one shard per file; nothing is copied."""
     import pyarrow.parquet as pq
 
-    from zephyr_arrow.execution.sources import glob_files
-    from zephyr_arrow.store.files import filesystem, is_local
+    from zephyr_arrow.store import ChunkRef, ShardRefs
+    from zephyr_arrow.store.files import filesystem, glob_files, is_local
 
     files = [p for pattern in ([paths] if isinstance(paths, str) else paths) for p in glob_files(pattern)]
     shards = []
@@ -57,18 +73,19 @@ def read_parquet(paths: str | list[str]) -> ShardRefs:
     return ShardRefs(shards)
 
 
-zephyr_worker_ctx = worker_ctx
-compute_plan = plan
-
-
 def __getattr__(name: str):
-    # Zephyr's col/lit build filter expressions; Polars' do the same here. Imported on first
-    # use so that `import zephyr_arrow` stays light (reading an output needs no Polars).
-    if name in ("col", "lit"):
-        import polars
+    if name == "counters":
+        return importlib.import_module("zephyr_arrow.counters")
+    if name not in _LAZY:
+        raise AttributeError(f"module 'zephyr_arrow' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
 
-        return getattr(polars, name)
-    raise AttributeError(f"module 'zephyr_arrow' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

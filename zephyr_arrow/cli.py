@@ -66,7 +66,7 @@ def open_path(path: str) -> tuple[ShardRefs, str]:
 
     fs, fs_path = filesystem(path)
     if any(c in path for c in "*?[{"):
-        from zephyr_arrow.execution.sources import glob_files
+        from zephyr_arrow.store.files import glob_files
 
         files = [p for p in glob_files(path, empty_glob_ok=True) if _is_data_file(p)]
         if not files:

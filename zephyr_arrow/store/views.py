@@ -98,6 +98,9 @@ def duckdb_relation(
 
 
 def _select_sql(chunks: list[ChunkRef], schema: pa.Schema, con: duckdb.DuckDBPyConnection) -> str:
+    if all(c.row_range is None and c.schema == schema for c in chunks):
+        # Files that agree on the schema need no casts: DuckDB reads them as written.
+        return f"select * from read_parquet([{_paths_sql(chunks)}], hive_partitioning=false)"
     types = _duckdb_types(schema, con)
 
     def projection(group: list[ChunkRef]) -> str:
@@ -110,8 +113,7 @@ def _select_sql(chunks: list[ChunkRef], schema: pa.Schema, con: duckdb.DuckDBPyC
     whole = [c for c in chunks if c.row_range is None]
     selects = []
     if whole:
-        paths = ", ".join(_quote_str(c.path.removeprefix("file://")) for c in whole)
-        selects.append(f"select {projection(whole)} from read_parquet([{paths}], union_by_name=true)")
+        selects.append(f"select {projection(whole)} from read_parquet([{_paths_sql(whole)}], union_by_name=true)")
     for c in chunks:
         if c.row_range is not None:
             start, stop = c.row_range
@@ -120,6 +122,10 @@ def _select_sql(chunks: list[ChunkRef], schema: pa.Schema, con: duckdb.DuckDBPyC
                 f"file_row_number=true) where file_row_number >= {start} and file_row_number < {stop}"
             )
     return " union all ".join(selects)
+
+
+def _paths_sql(chunks: list[ChunkRef]) -> str:
+    return ", ".join(_quote_str(c.path.removeprefix("file://")) for c in chunks)
 
 
 def _duckdb_types(schema: pa.Schema, con: duckdb.DuckDBPyConnection) -> dict[str, str]:
