@@ -192,6 +192,52 @@ def test_read_jsonl_schema_drift_across_pieces(tmp_path: Path, small_pieces: Non
     assert [without_nulls(row) for row in combined.to_pylist()] == json_oracle(text)
 
 
+@pytest.mark.parametrize("keep", [["num", "late"], ["num", "late", "absent"]])
+def test_read_jsonl_keep_reads_only_those_columns_and_still_widens(
+    tmp_path: Path, small_pieces: None, monkeypatch: pytest.MonkeyPatch, keep: list[str]
+) -> None:
+    # 'num' is an int, then a float; 'late' appears only after the first pieces; 'pad' is never kept.
+    lines = []
+    for i in range(60_000):
+        doc = {"id": i, "num": i if i < 50_000 else i + 0.5, "pad": "x" * (i % 50)}
+        if i >= 30_000:
+            doc["late"] = f"s{i}"
+        lines.append(json.dumps(doc))
+    text = "\n".join(lines) + "\n"
+    path = tmp_path / "keep.jsonl"
+    path.write_text(text)
+
+    parse, skipping = zio._parse_json, []
+
+    def spy(text, schema, block_bytes, others="infer"):
+        skipping.append(others == "ignore")
+        return parse(text, schema, block_bytes, others)
+
+    monkeypatch.setattr(zio, "_parse_json", spy)
+    tables = list(zio.read_jsonl(str(path), keep=keep))
+    assert len(tables) > 2 and all(set(t.column_names) <= {"num", "late"} for t in tables)
+    # Once every kept column has a type, pieces skip the other fields; never while one is unseen.
+    assert any(skipping) == ("absent" not in keep)
+    combined = pa.concat_tables(tables, promote_options="permissive")
+    assert combined.schema.field("num").type == pa.float64()
+    expected = [{k: v for k, v in row.items() if k in ("num", "late")} for row in json_oracle(text)]
+    assert [without_nulls(row) for row in combined.to_pylist()] == expected
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet", "csv"])
+def test_read_file_keep_with_a_filter(tmp_path: Path, suffix: str) -> None:
+    table = pa.table({"a": list(range(10)), "b": [i * 10 for i in range(10)], "c": ["z"] * 10})
+    path = tmp_path / f"t.{suffix}"
+    if suffix == "parquet":
+        pq.write_table(table, path)
+    elif suffix == "csv":
+        pcsv.write_csv(table, path)
+    else:
+        path.write_text("".join(json.dumps(row) + "\n" for row in table.to_pylist()))
+    tables = list(zio.read_file(str(path), filter=pl.col("a") > 6, keep=["b", "missing"]))
+    assert pa.concat_tables(tables).to_pylist() == [{"b": 70}, {"b": 80}, {"b": 90}]
+
+
 def test_jsonl_lines_longer_than_a_piece_and_an_arrow_block(tmp_path: Path, small_pieces: None) -> None:
     docs = [{"id": 0, "text": "x" * (3 << 20)}, {"id": 1, "text": "short"}]
     path = tmp_path / "long.jsonl"

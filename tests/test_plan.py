@@ -69,6 +69,37 @@ def test_select_is_not_pushed_into_a_load_that_adds_the_path_column():
     assert any(isinstance(op, SelectOp) for op in stage.ops)
 
 
+def _load_of(ds: Dataset) -> LoadOp:
+    (load,) = [op for stage in plan(ds).stages for op in stage.ops if isinstance(op, LoadOp)]
+    return load
+
+
+def test_the_columns_a_stage_uses_are_pushed_into_its_load():
+    docs = Dataset.from_files("x/*.jsonl").load_jsonl()
+    domain = pl.col("url").str.split("/").list.get(2).alias("domain")
+    aggregated = docs.with_columns(domain).aggregate("domain", pl.len(), pl.col("score").mean())
+    assert set(_load_of(aggregated).keep) == {"url", "score"}
+    assert "load_jsonl(keep=" in plan(aggregated).explain()
+    # A filter adds what it reads; a with_columns output is not read from the file.
+    selected = docs.with_columns(n=pl.col("text").str.len_chars()).filter(pl.col("lang") == "en").select("id", "n")
+    assert set(_load_of(selected).keep) == {"id", "text", "lang"}
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda ds: ds.map(_never).select("a"),  # a row function may read any column
+        lambda ds: ds.map_batches(_never).select("a"),
+        lambda ds: ds.with_columns(pl.struct(pl.all()).alias("s")).select("s"),  # picks columns by pattern
+        lambda ds: ds.with_columns(b=pl.first()).select("b"),  # by position
+        lambda ds: ds.filter(pl.col("a") > 0),  # the output is every column
+        lambda ds: ds.deduplicate("a"),  # a shuffle other than aggregate moves every column
+    ],
+)
+def test_no_columns_are_pushed_where_any_column_may_be_used(build):
+    assert _load_of(build(Dataset.from_files("x/*.jsonl").load_jsonl())).keep is None
+
+
 def test_plan_needs_a_dataset():
     with pytest.raises(PlanError, match="needs a Dataset, got list"):
         plan([1, 2])

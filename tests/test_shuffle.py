@@ -390,6 +390,25 @@ def test_aggregate_scatters_only_the_columns_it_reads(ctx):
     assert sorted((r["k"], r["n_max"]) for r in widest) == [(0, 297), (1, 298), (2, 299)]
 
 
+def test_aggregate_over_jsonl_reads_only_the_columns_it_uses(ctx, tmp_path):
+    # The planner hands the load the columns the stage uses; the answer is DuckDB's over all fields.
+    rows = [{"url": f"https://d{i % 7}.org/p/{i}", "score": (i * 37 % 100) / 100, "text": "w " * (i % 30), "n": i} for i in range(3000)]
+    for part in range(3):
+        (tmp_path / f"docs-{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[part::3]))
+    ds = (
+        Dataset.from_files(str(tmp_path / "*.jsonl")).load_jsonl()
+        .with_columns(domain=pl.col("url").str.split("/").list.get(2))
+        .filter(pl.col("n") % 2 == 0)
+        .aggregate("domain", pl.len().alias("count"), pl.col("score").sum().alias("total"))
+    )
+    got = ctx.execute(ds).sql("select domain, count, round(total, 6) from data order by domain").fetchall()
+    expected = duckdb.sql(
+        f"select split_part(url, '/', 3) as domain, count(*), round(sum(score), 6) from read_json_auto('{tmp_path}/*.jsonl') "
+        "where n % 2 = 0 group by domain order by domain"
+    ).fetchall()
+    assert got == expected and len(got) == 7
+
+
 def test_one_file_per_scatter_task(ctx):
     ds = Dataset.from_list(make_rows(200), num_shards=3).group_by("k", lambda k, rs: k, num_output_shards=5)
     refs = ctx.execute(ds)

@@ -24,6 +24,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+# Imported now, not on first use: the submodule of the same name would shadow the function.
+from zephyr_arrow.plan import Plan, plan
+
 if TYPE_CHECKING:
     from zephyr_arrow.store import ShardRefs
 
@@ -41,7 +44,7 @@ _LAZY = {
         },
         "zephyr_arrow.execution.context": {"ZephyrContext": "ZephyrContext"},
         "zephyr_arrow.ops": {"ShardInfo": "ShardInfo"},
-        "zephyr_arrow.plan": {"Plan": "Plan", "plan": "plan", "compute_plan": "plan"},
+        "zephyr_arrow.plan": {"compute_plan": "plan"},
         "zephyr_arrow.records": {
             name: name for name in ("load_file", "load_jsonl", "load_parquet", "write_jsonl_file", "write_parquet_file")
         },

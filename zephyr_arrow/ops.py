@@ -52,6 +52,14 @@ class Op:
         return self.name
 
 
+def expr_columns(expr: pl.Expr) -> tuple[str, ...] | None:
+    """The input columns a Polars expression reads, or None when it picks columns by pattern,
+    type or position (``pl.all()``, ``pl.first()``, selectors, regexes): then any column."""
+    if expr.meta.has_multiple_outputs() or expr.meta.is_regex_projection():
+        return None
+    return tuple(expr.meta.root_names())
+
+
 # Row operations ---------------------------------------------------------------------------
 
 
@@ -168,11 +176,15 @@ class LoadOp(Op):
     filter: pl.Expr | None = None
     include_file_paths: bool = False
     file_path_column: str = "__file_path"
+    # Set by the planner: the only columns the rest of the stage uses; the reader skips the others.
+    keep: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         pushed = []
         if self.columns is not None:
             pushed.append(f"columns={list(self.columns)}")
+        if self.keep is not None:
+            pushed.append(f"keep={list(self.keep)}")
         if self.filter is not None:
             pushed.append(f"filter={self.filter}")
         name = "load_file" if self.format == "auto" else f"load_{self.format}"
@@ -329,9 +341,10 @@ class AggregateOp(Op):
     def input_columns(self) -> tuple[str, ...] | None:
         """The columns the aggregation reads (``by`` and the expressions' columns), or None
         when an expression picks columns by pattern, type or position (``pl.all()``, selectors)."""
-        if any(expr.meta.has_multiple_outputs() or expr.meta.is_regex_projection() for expr in self.exprs):
+        used = [expr_columns(expr) for expr in self.exprs]
+        if any(names is None for names in used):
             return None
-        return tuple(dict.fromkeys([*self.by, *(name for expr in self.exprs for name in expr.meta.root_names())]))
+        return tuple(dict.fromkeys([*self.by, *(name for names in used for name in names)]))
 
     def __repr__(self) -> str:
         return f"aggregate({', '.join(self.by)}: {', '.join(str(e) for e in self.exprs)})"

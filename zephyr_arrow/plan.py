@@ -6,11 +6,14 @@ its own. A shuffle (group_by, deduplicate, aggregate, join) has a map side: the 
 before it fuse into a SCATTER stage per input, whose tasks run them and cut the rows
 into sorted runs by key. The row and columnar ops after a shuffle or join (up to a
 sink or the next boundary) run in its reduce tasks. So nothing is written between a
-shuffle and the ops next to it. Two rewrites run first, as named passes:
+shuffle and the ops next to it. Rewrites run first, as named passes:
 
 - ``fold_reshard_into_items``: ``from_list(...).reshard(k)`` re-cuts the items instead;
 - ``push_down_into_load``: a Polars filter and a select directly after a load are
-  handed to the file reader (fewer bytes read, no rows built only to be dropped).
+  handed to the file reader (fewer bytes read, no rows built only to be dropped);
+- ``push_used_columns_into_load``: the columns the rest of a stage uses (when its ops are
+  columnar: selects, Polars filters and with_columns, an aggregate's scatter) are handed to
+  the reader, which skips the others.
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ class _Builder:
 
         def close(kind: StageKind = StageKind.MAP, **fields: Any) -> int:
             nonlocal upstream, pending_source
-            stage_ops = push_down_into_load(tuple(fused))
+            stage_ops = push_used_columns_into_load(push_down_into_load(tuple(fused)), fields.get("boundary"))
             fused.clear()
             if kind is StageKind.MAP and self._takes_ops_after(upstream, pending_source, stage_ops):
                 index = upstream[0]
@@ -191,6 +194,48 @@ def push_down_into_load(stage_ops: tuple[ops.Op, ...]) -> tuple[ops.Op, ...]:
         else:
             result.append(op)
     return tuple(result)
+
+
+def push_used_columns_into_load(stage_ops: tuple[ops.Op, ...], boundary: ops.Op | None) -> tuple[ops.Op, ...]:
+    """Tell the stage's load which columns the ops after it use, so its reader skips the rest.
+
+    Walks the ops backwards from what the stage's end needs: a scatter for an aggregate, the
+    aggregate's columns; anything else, every column. A select narrows the set, a filter or
+    with_columns adds the columns its expressions read; a row op, map_batches or an expression
+    that picks columns by pattern, type or position makes it every column again.
+    """
+    loads = [index for index, op in enumerate(stage_ops) if isinstance(op, ops.LoadOp)]
+    if not loads or stage_ops[loads[-1]].columns is not None:
+        return stage_ops
+    index = loads[-1]
+    used = boundary.input_columns() if isinstance(boundary, ops.AggregateOp) else None
+    for op in reversed(stage_ops[index + 1 :]):
+        used = _used_before(op, used)
+    if used is None:
+        return stage_ops
+    load = stage_ops[index]
+    keep = tuple(name for name in used if not (load.include_file_paths and name == load.file_path_column))
+    return (*stage_ops[:index], replace(load, keep=keep), *stage_ops[index + 1 :])
+
+
+def _used_before(op: ops.Op, used: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The columns ``op``'s input must have for ``used`` (None: every column) to be right after it."""
+    if isinstance(op, ops.SelectOp):
+        return op.columns if used is None else tuple(name for name in op.columns if name in used)
+    if isinstance(op, ops.TakePerShardOp):
+        return used
+    if used is None or not isinstance(op, (ops.FilterExprOp, ops.WithColumnsOp)):
+        return None
+    exprs = (op.expr,) if isinstance(op, ops.FilterExprOp) else op.exprs
+    reads = [ops.expr_columns(expr) for expr in exprs]
+    if any(names is None for names in reads):
+        return None
+    if isinstance(op, ops.WithColumnsOp):
+        outputs = [expr.meta.output_name(raise_if_undetermined=False) for expr in exprs]
+        if None in outputs:
+            return None
+        used = tuple(name for name in used if name not in outputs)
+    return tuple(dict.fromkeys([*used, *(name for names in reads for name in names)]))
 
 
 def _filter_can_push(op: ops.FilterExprOp, load: ops.LoadOp) -> bool:

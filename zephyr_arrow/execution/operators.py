@@ -196,7 +196,7 @@ def _load(op: ops.LoadOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
         for path in stream.as_rows():
             if not isinstance(path, str):
                 raise TypeError(f"{op!r} needs file paths (str) as rows, got {type(path).__name__}: {path!r:.100}")
-            for table in io.read_file(path, columns, op.filter, file_format):
+            for table in io.read_file(path, columns, op.filter, file_format, op.keep):
                 if op.include_file_paths:
                     table = table.append_column(op.file_path_column, pa.array([path] * table.num_rows, pa.string()))
                 yield table
