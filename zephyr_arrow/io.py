@@ -407,6 +407,8 @@ def _read_text(
     path: str, text_format: _TextFormat, columns: list[str] | None, keep: frozenset[str] | None = None
 ) -> Iterator[pa.Table]:
     """``columns``: exactly these (absent ones null); ``keep``: these where present, the rest dropped."""
+    if keep is None and columns is not None:
+        keep = frozenset(columns)  # parse only what the projection shows
     fs, fs_path = url_to_fs(path)
     schema: pa.Schema | None = None  # every column seen so far, at its widest type
     header = b""
