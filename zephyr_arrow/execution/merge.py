@@ -35,8 +35,7 @@ from zephyr_arrow.store.schema import conform
 MERGE_FAN_IN = 32  # runs merged at once (more are merged in passes first)
 RUN_ROW_GROUP_BYTES = 1024 * 1024  # what a merge holds per run: a merge holds about MERGE_FAN_IN x this
 ROUND_BYTES = 8 * 1024 * 1024  # merge rounds are yielded in batches of about this much
-_PAGE_BYTES = 64 * 1024  # small pages and read buffers keep what each open run holds small
-_READ_BUFFER_BYTES = 64 * 1024
+_READ_BUFFER_BYTES = 64 * 1024  # a small read buffer keeps what each open run holds small
 FILES_COUNTER = "zephyr/shuffle/files_written"  # scatter files, merge-pass files and output chunks
 
 
@@ -49,7 +48,7 @@ class SortedFile(ChunkFile):
 
     def __init__(self, path: str, schema: pa.Schema) -> None:
         # Runs are read once, by the merge, never filtered: no statistics.
-        super().__init__(path, schema, data_page_size=_PAGE_BYTES, write_statistics=False)
+        super().__init__(path, schema, write_statistics=False)
 
     def write(self, table: pa.Table) -> None:
         if not table.num_rows:

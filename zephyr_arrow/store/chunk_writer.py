@@ -104,8 +104,12 @@ def _fits(schema: pa.Schema, target: pa.Schema) -> bool:
 class ChunkFile:
     """A chunk file being written through a ParquetWriter, moved into place on ``close``.
 
-    ``writer_options`` go to ``pq.ParquetWriter`` (the shuffle's run files set page size
-    and statistics); each ``write`` is one or more whole row groups.
+    ``writer_options`` go to ``pq.ParquetWriter`` (the shuffle's run files turn statistics
+    off); each ``write`` is one or more whole row groups. Chunks are written without
+    dictionary encoding: Arrow tries a dictionary for every column chunk before it falls back,
+    which made writing 400k rows of four numeric columns 20x slower (0.11 s vs 0.006 s, and
+    the run files of a 1 MB row group 0.20 s vs 0.016 s for 50k documents) for files that are
+    read once or twice.
     """
 
     def __init__(self, path: str, schema: pa.Schema, **writer_options: object) -> None:
@@ -117,7 +121,10 @@ class ChunkFile:
         tmp = self._output.__enter__()
         self._sink = None if tmp.is_local else tmp.open()
         self._writer = pq.ParquetWriter(
-            tmp.path if tmp.is_local else self._sink, schema, compression=chunk_compression(path), **writer_options
+            tmp.path if tmp.is_local else self._sink,
+            schema,
+            compression=chunk_compression(path),
+            **{"use_dictionary": False, **writer_options},
         )
 
     def write(self, table: pa.Table, row_group_size: int | None = None) -> None:
