@@ -459,13 +459,17 @@ def test_script_without_main_guard_runs_on_local_workers(tmp_path):
     script.write_text(
         "from zephyr_arrow import Dataset, ZephyrContext\n"
         "def double(x):\n"
+        "    print('doubling', x)\n"
         "    return x * 2\n"
         f"with ZephyrContext(backend='local', max_workers=2, chunk_storage_prefix={str(tmp_path / 'c')!r}) as ctx:\n"
         "    print(ctx.execute(Dataset.from_list([1, 2, 3]).map(double)).to_pylist())\n"
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[2, 4, 6]"
+    # What the workers printed (buffered: stdout is a pipe) is flushed before they exit.
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "[2, 4, 6]" and sorted(lines[:-1]) == ["doubling 1", "doubling 2", "doubling 3"]
 
 
 def test_columnar_ops_keep_pickled_columns_and_bare_items(ctx):
