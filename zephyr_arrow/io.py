@@ -47,6 +47,7 @@ from isal import igzip, isal_zlib
 from zephyr_arrow.errors import InputFileError, PlanError, SchemaConflictError
 from zephyr_arrow.store.chunk_ref import row_groups_covering
 from zephyr_arrow.store.files import atomic_output
+from zephyr_arrow.store.tables import take
 
 if TYPE_CHECKING:
     # Imported where a filter or the JSON writer needs it: a worker that only reads and
@@ -240,7 +241,7 @@ def _filter_and_project(table: pa.Table, columns: list[str] | None, filter: pl.E
 
         needed = filter.meta.root_names() or table.column_names
         frame = pl.from_arrow(table.select(needed)).with_row_index(_ROW_INDEX)
-        table = table.take(frame.filter(filter)[_ROW_INDEX].to_arrow())
+        table = take(table, frame.filter(filter)[_ROW_INDEX].to_arrow())
     return table if columns is None else table.select(columns)
 
 

@@ -31,6 +31,7 @@ from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.chunk_writer import ChunkFile
 from zephyr_arrow.store.files import filesystem, is_local, remove_tree
 from zephyr_arrow.store.schema import conform
+from zephyr_arrow.store.tables import take
 
 MERGE_FAN_IN = 32  # runs merged at once (more are merged in passes first)
 RUN_ROW_GROUP_BYTES = 1024 * 1024  # what a merge holds per run: a merge holds about MERGE_FAN_IN x this
@@ -173,7 +174,7 @@ class _Head:
 
 def sort_table(table: pa.Table, order: list[str]) -> pa.Table:
     indices = pc.sort_indices(table.select(order), sort_keys=[(name, "ascending") for name in order])
-    return table.take(indices)
+    return take(table, indices)
 
 
 @contextlib.contextmanager

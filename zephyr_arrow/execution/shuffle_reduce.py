@@ -40,6 +40,7 @@ from zephyr_arrow.rows import table_to_rows
 from zephyr_arrow.store import ChunkRef, layout
 from zephyr_arrow.store.chunk_writer import ChunkWriter
 from zephyr_arrow.store.schema import normalize
+from zephyr_arrow.store.tables import take
 
 ROWS_PER_DECODE = 4096  # rows turned into Python objects at a time
 _POLARS_HOW = {"inner": "inner", "left": "left", "right": "right", "outer": "full"}
@@ -124,7 +125,7 @@ def _deduplicate(keys: K.ShuffleKeys, tables: Iterator[pa.Table], schema: pa.Sch
     carry: pa.Table | None = None  # keys already kept whose hash is the last one seen
     for table in tables:
         keep, carry = first_of_each_key(table, keys.order, keys.identity, carry)
-        yield without_shuffle_columns(table.take(keep))
+        yield without_shuffle_columns(take(table, keep))
     yield without_shuffle_columns(schema.empty_table())  # an empty shard still has the columns
 
 
@@ -216,8 +217,8 @@ def _keys_of(table: pa.Table, columns: list[str], rows: pa.Array) -> pa.Table:
     """The ``columns`` (HASH and the key's identity) of ``rows``; keys that a scatter left in a
     column of the row (a null KEY, see ``keys.key_in_column``) are encoded from it again."""
     if K.KEY not in columns or K.KEY_COLUMN not in table.column_names or not table.column(K.KEY).null_count:
-        return K.key_table(table, tuple(columns)).take(rows)
-    picked = table.take(rows)
+        return take(K.key_table(table, tuple(columns)), rows)
+    picked = take(table, rows)
     return pa.table({K.HASH: picked.column(K.HASH), K.KEY: K.keys_from_columns(picked)})
 
 

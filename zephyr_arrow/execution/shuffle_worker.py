@@ -35,6 +35,7 @@ from zephyr_arrow.rows import rows_to_table
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.files import size
 from zephyr_arrow.store.schema import conform, unify
+from zephyr_arrow.store.tables import take
 
 SORT_BUFFER_BYTES = 32 * 1024 * 1024  # rows a map task sorts at once (Arrow bytes); one run each
 
@@ -98,7 +99,7 @@ def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> pa.T
     table = _concat(tables)
     tables.clear()
     if isinstance(op, ops.DeduplicateOp):  # sorted and deduplicated in one take
-        return _without_copied_keys(table.take(first_of_each_key(table, [K.TARGET, *keys.order], keys.identity)[0]))
+        return _without_copied_keys(take(table, first_of_each_key(table, [K.TARGET, *keys.order], keys.identity)[0]))
     table = sort_table(table, [K.TARGET, *keys.order])
     if isinstance(op, ops.GroupByOp) and op.combiner is not None:
         return _combine(op, keys, table)
