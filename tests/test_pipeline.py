@@ -21,6 +21,7 @@ from zephyr_arrow import (
     PlanError,
     ShardFailedError,
     ShardInfo,
+    ShardRefs,
     ZephyrContext,
     counters,
     read_parquet,
@@ -481,3 +482,34 @@ def test_columnar_ops_keep_pickled_columns_and_bare_items(ctx):
     assert ctx.execute(items.with_columns(d=pl.col("item") * 2)).to_pylist() == [{"item": x, "d": 2 * x} for x in (3, 1, 2)]
     tuples = Dataset.from_list([(1, "a"), (2, "b")], num_shards=1).map_batches(lambda t: t.slice(1))
     assert ctx.execute(tuples).to_pylist() == [(2, "b")]
+
+
+def test_columnar_stage_over_chunks_reads_only_its_columns(ctx):
+    # Two chunks per shard whose schemas differ (a column that appears late, an int that widens
+    # to float), a pickled column and a wide unused one; the answer is the plain-Python one.
+    rows = [{"k": i, "x": i if i < 50 else i + 0.5, "p": (i, "t"), "pad": "w" * 500} for i in range(100)]
+    rows = [{**r, "late": f"l{r['k']}"} if r["k"] >= 75 else r for r in rows]
+    # Four map chunks of 25 rows (x int in two, float in two), re-cut into three shards.
+    ds = Dataset.from_list(rows, num_shards=4).map(lambda r: r).reshard(3)
+    got = ctx.execute(ds.filter(pl.col("k") % 3 == 0).with_columns(y=pl.col("x") * 2).select("k", "y", "p"))
+    expected = [{"k": r["k"], "y": r["x"] * 2, "p": r["p"]} for r in rows if r["k"] % 3 == 0]
+    key = lambda r: (r["k"], r["y"])  # noqa: E731
+    assert sorted(got.to_pylist(), key=key) == sorted(expected, key=key)
+
+
+def test_chunk_reads_are_projected(tmp_path, monkeypatch):
+    from zephyr_arrow.store.chunk_ref import ChunkRef
+
+    read = ChunkRef.iter_batches
+    projections = []
+
+    def recording(self, columns=None):
+        projections.append(columns)
+        return read(self, columns)
+
+    refs = ShardRefs([[ChunkRef.write(str(tmp_path / "c.parquet"), pa.table({"a": [1, 2, 3], "b": ["x"] * 3, "c": [0.5] * 3}))]])
+    monkeypatch.setattr(ChunkRef, "iter_batches", recording)
+    with ZephyrContext(backend="sync", chunk_storage_prefix=str(tmp_path / "chunks")) as ctx:
+        out = ctx.execute(Dataset.from_refs(refs).filter(pl.col("a") > 1).select("b"))
+        assert out.to_pylist() == [{"b": "x"}, {"b": "x"}]
+    assert projections[0] == ["a", "b"]

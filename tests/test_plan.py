@@ -100,6 +100,14 @@ def test_no_columns_are_pushed_where_any_column_may_be_used(build):
     assert _load_of(build(Dataset.from_files("x/*.jsonl").load_jsonl())).keep is None
 
 
+def test_a_stage_reading_chunks_reads_only_the_columns_it_uses():
+    after_reshard = Dataset.from_list([{"a": 1}]).map(_never).reshard(2).with_columns(c=pl.col("a") + 1).select("c")
+    stages = plan(after_reshard).stages
+    assert stages[-1].input_columns == ("a",) and stages[0].input_columns is None  # items have no columns
+    assert "(reads a)" in plan(after_reshard).explain()
+    assert plan(Dataset.from_list([{"a": 1}]).reshard(2).map(_never).select("a")).stages[-1].input_columns is None
+
+
 def test_plan_needs_a_dataset():
     with pytest.raises(PlanError, match="needs a Dataset, got list"):
         plan([1, 2])

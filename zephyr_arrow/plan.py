@@ -13,7 +13,8 @@ shuffle and the ops next to it. Rewrites run first, as named passes:
   handed to the file reader (fewer bytes read, no rows built only to be dropped);
 - ``push_used_columns_into_load``: the columns the rest of a stage uses (when its ops are
   columnar: selects, Polars filters and with_columns, an aggregate's scatter) are handed to
-  the reader, which skips the others.
+  the reader, which skips the others. A stage that reads chunks gets the same set as
+  ``Stage.input_columns``: its tasks read only those columns of the chunk files.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class Stage:
     source: ops.Source | None = None
     boundary: ops.Op | None = None  # the reshard / shuffle / join op of a non-MAP stage (of a SCATTER: its shuffle's)
     side: int = 0  # a SCATTER stage: which input of its shuffle it is (0 left or only, 1 right)
+    # A MAP or SCATTER stage reading chunks (an upstream stage's or from_refs'): the only columns
+    # its ops use, so its tasks read just those; None: every column.
+    input_columns: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -78,7 +82,8 @@ class Plan:
         lines = []
         for stage in self.stages:
             upstream = f"  <- {', '.join(str(i) for i in stage.inputs)}" if stage.inputs else ""
-            lines.append(f"[{stage.index}] {stage.kind.value}: {stage.name}{upstream}")
+            reads = f" (reads {', '.join(stage.input_columns)})" if stage.input_columns is not None else ""
+            lines.append(f"[{stage.index}] {stage.kind.value}: {stage.name}{reads}{upstream}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -106,13 +111,16 @@ class _Builder:
 
         def close(kind: StageKind = StageKind.MAP, **fields: Any) -> int:
             nonlocal upstream, pending_source
-            stage_ops = push_used_columns_into_load(push_down_into_load(tuple(fused)), fields.get("boundary"))
+            boundary = fields.get("boundary")
+            stage_ops = push_used_columns_into_load(push_down_into_load(tuple(fused)), boundary)
             fused.clear()
             if kind is StageKind.MAP and self._takes_ops_after(upstream, pending_source, stage_ops):
                 index = upstream[0]
                 self.stages[index] = replace(self.stages[index], ops=stage_ops)
             else:
-                index = self.add(kind, ops=stage_ops, inputs=upstream, source=pending_source, **fields)
+                reads_chunks = pending_source is None or isinstance(pending_source, ops.RefsSource)
+                columns = used_columns(stage_ops, boundary) if reads_chunks else None
+                index = self.add(kind, ops=stage_ops, inputs=upstream, source=pending_source, input_columns=columns, **fields)
             upstream, pending_source = (index,), None
             return index
 
@@ -197,25 +205,33 @@ def push_down_into_load(stage_ops: tuple[ops.Op, ...]) -> tuple[ops.Op, ...]:
 
 
 def push_used_columns_into_load(stage_ops: tuple[ops.Op, ...], boundary: ops.Op | None) -> tuple[ops.Op, ...]:
-    """Tell the stage's load which columns the ops after it use, so its reader skips the rest.
-
-    Walks the ops backwards from what the stage's end needs: a scatter for an aggregate, the
-    aggregate's columns; anything else, every column. A select narrows the set, a filter or
-    with_columns adds the columns its expressions read; a row op, map_batches or an expression
-    that picks columns by pattern, type or position makes it every column again.
-    """
+    """Tell the stage's load which columns the ops after it use (``used_columns``), so its
+    reader skips the rest."""
     loads = [index for index, op in enumerate(stage_ops) if isinstance(op, ops.LoadOp)]
     if not loads or stage_ops[loads[-1]].columns is not None:
         return stage_ops
     index = loads[-1]
-    used = boundary.input_columns() if isinstance(boundary, ops.AggregateOp) else None
-    for op in reversed(stage_ops[index + 1 :]):
-        used = _used_before(op, used)
+    used = used_columns(stage_ops[index + 1 :], boundary)
     if used is None:
         return stage_ops
     load = stage_ops[index]
     keep = tuple(name for name in used if not (load.include_file_paths and name == load.file_path_column))
     return (*stage_ops[:index], replace(load, keep=keep), *stage_ops[index + 1 :])
+
+
+def used_columns(stage_ops: tuple[ops.Op, ...], boundary: ops.Op | None) -> tuple[str, ...] | None:
+    """The input columns ``stage_ops`` use, or None for every column (or none known to be unused).
+
+    Walks the ops backwards from what the stage's end needs: a scatter for an aggregate, the
+    aggregate's columns; anything else, every column. A select narrows the set, a filter or
+    with_columns adds the columns its expressions read; a row op, a load, map_batches or an
+    expression that picks columns by pattern, type or position makes it every column again.
+    An empty set is None too: a batch of no columns would lose its row count.
+    """
+    used = boundary.input_columns() if isinstance(boundary, ops.AggregateOp) else None
+    for op in reversed(stage_ops):
+        used = _used_before(op, used)
+    return used or None
 
 
 def _used_before(op: ops.Op, used: tuple[str, ...] | None) -> tuple[str, ...] | None:

@@ -50,7 +50,7 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
     started = time.perf_counter()
     with counters.collecting(task.run) as collected:
         rows_in = _Counter()
-        stream = _input_stream(task, rows_in)
+        stream = _input_stream(task, rows_in, stage.input_columns)
         shard = ops.ShardInfo(task.shard_index, task.num_shards)
         sink = stage.sink
         if sink is not None:
@@ -97,18 +97,21 @@ class _Counter:
             yield table
 
 
-def _input_stream(task: ShardTask, rows_in: _Counter) -> Stream:
+def _input_stream(task: ShardTask, rows_in: _Counter, columns: tuple[str, ...] | None) -> Stream:
     source = task.input.source if isinstance(task.input, ScatterInput) else task.input
     if isinstance(source, ItemsInput):
         return Stream(rows=rows_in.rows(iter(source.items)))
     if isinstance(source, ChunksInput):
-        return Stream(tables=rows_in.tables(_read_chunks(source)))
+        return Stream(tables=rows_in.tables(_read_chunks(source, columns)))
     raise TypeError(f"a map stage cannot read {type(source).__name__}")
 
 
-def _read_chunks(source: ChunksInput) -> Iterator[pa.Table]:
+def _read_chunks(source: ChunksInput, columns: tuple[str, ...] | None) -> Iterator[pa.Table]:
+    """The chunks' rows; with ``columns`` (those the stage uses), only those a chunk has, or all
+    of its columns if it has none of them (its rows still count)."""
     for chunk in source.chunks:
-        for batch in chunk.iter_batches():
+        present = [name for name in chunk.schema.names if name in columns] if columns is not None else []
+        for batch in chunk.iter_batches(present or None):
             yield pa.Table.from_batches([batch])
 
 
