@@ -116,7 +116,8 @@ class Dataset:
         return self._then(ops.FlatMapOp(fn))
 
     def filter(self, predicate: Callable[[Any], Any] | pl.Expr) -> Dataset:
-        """Keep rows where ``predicate(row)`` is truthy; a Polars expression filters columnar."""
+        """Keep rows where ``predicate(row)`` is truthy; a Polars expression filters columnar,
+        batch by batch (see ``with_columns`` on aggregating expressions)."""
         if _is_polars_expr(predicate):
             return self._then(ops.FilterExprOp(predicate))
         _check_callable("filter", "predicate (or a Polars expression)", predicate)
@@ -149,7 +150,12 @@ class Dataset:
     # Columnar operations -------------------------------------------------------------------
 
     def with_columns(self, *exprs: pl.Expr, **named: pl.Expr) -> Dataset:
-        """Add or replace columns with Polars expressions (no Python row objects)."""
+        """Add or replace columns with Polars expressions (no Python row objects).
+
+        Expressions run on each batch of a shard, so they should be row-wise: an aggregating
+        or window expression (``col("x").mean()``, ``rank()``, ``over(...)``) would see one
+        batch, not the shard or the dataset. Use ``aggregate`` or ``group_by`` for those.
+        """
         import polars as pl
 
         all_exprs = (*exprs, *((v if _is_polars_expr(v) else pl.lit(v)).alias(k) for k, v in named.items()))
