@@ -40,8 +40,9 @@ def base(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cut text files into 64 KB pieces so that small test files span many of them."""
+    """Cut text files into 64 KB pieces (and batches) so that small test files span many of them."""
     monkeypatch.setattr(zio, "PIECE_BYTES", 64 * 1024)
+    monkeypatch.setattr(zio, "BATCH_BYTES", 64 * 1024)
 
 
 def write_bytes(url: str, data: bytes) -> None:
@@ -236,6 +237,16 @@ def test_read_file_keep_with_a_filter(tmp_path: Path, suffix: str) -> None:
         path.write_text("".join(json.dumps(row) + "\n" for row in table.to_pylist()))
     tables = list(zio.read_file(str(path), filter=pl.col("a") > 6, keep=["b", "missing"]))
     assert pa.concat_tables(tables).to_pylist() == [{"b": 70}, {"b": 80}, {"b": 90}]
+
+
+def test_narrow_pieces_are_gathered_into_batches(tmp_path: Path) -> None:
+    path = tmp_path / "narrow.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "pad": "x" * 200}) + "\n" for i in range(100_000)))
+    tables = list(zio.read_jsonl(str(path), keep=["id"]))
+    # 22 MB of text is 6 pieces of 4 MB; their kept column (0.8 MB) comes in 3 batches: two
+    # cut from the pieces gathered past BATCH_ROWS, then the rest.
+    assert [t.num_rows for t in tables] == [zio.BATCH_ROWS, 9078, 25386]
+    assert pa.concat_tables(tables).column("id").to_pylist() == list(range(100_000))
 
 
 def test_jsonl_lines_longer_than_a_piece_and_an_arrow_block(tmp_path: Path, small_pieces: None) -> None:

@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 BATCH_ROWS = 64 * 1024
+BATCH_BYTES = 4 << 20  # text readers gather pieces into batches of up to this much (see _Batches)
 # Large enough to keep Arrow's parser threads busy (4 parse blocks), small enough that the
 # pieces in flight (and their copies) stay a few tens of MB. Reading 4 gzip JSONL files of
 # 25k web documents (32 MB each), 4 MB took 0.34 s at 181 MB peak RSS; 16 MB 0.45 s at 281 MB;
@@ -255,6 +256,35 @@ def _slices(table: pa.Table) -> Iterator[pa.Table]:
 # --- text formats: pieces of whole records, parsed by Arrow -----------------------------------
 
 
+class _Batches:
+    """Pieces' tables gathered into batches of up to BATCH_ROWS rows or about BATCH_BYTES.
+
+    A piece of projected columns is a few thousand rows of a few columns: passed on one by one,
+    every op downstream (a Polars query, a hash) paid its per-call cost per few kB. Tables of
+    another schema (a type widened) start a new batch.
+    """
+
+    def __init__(self) -> None:
+        self._tables: list[pa.Table] = []
+        self._rows = self._bytes = 0
+
+    def add(self, table: pa.Table) -> Iterator[pa.Table]:
+        if self._tables and table.schema != self._tables[0].schema:
+            yield from self.flush()
+        self._tables.append(table)
+        self._rows += table.num_rows
+        self._bytes += table.nbytes
+        if self._rows >= BATCH_ROWS or self._bytes >= BATCH_BYTES:
+            yield from self.flush()
+
+    def flush(self) -> Iterator[pa.Table]:
+        tables, self._tables, self._rows, self._bytes = self._tables, [], 0, 0
+        if len(tables) > 1 and tables[0].num_columns:  # a concat of tables of no columns has no rows
+            tables = [pa.concat_tables(tables)]
+        for table in tables:
+            yield from _slices(table)
+
+
 def _read_ahead(items: Iterator[T]) -> Iterator[T]:
     """``items``, each produced in a background thread while the caller works on the previous one.
 
@@ -414,6 +444,7 @@ def _read_text(
     schema: pa.Schema | None = None  # every column seen so far, at its widest type
     header = b""
     line = 1  # number of the piece's first line in the file
+    batches = _Batches()
     with _input_errors(path), _open_stream(fs, fs_path, "rb", _split_codec(path)[1]) as stream:
         # Counting a piece's lines (for error messages) is done by the read-ahead thread too.
         counted = ((piece, piece.count(b"\n")) for piece in _pieces(stream, text_format.record_end))
@@ -436,7 +467,8 @@ def _read_text(
             table = _conform(table, schema, path)
             if columns is not None:
                 table = _align(table.select([c for c in columns if c in schema.names]), columns, path)
-            yield from _slices(table)
+            yield from batches.add(table)
+        yield from batches.flush()
 
 
 def read_jsonl(path: str, columns: list[str] | None = None, keep: Iterable[str] | None = None) -> Iterator[pa.Table]:
