@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import zephyr_arrow
-from zephyr_arrow import Dataset, ZephyrContext
+from zephyr_arrow import Dataset
 
 PUBLIC = {
     "DEFAULT_FILE_PATH_COLUMN", "ChunkMissingError", "ChunkRef", "Dataset", "InputFileError", "Plan", "PlanError",

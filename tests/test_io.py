@@ -22,6 +22,9 @@ from hypothesis import strategies as st
 
 from zephyr_arrow.store.chunk_ref import row_groups_covering
 from zephyr_arrow import io as zio
+from zephyr_arrow.io import parquet as zparquet
+from zephyr_arrow.io import text as ztext
+from zephyr_arrow.io import writers as zwriters
 from zephyr_arrow.errors import InputFileError, PlanError, SchemaConflictError
 
 
@@ -41,8 +44,8 @@ def base(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cut text files into 64 KB pieces (and batches) so that small test files span many of them."""
-    monkeypatch.setattr(zio, "PIECE_BYTES", 64 * 1024)
-    monkeypatch.setattr(zio, "BATCH_BYTES", 64 * 1024)
+    monkeypatch.setattr(ztext, "PIECE_BYTES", 64 * 1024)
+    monkeypatch.setattr(ztext, "BATCH_BYTES", 64 * 1024)
 
 
 def write_bytes(url: str, data: bytes) -> None:
@@ -208,13 +211,13 @@ def test_read_jsonl_keep_reads_only_those_columns_and_still_widens(
     path = tmp_path / "keep.jsonl"
     path.write_text(text)
 
-    parse, skipping = zio._parse_json, []
+    parse, skipping = ztext._parse_json, []
 
     def spy(text, schema, block_bytes, others="infer"):
         skipping.append(others == "ignore")
         return parse(text, schema, block_bytes, others)
 
-    monkeypatch.setattr(zio, "_parse_json", spy)
+    monkeypatch.setattr(ztext, "_parse_json", spy)
     tables = list(zio.read_jsonl(str(path), keep=keep))
     assert len(tables) > 2 and all(set(t.column_names) <= {"num", "late"} for t in tables)
     # Once every kept column has a type, pieces skip the other fields; never while one is unseen.
@@ -482,7 +485,7 @@ def test_failed_overwrite_keeps_the_old_file(base: str, extension: str) -> None:
 
 
 def test_write_parquet_widens_null_then_string_and_late_columns(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(zio, "ROW_GROUP_ROWS", 100)  # so widening happens after row groups were written
+    monkeypatch.setattr(zwriters, "ROW_GROUP_ROWS", 100)  # so widening happens after row groups were written
     batches = [
         pa.table({"id": list(range(100)), "late": pa.nulls(100)}),
         pa.table({"id": list(range(100, 200)), "late": pa.nulls(100)}),
@@ -506,7 +509,7 @@ def test_write_parquet_buffers_small_batches_into_large_row_groups(tmp_path: Pat
     path = tmp_path / "big.parquet"
     assert zio.write_parquet_file(batches, str(path)) == 300_000
     metadata = pq.ParquetFile(path).metadata
-    assert metadata.row_group(0).num_rows >= zio.ROW_GROUP_ROWS
+    assert metadata.row_group(0).num_rows >= zwriters.ROW_GROUP_ROWS
     assert metadata.row_group(0).column(0).compression == "ZSTD"
     assert pq.read_table(path).column("i").to_pylist() == list(range(300_000))
 
@@ -575,7 +578,7 @@ def ten_groups(base: str) -> str:
 def test_read_parquet_filter_projection_row_range(
     ten_groups: str, monkeypatch: pytest.MonkeyPatch, batch_rows: int, columns, use_filter, row_range
 ) -> None:
-    monkeypatch.setattr(zio, "BATCH_ROWS", batch_rows)  # batches within and across row groups
+    monkeypatch.setattr(zparquet, "BATCH_ROWS", batch_rows)  # batches within and across row groups
     fs, path = fsspec.core.url_to_fs(ten_groups)
     oracle = pq.read_table(path, filesystem=fs).to_pylist()
     start, stop = row_range or (0, len(oracle))
@@ -585,7 +588,7 @@ def test_read_parquet_filter_projection_row_range(
     tables = list(zio.read_parquet(ten_groups, columns=columns, filter=filter, row_range=row_range))
     assert rows(iter(tables)) == expected
     assert all(t.column_names == (columns or ["a", "b", "c"]) for t in tables)
-    assert all(0 < t.num_rows <= zio.BATCH_ROWS for t in tables)
+    assert all(0 < t.num_rows <= batch_rows for t in tables)
 
 
 def test_row_range_reads_only_overlapping_row_groups(ten_groups: str) -> None:

@@ -1,0 +1,157 @@
+"""Writers of the files a pipeline ends in, each atomic: written beside the target, then moved."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
+
+from zephyr_arrow.errors import SchemaConflictError
+from zephyr_arrow.io.batches import align, cast_to_schema, is_binary, reject_types, widen
+from zephyr_arrow.io.formats import open_stream, split_codec
+from zephyr_arrow.store.files import atomic_output
+
+ROW_GROUP_ROWS = 128 * 1024
+ROW_GROUP_BYTES = 128 << 20
+# Measured on 200k web documents (330 MB in Arrow): zstd writes 166 MB in 1.3 s, snappy 306 MB in
+# 0.5 s; zstd's smaller chunks read back faster, and chunks are read more often than written.
+PARQUET_COMPRESSION = "zstd"
+
+
+def _row_groups(batches: Iterable[pa.Table]) -> Iterator[list[pa.Table]]:
+    """The batches in runs of about ROW_GROUP_ROWS rows or ROW_GROUP_BYTES bytes."""
+    group: list[pa.Table] = []
+    num_rows = num_bytes = 0
+    for table in batches:
+        group.append(table)
+        num_rows += table.num_rows
+        num_bytes += table.nbytes
+        if num_rows >= ROW_GROUP_ROWS or num_bytes >= ROW_GROUP_BYTES:
+            yield group
+            group, num_rows, num_bytes = [], 0, 0
+    if group:
+        yield group
+
+
+class _ParquetSink:
+    """Writes row groups to one Parquet file, widening its schema when later batches need it.
+
+    A ParquetWriter's schema is fixed, so when batches bring a new column or a wider type than
+    was written (a null column turning into strings after the first row group), the file written
+    so far is rewritten under the widened schema, one row group at a time. That costs one extra
+    copy per widening, which in practice happens at most a few times per file. An explicit schema
+    never widens: batches are cast to it. Closing (leaving the ``with``) writes the footer, and
+    an empty file if nothing was written.
+    """
+
+    def __init__(self, fs: AbstractFileSystem, fs_path: str, schema: pa.Schema | None, where: str) -> None:
+        self._fs = fs
+        self._path = fs_path
+        self._contract = schema
+        self._where = where
+        self._schema: pa.Schema | None = None  # what the open writer writes
+        self._writer: pq.ParquetWriter | None = None
+        self.num_rows = 0
+
+    def write(self, tables: list[pa.Table]) -> None:
+        schema = self._contract or self._widened([t.schema for t in tables])
+        group = pa.concat_tables([cast_to_schema(t, schema, self._where) for t in tables])
+        if self._writer is None:
+            self._open(schema)
+        elif not schema.equals(self._schema):
+            self._rewrite(schema)
+        if group.num_rows:
+            self._writer.write_table(group, row_group_size=group.num_rows)
+            self.num_rows += group.num_rows
+
+    def _widened(self, schemas: list[pa.Schema]) -> pa.Schema:
+        try:
+            return widen([self._schema, *schemas] if self._schema else schemas)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            raise SchemaConflictError(f"{self._where}: batches disagree on a column's type: {error}") from error
+
+    def _open(self, schema: pa.Schema) -> None:
+        self._writer = pq.ParquetWriter(self._path, schema, filesystem=self._fs, compression=PARQUET_COMPRESSION)
+        self._schema = schema
+
+    def _rewrite(self, schema: pa.Schema) -> None:
+        self._writer.close()
+        narrow_path = f"{self._path}.narrow"
+        self._fs.mv(self._path, narrow_path)
+        try:
+            self._open(schema)
+            with pq.ParquetFile(narrow_path, filesystem=self._fs) as narrow:
+                for index in range(narrow.num_row_groups):
+                    self._writer.write_table(cast_to_schema(narrow.read_row_group(index), schema, self._where))
+        finally:
+            self._fs.rm(narrow_path)
+
+    def __enter__(self) -> _ParquetSink:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if self._writer is None and exc_type is None:
+            self._open(self._contract or pa.schema([]))
+        if self._writer is not None:
+            self._writer.close()
+
+
+def write_parquet_file(batches: Iterable[pa.Table], path: str, schema: pa.Schema | None = None) -> int:
+    """Write the batches to one Parquet file (zstd, row groups of ~128k rows); return the row count.
+
+    With ``schema``, every batch is cast to it (SchemaConflictError names a column that won't cast
+    or is not in it); without, the file's schema is the permissive union of the batches' schemas.
+    """
+    with atomic_output(path) as temp, _ParquetSink(temp.fs, temp.path, schema, where=path) as sink:
+        for group in _row_groups(batches):
+            sink.write(group)
+    return sink.num_rows
+
+
+def _write_text(batches: Iterable[pa.Table], path: str, write: Callable[[pa.Table, BinaryIO], None]) -> int:
+    """Stream batches through ``write(table, stream)`` into ``path``, atomically."""
+    num_rows = 0
+    with atomic_output(path) as temp, open_stream(temp.fs, temp.path, "wb", split_codec(path)[1]) as stream:
+        for table in batches:
+            write(table, stream)
+            num_rows += table.num_rows
+    return num_rows
+
+
+def write_jsonl_file(batches: Iterable[pa.Table], path: str) -> int:
+    """Write the batches as JSON lines (compressed by extension); return the row count.
+
+    Datetimes become ISO 8601 strings (``2024-01-02 03:04:05``), NaN and infinities null;
+    binary columns raise PlanError.
+    """
+
+    import polars as pl
+
+    def write(table: pa.Table, stream: BinaryIO) -> None:
+        reject_types(table.schema, is_binary, path, "JSON has no binary type; decode or drop it first")
+        pl.from_arrow(table).write_ndjson(stream)
+
+    return _write_text(batches, path, write)
+
+
+def write_csv_file(batches: Iterable[pa.Table], path: str) -> int:
+    """Write the batches as CSV with one header line (compressed by extension); return the row count.
+
+    The first batch fixes the columns; later batches may lack some (written empty) but not add
+    any. Nested columns raise PlanError.
+    """
+    header: list[str] | None = None
+
+    def write(table: pa.Table, stream: BinaryIO) -> None:
+        nonlocal header
+        reject_types(table.schema, pa.types.is_nested, path, "CSV holds flat values only")
+        if header is not None:
+            table = align(table, header, path)
+        pcsv.write_csv(table, stream, pcsv.WriteOptions(include_header=header is None))
+        header = table.column_names
+
+    return _write_text(batches, path, write)
