@@ -28,10 +28,15 @@ def worker_environment() -> dict[str, str]:
     """Environment variables for a process that only runs tasks (local and Ray workers).
 
     Arrow's default allocator, mimalloc, kept the memory of finished batches: a worker's
-    RSS grew through a shuffle to ~450 MB, where jemalloc returning freed pages after
-    300 ms peaks ~30% lower and is no slower (small corpus, W1-W4; with no delay it was
-    40% slower). Arrow reads these when it is first imported, so they must be in the
-    worker's environment from the start; a choice the user made in theirs is kept.
+    RSS grew through a shuffle to ~450 MB, where jemalloc returning freed pages after a
+    delay peaks ~30% lower. The delay trades memory for page faults, which are dear: a
+    take into fresh memory ran at 400 MB/s, into reused memory at 2.3 GB/s. With no delay
+    the small corpus ran 40% slower; medium exact dedup took 4.95 s (795 MB peak, summed
+    over processes) at 300 ms, 4.9 s at 1 s, 4.5 s (870-917 MB) at 3 s. But at 3 s worker
+    memory stopped being flat: benches/shuffle_bench.py's dedup grew 1.33x from 1x to 4x
+    data (1.25x at 300 ms; the goal is 1.3x), so 300 ms it is. Arrow reads these when it is
+    first imported, so they must be in the worker's environment from the start; a choice
+    the user made in theirs is kept.
     """
     if "ARROW_DEFAULT_MEMORY_POOL" in os.environ or "jemalloc" not in pa.supported_memory_backends():
         return {}
