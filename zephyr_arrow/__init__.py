@@ -9,7 +9,7 @@ The data flows through the package in this order:
       -> workers (execution/worker.py, operators.py) read chunks -> ops -> write chunks
          shuffles (execution/shuffle*.py, keys.py, merge.py) scatter sorted runs, merge them
       -> Parquet chunks (store/)                    ChunkRef, rows <-> Arrow in rows.py
-         file formats (io.py), user-facing record helpers (records.py)
+         file formats (io/), user-facing record helpers (records.py)
       -> ShardRefs -> pyarrow / Polars / DuckDB / rows
 
     >>> from zephyr_arrow import Dataset, ZephyrContext

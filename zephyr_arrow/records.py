@@ -4,7 +4,7 @@
     write_jsonl_file(rows, "out/part.jsonl.gz")                      # {"path": ..., "count": n}
 
 They read and write through the same Arrow readers and atomic writers as the pipeline
-(``io.py``), one batch in memory at a time.
+(``zephyr_arrow.io``), one batch in memory at a time.
 """
 
 from __future__ import annotations
