@@ -457,7 +457,8 @@ def add_shuffle_columns(table: pa.Table, keys: ShuffleKeys, num_shards: int, fir
         hashes, targets = hash_columns(pa.table({KEY: encoded}), num_shards)
         if not keys.by_encoded_key:
             added[HASH] = hashes
-        added[KEY] = encoded
+        # A key that is a column of the row is not held twice: KEY is null and KEY_COLUMN names the column.
+        added[KEY] = pa.nulls(table.num_rows, pa.binary()) if KEY_COLUMN in added else encoded
         if keys.sort_by is not None:
             if isinstance(keys.sort_by, tuple):
                 sort_values = key_values(key_table(table, keys.sort_by), keys.sort_by)

@@ -99,20 +99,11 @@ def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> pa.T
     table = _concat(tables)
     tables.clear()
     if isinstance(op, ops.DeduplicateOp):  # sorted and deduplicated in one take
-        return _without_copied_keys(take(table, first_of_each_key(table, [K.TARGET, *keys.order], keys.identity)[0]))
+        return take(table, first_of_each_key(table, [K.TARGET, *keys.order], keys.identity)[0])
     table = sort_table(table, [K.TARGET, *keys.order])
     if isinstance(op, ops.GroupByOp) and op.combiner is not None:
         return _combine(op, keys, table)
     return table
-
-
-def _without_copied_keys(table: pa.Table) -> pa.Table:
-    """``table`` with a null KEY where the key is a column of the row (KEY_COLUMN names it)."""
-    if K.KEY_COLUMN not in table.column_names:
-        return table
-    index = table.schema.get_field_index(K.KEY)
-    in_column = pc.is_valid(table.column(K.KEY_COLUMN))
-    return table.set_column(index, K.KEY, pc.if_else(in_column, pa.scalar(None, pa.binary()), table.column(K.KEY)))
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
