@@ -125,7 +125,8 @@ def _deduplicate(keys: K.ShuffleKeys, tables: Iterator[pa.Table], schema: pa.Sch
     carry: pa.Table | None = None  # keys already kept whose hash is the last one seen
     for table in tables:
         keep, carry = first_of_each_key(table, keys.order, keys.identity, carry)
-        yield without_shuffle_columns(take(table, keep))
+        # Kept in the round's order: a gather in ascending order reads memory sequentially.
+        yield without_shuffle_columns(take(table, keep.sort()))
     yield without_shuffle_columns(schema.empty_table())  # an empty shard still has the columns
 
 
