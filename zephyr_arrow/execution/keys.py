@@ -170,6 +170,18 @@ def encode_keys(values: list[Any], text: pa.Array | None = None) -> pa.Array:
     return pa.array(list(map(encode_key, values)), pa.binary())
 
 
+def hash_bytes(values: list[Any]) -> pa.Array:
+    """What a deduplicate function key is hashed as: a str as its UTF-8 text, anything else as
+    ``encode_key``. Equal keys are of one kind (no str equals a non-str), so equal keys hash
+    alike whichever batch they are in; a batch of str keys hashes its text array as it is,
+    without encoding a copy of every text (the encoding is only compared, for keys whose
+    hashes meet)."""
+    return pa.array(
+        [value.encode("utf-8", "surrogatepass") if isinstance(value, str) else encode_key(value) for value in values],
+        pa.binary(),
+    )
+
+
 def text_array(values: list[Any]) -> pa.Array | None:
     """``values`` as one string (or binary) array when they are all str (all bytes), else None."""
     kinds = set(map(type, values))
@@ -445,20 +457,24 @@ def add_shuffle_columns(table: pa.Table, keys: ShuffleKeys, num_shards: int, fir
     else:
         rows = table_to_rows(table) if keys.function is not None or callable(keys.sort_by) else None
         if keys.columns is not None:
-            encoded = encoded_keys(key_table(table, keys.columns), keys.columns)
+            encoded = hashed = encoded_keys(key_table(table, keys.columns), keys.columns)
+        elif keys.by_encoded_key:  # group_by: runs are ordered by the encoded key
+            values = [keys.function(row) for row in rows]
+            encoded = hashed = encode_keys(values)
         else:
             values = [keys.function(row) for row in rows]
             text = text_array(values)
-            encoded = encode_keys(values, text)
-            in_string = text is not None and pa.types.is_string(text.type) and not keys.by_encoded_key
+            in_string = text is not None and pa.types.is_string(text.type)
             source = key_in_column(table, text) if in_string and len(text) else None
             if source is not None:
                 added[KEY_COLUMN] = pa.repeat(pa.scalar(source), table.num_rows).dictionary_encode()
-        hashes, targets = hash_columns(pa.table({KEY: encoded}), num_shards)
+            # A key that is a column of the row is not held twice: KEY is null, KEY_COLUMN names the column.
+            encoded = pa.nulls(table.num_rows, pa.binary()) if source is not None else encode_keys(values, text)
+            hashed = text if in_string else hash_bytes(values)
+        hashes, targets = hash_columns(pa.table({KEY: hashed}), num_shards)
         if not keys.by_encoded_key:
             added[HASH] = hashes
-        # A key that is a column of the row is not held twice: KEY is null and KEY_COLUMN names the column.
-        added[KEY] = pa.nulls(table.num_rows, pa.binary()) if KEY_COLUMN in added else encoded
+        added[KEY] = encoded
         if keys.sort_by is not None:
             if isinstance(keys.sort_by, tuple):
                 sort_values = key_values(key_table(table, keys.sort_by), keys.sort_by)
