@@ -513,3 +513,11 @@ def test_chunk_reads_are_projected(tmp_path, monkeypatch):
         out = ctx.execute(Dataset.from_refs(refs).filter(pl.col("a") > 1).select("b"))
         assert out.to_pylist() == [{"b": "x"}, {"b": "x"}]
     assert projections[0] == ["a", "b"]
+
+
+def test_a_column_plain_in_one_shard_and_pickled_in_another_reads_back_exactly(ctx):
+    # Shard 0 holds only str (a string column); shard 1 mixes str and int (a pickled column).
+    rows = [{"k": "a", "n": 0}, {"k": "b", "n": 1}, {"k": "c", "n": 2}, {"k": 1, "n": 3}]
+    refs = ctx.execute(Dataset.from_list(rows, num_shards=2).map(lambda r: r))
+    assert refs.to_pylist() == rows
+    assert sorted(ctx.execute(Dataset.from_refs(refs).group_by(lambda r: r["k"], lambda k, rs: [r["n"] for r in rs])).to_pylist()) == [[0], [1], [2], [3]]

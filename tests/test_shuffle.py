@@ -164,6 +164,23 @@ def test_a_deduplicate_key_that_is_a_column_is_not_copied_into_the_runs(ctx):
     assert megabytes["function"] < 1.2 * megabytes["column"]  # not twice the text
 
 
+def test_deduplicate_function_keys_match_across_batches_of_str_and_mixed_keys(ctx):
+    # A batch of only str keys hashes their text; a mixed batch (or one with a lone surrogate,
+    # which Arrow cannot hold) hashes each key's own bytes: equal keys must still meet.
+    shards = [
+        ["a", "b", "c", "d"],
+        ["b", 1, None, "a", 1.0, "e"],
+        ["c", "e", "f", True],
+        ["\ud800", "a", "f", "\ud800", "g"],
+    ]
+    rows = [{"id": i, "k": k} for i, k in enumerate(k for shard in shards for k in shard)]
+    expected: dict = {}
+    for row in rows:
+        expected.setdefault(row["k"], row["id"])
+    ds = Dataset.from_list(rows, num_shards=4).deduplicate(lambda r: r["k"], num_output_shards=3)
+    assert sorted(r["id"] for r in ctx.execute(ds).to_pylist()) == sorted(expected.values())
+
+
 def test_deduplicate_keeps_python_values_exact(ctx):
     rows = [{"key": KEYS[i % len(KEYS)], "payload": (i, frozenset({i}))} for i in range(50)]
     out = ctx.execute(Dataset.from_list(rows, num_shards=3).deduplicate("key")).to_pylist()

@@ -154,6 +154,12 @@ def _encode_column(name: str, values: list) -> tuple[pa.Field, pa.Array | pa.Chu
         return field, pa.array(pickled, type=pa.binary())
 
 
+def pickled_column(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A plain column's values pickled: how a chunk where every value had one Arrow type joins
+    chunks where the column held mixed Python values (and was pickled), value for value."""
+    return pa.array([None if value is None else _pickle("", value) for value in column.to_pylist()], pa.binary())
+
+
 def _decode_column(column: pa.ChunkedArray, pickled: bool) -> list:
     values = column.to_pylist()
     if pickled:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from zephyr_arrow.errors import SchemaConflictError
+from zephyr_arrow.rows import PICKLED_METADATA_KEY, pickled_column
 
 
 def unify(schemas: Sequence[pa.Schema], sources: Sequence[str]) -> pa.Schema:
@@ -25,8 +26,14 @@ def unify(schemas: Sequence[pa.Schema], sources: Sequence[str]) -> pa.Schema:
         return pa.schema([])
     if len(distinct) == 1:
         return next(iter(distinct))
+    pickled = {field.name: field for schema in distinct for field in schema if _is_pickled(field)}
     try:
-        unified = pa.unify_schemas(list(distinct), promote_options="permissive")
+        # A column pickled in any chunk is pickled in all: its values were Python objects of
+        # mixed types there, and ``conform`` pickles the other chunks' values to match.
+        unified = pa.unify_schemas(
+            [pa.schema([pickled.get(f.name, f) for f in schema], metadata=schema.metadata) for schema in distinct],
+            promote_options="permissive",
+        )
     except (pa.ArrowTypeError, pa.ArrowInvalid) as error:
         raise _conflict(distinct) from error
     return _with_merged_metadata(unified, list(distinct))
@@ -80,7 +87,8 @@ def _with_merged_metadata(unified: pa.Schema, schemas: list[pa.Schema]) -> pa.Sc
 
 
 def conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table | pa.RecordBatch:
-    """Cast a table or batch to ``schema``: add missing columns as nulls, promote types, keep schema order."""
+    """Cast a table or batch to ``schema``: add missing columns as nulls, promote types, keep schema
+    order; a plain column whose field in ``schema`` is pickled has its values pickled."""
     if table.schema == schema:
         return table
     columns = []
@@ -88,11 +96,17 @@ def conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table | p
         index = table.schema.get_field_index(field.name)
         if index < 0:
             columns.append(pa.nulls(table.num_rows, field.type))
+        elif _is_pickled(field) and not _is_pickled(table.schema.field(index)):
+            columns.append(pickled_column(table.column(index)))
         elif table.schema.field(index).type == field.type:
             columns.append(table.column(index))
         else:
             columns.append(table.column(index).cast(field.type))
     return type(table).from_arrays(columns, schema=schema)
+
+
+def _is_pickled(field: pa.Field) -> bool:
+    return (field.metadata or {}).get(PICKLED_METADATA_KEY) == b"1"
 
 
 def _plain_type(type_: pa.DataType) -> pa.DataType:
