@@ -7,7 +7,7 @@ The data flows through the package in this order:
       -> ShardTasks (execution/tasks.py)            one per shard, run by the scheduler loop
          (execution/scheduler.py, coordinator.py)   on a backend (execution/backends/)
       -> workers (execution/worker.py, operators.py) read chunks -> ops -> write chunks
-         shuffles (execution/shuffle*.py, keys.py, merge.py) scatter sorted runs, merge them
+         shuffles (execution/shuffle*.py, keys.py, key_encoding.py, merge.py) scatter runs, merge them
       -> Parquet chunks (store/)                    ChunkRef, rows <-> Arrow in rows.py
          file formats (io/), user-facing record helpers (records.py)
       -> ShardRefs -> pyarrow / Polars / DuckDB / rows
