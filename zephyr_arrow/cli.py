@@ -108,7 +108,7 @@ def _read_files(files: list[str]) -> ShardRefs:
 
 def cmd_inspect(args: argparse.Namespace) -> None:
     refs, kind = open_path(args.path)
-    from zephyr_arrow.rows import PICKLED_METADATA_KEY
+    from zephyr_arrow.rows import is_pickled
     from zephyr_arrow.store.files import filesystem
 
     # Bytes are file sizes; a file that several shards share (row ranges of it) counts once,
@@ -131,7 +131,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     print(f"schema ({len(refs.schema)} columns, unified over every chunk):")
     for field in refs.schema:
         notes = [] if field.nullable else ["not null"]
-        if (field.metadata or {}).get(PICKLED_METADATA_KEY) == b"1":
+        if is_pickled(field):
             notes.append("pickled Python objects")
         print(f"  {field.name}: {field.type}" + (f"  ({', '.join(notes)})" if notes else ""))
     shown = shard_lines[: args.max_shards] if args.max_shards else shard_lines

@@ -108,9 +108,14 @@ def is_item_schema(schema: pa.Schema) -> bool:
     return (schema.metadata or {}).get(ITEM_METADATA_KEY) == b"1"
 
 
+def is_pickled(field: pa.Field) -> bool:
+    """Whether the column's values are stored pickled (mixed or non-Arrow Python values)."""
+    return (field.metadata or {}).get(PICKLED_METADATA_KEY) == b"1"
+
+
 def pickled_columns(schema: pa.Schema) -> list[str]:
     """Names of the top-level columns whose values are stored pickled."""
-    return [field.name for field in schema if (field.metadata or {}).get(PICKLED_METADATA_KEY) == b"1"]
+    return [field.name for field in schema if is_pickled(field)]
 
 
 def carry_markers(source: pa.Schema, table: pa.Table) -> pa.Table:

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from zephyr_arrow import ops
 from zephyr_arrow.execution.key_encoding import BYTES_TAG, NONE_TAG, STR_TAG, encode_key
-from zephyr_arrow.rows import PICKLED_METADATA_KEY, table_to_rows
+from zephyr_arrow.rows import is_pickled, table_to_rows
 
 if TYPE_CHECKING:
     import polars as pl  # imported where a hash is computed: the coordinator reads only the names below
@@ -95,7 +95,7 @@ def _canonical(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray | pa
     type_ = column.type
     if pa.types.is_dictionary(type_):
         column, type_ = column.cast(type_.value_type), type_.value_type
-    if (field.metadata or {}).get(PICKLED_METADATA_KEY) == b"1" or _is_text(type_) or _is_bytes(type_):
+    if is_pickled(field) or _is_text(type_) or _is_bytes(type_):
         return column  # Polars hashes str and bytes by their bytes; pickled values as their pickles
     if any(is_kind(type_) for is_kind in _NUMERIC_KINDS):
         return column.cast(pa.float64(), safe=False)
@@ -148,7 +148,7 @@ def encoded_keys(table: pa.Table, columns: tuple[str, ...]) -> pa.Array:
     if len(columns) == 1:
         field = table.schema.field(columns[0])
         tag = STR_TAG if _is_text(field.type) else BYTES_TAG if _is_bytes(field.type) else None
-        if tag is not None and (field.metadata or {}).get(PICKLED_METADATA_KEY) != b"1":
+        if tag is not None and not is_pickled(field):
             # The same bytes as _encode_str / _encode_bytes: tag, escaped data, terminator.
             blob = pa.large_binary()
             escaped = pc.replace_substring(table.column(columns[0]).cast(blob), b"\x00", b"\x00\xff")
@@ -201,7 +201,7 @@ def key_in_column(table: pa.Table, keys: pa.Array) -> str | None:
         if (
             pa.types.is_string(field.type)
             and column.null_count == 0
-            and (field.metadata or {}).get(PICKLED_METADATA_KEY) != b"1"
+            and not is_pickled(field)
             and pc.all(pc.equal(column, keys)).as_py()
         ):
             return field.name

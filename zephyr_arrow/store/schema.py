@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from zephyr_arrow.errors import SchemaConflictError
-from zephyr_arrow.rows import PICKLED_METADATA_KEY, pickled_column
+from zephyr_arrow.rows import is_pickled, pickled_column
 
 
 def unify(schemas: Sequence[pa.Schema], sources: Sequence[str]) -> pa.Schema:
@@ -26,7 +26,7 @@ def unify(schemas: Sequence[pa.Schema], sources: Sequence[str]) -> pa.Schema:
         return pa.schema([])
     if len(distinct) == 1:
         return next(iter(distinct))
-    pickled = {field.name: field for schema in distinct for field in schema if _is_pickled(field)}
+    pickled = {field.name: field for schema in distinct for field in schema if is_pickled(field)}
     try:
         # A column pickled in any chunk is pickled in all: its values were Python objects of
         # mixed types there, and ``conform`` pickles the other chunks' values to match.
@@ -96,7 +96,7 @@ def conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table | p
         index = table.schema.get_field_index(field.name)
         if index < 0:
             columns.append(pa.nulls(table.num_rows, field.type))
-        elif _is_pickled(field) and not _is_pickled(table.schema.field(index)):
+        elif is_pickled(field) and not is_pickled(table.schema.field(index)):
             columns.append(pickled_column(table.column(index)))
         elif table.schema.field(index).type == field.type:
             columns.append(table.column(index))
@@ -104,9 +104,6 @@ def conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table | p
             columns.append(table.column(index).cast(field.type))
     return type(table).from_arrays(columns, schema=schema)
 
-
-def _is_pickled(field: pa.Field) -> bool:
-    return (field.metadata or {}).get(PICKLED_METADATA_KEY) == b"1"
 
 
 def _plain_type(type_: pa.DataType) -> pa.DataType:
