@@ -12,6 +12,7 @@ import time
 import psutil
 import pytest
 
+from helpers import hang_once
 from zephyr_arrow import Dataset, ShardFailedError, ZephyrContext, counters
 
 
@@ -77,23 +78,12 @@ def test_task_that_always_kills_its_worker_aborts_the_run(tmp_path):
         assert ctx.execute(Dataset.from_list([5, 6]).map(lambda x: x + 1)).to_pylist() == [6, 7]
 
 
-def _hang_once(marker_dir: str):
-    def run(x):
-        marker = os.path.join(marker_dir, f"hung-{x}")
-        if x == 0 and not os.path.exists(marker):
-            open(marker, "w").close()
-            time.sleep(600)  # simulates a hung task; the timeout must end it
-        return x
-
-    return run
-
-
 def test_hung_task_past_timeout_is_treated_as_dead_and_retried(tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
     with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=str(tmp_path / "c"), task_timeout=1.0) as ctx:
         started = time.monotonic()
-        refs = ctx.execute(Dataset.from_list([0, 1, 2]).map(_hang_once(str(markers))))
+        refs = ctx.execute(Dataset.from_list([0, 1, 2]).map(hang_once(str(markers))))
         assert refs.to_pylist() == [0, 1, 2]
         assert time.monotonic() - started < 60
 

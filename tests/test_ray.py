@@ -17,6 +17,7 @@ import time
 import pytest
 import ray
 
+from helpers import hang_once
 from zephyr_arrow import Dataset, PlanError, ShardFailedError, ZephyrContext, ZephyrError, counters
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -79,23 +80,12 @@ def test_task_that_always_kills_its_actor_aborts_the_run(tmp_path):
         assert ctx.execute(Dataset.from_list([5, 6]).map(lambda x: x + 1)).to_pylist() == [6, 7]
 
 
-def _hang_once(marker_dir: str):
-    def run(x):
-        marker = os.path.join(marker_dir, f"hung-{x}")
-        if x == 0 and not os.path.exists(marker):
-            open(marker, "w").close()
-            time.sleep(600)
-        return x
-
-    return run
-
-
 def test_hung_task_past_timeout_is_killed_and_retried(tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
     with ray_context(tmp_path, task_timeout=2.0) as ctx:
         started = time.monotonic()
-        assert ctx.execute(Dataset.from_list([0, 1, 2]).map(_hang_once(str(markers)))).to_pylist() == [0, 1, 2]
+        assert ctx.execute(Dataset.from_list([0, 1, 2]).map(hang_once(str(markers)))).to_pylist() == [0, 1, 2]
         assert time.monotonic() - started < 60
 
 
