@@ -94,6 +94,8 @@ def za_rows(workload: str, corpus: str, out: str):
             return ctx.execute(docs.deduplicate(lambda d: d["text"])).num_rows
         if workload == "W4":
             attrs = Dataset.from_files(attrs_glob(corpus)).load_parquet()
+            # The same row functions as Zephyr's W4: keep id and score, then join.
+            docs = docs.map(lambda d: {"id": d["id"], "score": d["score"]})
             joined = docs.join(attrs, on="id").filter(lambda r: r["quality"] > 0.5 and not r["toxic"])
             refs = ctx.execute(joined.map(lambda r: {"score": r["score"]}))
             return w4_answer(*refs.sql("select count(*), coalesce(sum(score), 0) from data").fetchall()[0])
