@@ -83,9 +83,9 @@ def write_jsonl(tmp_path):
 def s3_server():
     """An S3-compatible server on 127.0.0.1 for the session; ``s3://`` URLs reach it from every process.
 
-    Worker processes (local and Ray) see the endpoint and the credentials through environment
-    variables (fsspec reads ``FSSPEC_S3_*`` when it is imported); this process imported fsspec
-    already, so its config is set directly.
+    The endpoint is set in this process's fsspec config (it imported fsspec already), which
+    each run carries to its workers; the credentials, and the endpoint for other processes
+    (fsspec reads ``FSSPEC_S3_*`` when it is imported), are environment variables.
     """
     import fsspec
     from moto.server import ThreadedMotoServer

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from helpers import hang_once
-from zephyr_arrow import Dataset, ShardFailedError, ZephyrContext, counters
+from zephyr_arrow import Dataset, ShardFailedError, ZephyrContext, ZephyrError, counters
 
 
 def _kill_own_worker_once(marker_dir: str):
@@ -86,6 +86,72 @@ def test_hung_task_past_timeout_is_treated_as_dead_and_retried(tmp_path):
         refs = ctx.execute(Dataset.from_list([0, 1, 2]).map(hang_once(str(markers))))
         assert refs.to_pylist() == [0, 1, 2]
         assert time.monotonic() - started < 60
+
+
+def test_worker_start_up_does_not_count_against_the_task_timeout(tmp_path, monkeypatch):
+    # Every worker process takes 2 s to start (its sitecustomize sleeps), past the 1 s timeout.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import time\ntime.sleep(2)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    # One death allowed per task beyond the hang: the hung task's retry runs on a replacement that
+    # starts in 2 s again, and would be timed out too if its start-up counted.
+    options = {"max_workers": 2, "task_timeout": 1.0, "max_worker_deaths": 2}
+    with ZephyrContext(backend="local", chunk_storage_prefix=str(tmp_path / "c"), **options) as ctx:
+        refs = ctx.execute(Dataset.from_list([0, 1, 2, 3], num_shards=4).map(hang_once(str(markers))))
+        assert refs.to_pylist() == [0, 1, 2, 3]
+    assert os.listdir(markers) == ["hung-0"]
+
+
+def test_a_worker_that_cannot_start_stops_the_run_with_its_reason(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os\nos._exit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=str(tmp_path / "c")) as ctx:
+        with pytest.raises(ZephyrError, match="a local worker process exited with code 3 before it was ready"):
+            ctx.execute(Dataset.from_list([1, 2]).map(lambda x: x))
+    assert not (tmp_path / "c").exists() or os.listdir(tmp_path / "c") == []
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_a_replaced_worker_takes_tasks_only_once_it_is_up(backend, request):
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+        from zephyr_arrow.execution.backends.ray import RayBackend
+
+        workers = RayBackend(num_cpus_per_worker=0.25)
+    else:
+        from zephyr_arrow.execution.backends.local import LocalBackend
+
+        workers = LocalBackend()
+
+    def poll_until_ready(expected: list[int]) -> list:
+        events, deadline = [], time.monotonic() + 60
+        while workers.ready_workers != expected and time.monotonic() < deadline:
+            events += workers.poll(timeout=1)
+        assert workers.ready_workers == expected
+        return events
+
+    try:
+        assert workers.ready_workers == []
+        workers.start(2)
+        assert poll_until_ready([0, 1]) == []
+        workers.kill(0)
+        assert workers.ready_workers == [1]  # its replacement is starting
+        events = poll_until_ready([0, 1])
+        assert [(type(e).__name__, e.worker) for e in events] == [("WorkerDied", 0)]
+    finally:
+        workers.shutdown()
+
+
+def test_max_workers_defaults_to_the_cpu_count_locally(tmp_path):
+    with ZephyrContext(backend="local", chunk_storage_prefix=str(tmp_path)) as ctx:
+        assert ctx.max_workers == os.cpu_count()
+    with ZephyrContext(backend="sync", chunk_storage_prefix=str(tmp_path)) as ctx:
+        assert ctx.max_workers == 1
 
 
 def _hang_always(x):

@@ -144,6 +144,15 @@ def test_actors_are_long_lived_and_reserve_the_resources_asked_for(tmp_path):
     assert {(r["CPU"], r["memory"]) for r in first} == {(0.5, 64 * 1024 * 1024)}
 
 
+def test_max_workers_defaults_to_what_the_cluster_has_cpus_for(tmp_path):
+    cpus = ray.cluster_resources()["CPU"]  # 2 on the session's Ray, whatever this machine has
+    with ray_context(tmp_path, max_workers=None, num_cpus_per_worker=0.25) as ctx:
+        assert ctx.max_workers == int(cpus / 0.25) == 8
+        assert ctx.execute(Dataset.from_list([1, 2], num_shards=2).map(lambda x: x * 3)).to_pylist() == [3, 6]
+    with ray_context(tmp_path, max_workers=None, num_cpus_per_worker=0) as ctx:
+        assert ctx.max_workers == int(cpus) == 2
+
+
 def test_actor_that_cannot_start_is_a_clear_error(tmp_path):
     # As on a node without the dependencies: zephyr_arrow imports pyarrow, which fails.
     broken = tmp_path / "broken" / "pyarrow"

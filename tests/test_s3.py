@@ -8,6 +8,7 @@ failed write, a failed run or a closed context.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -176,3 +177,40 @@ def test_inputs_and_outputs_on_s3(tmp_path, s3_prefix):
         ds = Dataset.from_files(f"{s3_prefix}/in/*.jsonl").load_jsonl().write_parquet(f"{s3_prefix}/out/{{shard}}.parquet")
         assert ctx.execute(ds).to_pylist() == [f"{s3_prefix}/out/{index}.parquet" for index in range(2)]
     assert read_parquet(f"{s3_prefix}/out/*.parquet").to_pylist() == [{"file": i, "n": n} for i in range(2) for n in range(3)]
+
+
+def _fsspec_options(_):
+    import fsspec.config
+
+    return {"options": json.dumps(fsspec.config.conf.get("zephyr-test"))}
+
+
+def test_workers_use_the_drivers_fsspec_config_of_each_run(ctx, monkeypatch):
+    ds = Dataset.from_list([0, 1], num_shards=2).map(_fsspec_options)
+    monkeypatch.setitem(fsspec.config.conf, "zephyr-test", {"endpoint_url": "http://one"})
+    assert ctx.execute(ds).to_pylist() == [{"options": '{"endpoint_url": "http://one"}'}] * 2
+    monkeypatch.setitem(fsspec.config.conf, "zephyr-test", {"region": "two"})
+    assert ctx.execute(ds).to_pylist() == [{"options": '{"region": "two"}'}] * 2  # the first run's option is gone
+    monkeypatch.delitem(fsspec.config.conf, "zephyr-test")
+    assert ctx.execute(ds).to_pylist() == [{"options": "null"}] * 2
+
+
+# The endpoint is set in code, as with MinIO; the environment the workers inherit points elsewhere.
+ENDPOINT_IN_CODE = """
+import sys
+import fsspec
+fsspec.config.conf["s3"] = {"endpoint_url": sys.argv[1]}
+from zephyr_arrow import Dataset, ZephyrContext
+with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=sys.argv[2]) as ctx:
+    refs = ctx.execute(Dataset.from_list(list(range(10)), num_shards=2).map(lambda x: {"x": x * 2}).reshard(3))
+    print(sorted(row["x"] for row in refs.iter_rows()))
+"""
+
+
+def test_an_endpoint_set_in_code_reaches_local_workers(s3_server, s3_prefix):
+    env = {**os.environ, "FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing listens there
+    out = subprocess.run(
+        [sys.executable, "-c", ENDPOINT_IN_CODE, s3_server, s3_prefix], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str([x * 2 for x in range(10)])

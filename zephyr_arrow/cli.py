@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("script_args", nargs="*", metavar="ARGS", help="arguments for the script (after '--')")
     run.add_argument("--backend", choices=BACKENDS, default="local", help="where tasks run (default: local)")
     run.add_argument("--max-workers", type=_positive_int, default=None, metavar="N",
-                     help="at most N workers (default: the CPU count)")
+                     help="at most N workers (default: the CPU count; ray: the cluster's)")
     run.add_argument("--chunk-prefix", default=None, metavar="URL",
                      help="where chunk files live, a path or fsspec URL (default: a temporary directory)")
     run.add_argument("--preserve-chunks", action="store_true",

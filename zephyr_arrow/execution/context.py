@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import copy
+import sys
 import tempfile
 from typing import Any
 
@@ -46,7 +47,8 @@ class ZephyrContext:
     Args:
         backend: "local" (worker processes on this machine), "sync" (in this process,
             for debugging) or "ray".
-        max_workers: at most this many workers (default: the CPU count); never more than shards.
+        max_workers: at most this many workers; never more than shards. Default: as many as
+            there are CPUs (local: this machine's; ray: the cluster's over num_cpus_per_worker).
         chunk_storage_prefix: any fsspec URL or path; default: a fresh temporary directory.
         preserve_chunks: keep every run's chunk files after the context closes.
         max_task_retries: how often a task whose user code raised is retried (default 0).
@@ -75,7 +77,7 @@ class ZephyrContext:
         if task_timeout is not None and backend == "sync":
             raise PlanError("task_timeout needs a backend that can stop a task (local or ray), not sync")
         self.backend_name = backend
-        self.max_workers = max_workers or os.cpu_count() or 1
+        self._max_workers = max_workers
         self._owns_prefix = chunk_storage_prefix is None
         self.chunk_storage_prefix = chunk_storage_prefix or tempfile.mkdtemp(prefix="zephyr-arrow-")
         self.preserve_chunks = preserve_chunks
@@ -87,6 +89,11 @@ class ZephyrContext:
         self._shared: dict[str, Any] = {}
         self._executions: list[str] = []
         self.last_stage_summaries: list[str] = []
+
+    @property
+    def max_workers(self) -> int:
+        """The most workers a run uses: as given, or the backend's CPU count (ray: connects to find it)."""
+        return self._max_workers or self._get_backend().default_num_workers
 
     def __enter__(self) -> ZephyrContext:
         return self
@@ -111,7 +118,7 @@ class ZephyrContext:
         self._executions.append(layout.execution_dir(self.chunk_storage_prefix, execution_id))
         progress = Progress(self.progress)
         try:
-            run = RunInfo(self.chunk_storage_prefix, execution_id, self._write_shared(execution_id))
+            run = RunInfo(self.chunk_storage_prefix, execution_id, self._write_shared(execution_id), _fsspec_config())
             runner = Runner(self._get_backend(), run, self.policy, progress, self.max_workers)
             return runner.execute(plan)
         except BaseException:
@@ -149,3 +156,9 @@ class ZephyrContext:
                 cloudpickle.dump(obj, out)
             paths[name] = path
         return paths
+
+
+def _fsspec_config() -> dict[str, dict[str, Any]]:
+    """fsspec's configuration in this process (empty if fsspec was never imported: nothing set it)."""
+    config = sys.modules.get("fsspec.config")
+    return copy.deepcopy(config.conf) if config is not None else {}

@@ -23,7 +23,7 @@ def run_stage(
     progress.start_stage(stage, len(tasks))
     try:
         while not coordinator.finished:
-            for worker, task in coordinator.assign(list(range(backend.num_workers)), time.monotonic()):
+            for worker, task in coordinator.assign(backend.ready_workers, time.monotonic()):
                 backend.submit(worker, stage, task)
             deadline = coordinator.next_deadline(time.monotonic())
             for event in backend.poll(timeout=_IDLE_POLL_SECONDS if deadline is None else min(deadline, _IDLE_POLL_SECONDS)):

@@ -61,11 +61,14 @@ ShardInput = ItemsInput | ChunksInput | ScatterInput | MergeInput | JoinInput
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """Where a run writes: the same for every task of the run."""
+    """Where a run writes, and what its workers need from the driver: the same for every task of the run."""
 
     chunk_prefix: str
     execution_id: str
     shared: dict[str, str] = field(default_factory=dict)  # name -> path of the pickled object
+    # The driver's fsspec.config.conf (endpoints, credentials set in code): workers in other
+    # processes apply it over their own (see worker.run_task_in_worker).
+    fsspec_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

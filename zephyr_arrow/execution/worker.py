@@ -7,9 +7,11 @@ in a long-lived worker process (local, ray).
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -44,6 +46,36 @@ def worker_environment() -> dict[str, str]:
         "ARROW_DEFAULT_MEMORY_POOL": "jemalloc",
         "JE_ARROW_MALLOC_CONF": os.environ.get("JE_ARROW_MALLOC_CONF", "dirty_decay_ms:300,muzzy_decay_ms:0"),
     }
+
+
+def run_task_in_worker(stage: Stage, task: ShardTask) -> TaskResult:
+    """``run_task`` in a worker process (local or Ray): with the driver's fsspec configuration first."""
+    _use_fsspec_config(task.run.fsspec_config)
+    return run_task(stage, task)
+
+
+_own_fsspec_config: dict[str, dict[str, Any]] | None = None  # this process's, before any driver's was applied
+
+
+def _use_fsspec_config(driver: dict[str, dict[str, Any]]) -> None:
+    """Make fsspec's configuration this process's own with the driver's options over it, protocol by protocol.
+
+    An endpoint or credentials set in code on the driver (``fsspec.config.conf["s3"] = ...``) then
+    reach the workers, while options only the worker's environment sets (``FSSPEC_*`` variables
+    on a Ray node) stay. Each run replaces the previous run's options, so one removed is gone.
+    """
+    global _own_fsspec_config
+    if not driver and _own_fsspec_config is None:
+        return
+    import fsspec.config
+
+    if _own_fsspec_config is None:
+        _own_fsspec_config = copy.deepcopy(fsspec.config.conf)
+    config = copy.deepcopy(_own_fsspec_config)
+    for protocol, options in driver.items():
+        config[protocol] = {**config.get(protocol, {}), **options}
+    fsspec.config.conf.clear()
+    fsspec.config.conf.update(config)
 
 
 def run_task(stage: Stage, task: ShardTask) -> TaskResult:

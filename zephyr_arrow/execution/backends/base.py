@@ -22,12 +22,18 @@ from zephyr_arrow.plan import Stage
 class Backend(Protocol):
     """Start workers, submit a task, poll for events, stop.
 
-    Workers are numbered slots ``0 .. num_workers - 1``. A worker that dies is reported
-    once as ``WorkerDied`` and its slot is refilled by the backend before it is used again.
+    Workers are numbered slots. A worker that dies is reported once as ``WorkerDied`` and
+    its slot is refilled by the backend before it is used again.
     """
 
     @property
-    def num_workers(self) -> int: ...
+    def default_num_workers(self) -> int:
+        """How many workers a context uses when the user did not say: what the machine or cluster has CPUs for."""
+
+    @property
+    def ready_workers(self) -> list[WorkerId]:
+        """The slots that can take a task now (a replacement still starting cannot: its start-up
+        must not count against the task's timeout)."""
 
     def start(self, num_workers: int) -> None:
         """Make at least ``num_workers`` workers available (never fewer than already running)."""

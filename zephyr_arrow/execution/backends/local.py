@@ -18,12 +18,13 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import cloudpickle
 
+from zephyr_arrow.errors import ZephyrError
 from zephyr_arrow.execution.backends.base import pickle_stage, task_error
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerDied, WorkerId, describe_exit
 from zephyr_arrow.execution.tasks import ShardTask
@@ -38,8 +39,9 @@ def _worker_main(connection: Connection) -> None:
     # Ctrl-C reaches the whole process group; the driver decides what stops, and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.path[:] = connection.recv()  # import what the driver can import
-    from zephyr_arrow.execution.worker import run_task
+    from zephyr_arrow.execution.worker import run_task_in_worker
 
+    connection.send(("ready", None))  # tasks are given only from now: start-up never counts against a timeout
     stages: dict[tuple[str, int], Stage] = {}
     while True:
         try:
@@ -56,7 +58,7 @@ def _worker_main(connection: Connection) -> None:
         task: ShardTask = cloudpickle.loads(payload)
         stage = stages[(task.run.execution_id, task.stage_index)]
         try:
-            connection.send(("done", run_task(stage, task)))
+            connection.send(("done", run_task_in_worker(stage, task)))
         except Exception as error:
             connection.send(("error", task_error(task, error)))
 
@@ -67,7 +69,7 @@ class _Worker:
     connection: Connection
     exited: Any  # a pidfd (readable once the process exits) or, where there is none, the connection
     stage_key: tuple[str, int] | None = None
-    reported_dead: bool = field(default=False)
+    ready: bool = False  # it has imported what it needs and said so
 
     def close(self) -> None:
         self.connection.close()
@@ -84,8 +86,12 @@ class LocalBackend:
         self._pending: list[Event] = []
 
     @property
-    def num_workers(self) -> int:
-        return len(self._workers)
+    def default_num_workers(self) -> int:
+        return os.cpu_count() or 1
+
+    @property
+    def ready_workers(self) -> list[WorkerId]:
+        return [index for index, slot in enumerate(self._workers) if slot.ready]
 
     @property
     def pids(self) -> list[int]:
@@ -114,9 +120,6 @@ class LocalBackend:
 
     def submit(self, worker: WorkerId, stage: Stage, task: ShardTask) -> None:
         slot = self._workers[worker]
-        if slot.reported_dead:
-            slot.close()
-            slot = self._workers[worker] = self._spawn()
         key = (task.run.execution_id, stage.index)
         try:
             if slot.stage_key != key:
@@ -135,18 +138,18 @@ class LocalBackend:
     def poll(self, timeout: float | None) -> list[Event]:
         if self._pending:
             timeout = 0
-        live = [w for w in self._workers if not w.reported_dead]
-        waitables: list[Any] = [w.connection for w in live] + [w.exited for w in live if w.exited is not w.connection]
+        waitables: list[Any] = [w.connection for w in self._workers] + [w.exited for w in self._workers if w.exited is not w.connection]
         ready = set(wait(waitables, timeout=timeout)) if waitables else set()
         events, self._pending = self._pending, []
         for index, slot in enumerate(self._workers):
-            if slot.reported_dead:
-                continue
             if slot.connection in ready:
                 try:
                     kind, payload = slot.connection.recv()
                 except (EOFError, ConnectionResetError, OSError):
                     kind = None
+                if kind == "ready":
+                    slot.ready = True
+                    continue
                 if kind == "done":
                     events.append(TaskFinished(index, payload))
                     continue
@@ -154,17 +157,25 @@ class LocalBackend:
                     events.append(TaskFailed(index, payload))
                     continue
             if slot.connection in ready or slot.exited in ready:
-                slot.reported_dead = True
-                events.append(WorkerDied(index, describe_exit(_reap(slot))))
+                events.append(WorkerDied(index, self._replace(index)))
         return events
 
     def kill(self, worker: WorkerId) -> None:
+        self._workers[worker].process.kill()
+        self._pending.append(WorkerDied(worker, self._replace(worker)))
+
+    def _replace(self, worker: WorkerId) -> str:
+        """Reap the dead (or killed) worker, start a fresh one in its slot; say how the old one ended."""
         slot = self._workers[worker]
-        if slot.reported_dead:
-            return
-        slot.process.kill()
-        slot.reported_dead = True
-        self._pending.append(WorkerDied(worker, describe_exit(_reap(slot))))
+        reason = describe_exit(_reap(slot))
+        slot.close()
+        self._workers[worker] = self._spawn()
+        if not slot.ready:  # it would fail again, and again: stop the run instead of retrying forever
+            raise ZephyrError(
+                f"a local worker process {reason} before it was ready to run tasks (its error output is above); "
+                "it runs the driver's interpreter with the driver's sys.path and environment"
+            )
+        return reason
 
     def shutdown(self) -> None:
         for slot in self._workers:

@@ -58,13 +58,13 @@ class _WorkerActor:
         return True
 
     def run(self, stage_bytes: bytes | None, task: ShardTask) -> TaskResult | TaskError:
-        from zephyr_arrow.execution.worker import run_task
+        from zephyr_arrow.execution.worker import run_task_in_worker
 
         try:
             if stage_bytes is not None:
                 self._stage = None  # a stage that fails to load must not leave the previous one in place
                 self._stage = cloudpickle.loads(stage_bytes)
-            return run_task(self._stage, task)
+            return run_task_in_worker(self._stage, task)
         except Exception as error:
             return task_error(task, error)
 
@@ -76,7 +76,7 @@ def _actor_class() -> Any:
 
 @dataclass
 class _Slot:
-    actor: Any
+    actor: Any  # None while its replacement starts
     stage_key: StageKey | None = None  # the stage this actor holds
 
 
@@ -124,23 +124,31 @@ class RayBackend:
         runtime_env = dict(runtime_env or {})
         runtime_env["env_vars"] = {**worker_environment(), **runtime_env.get("env_vars", {})}
         self._actor_options["runtime_env"] = runtime_env
+        self._num_cpus_per_worker = num_cpus_per_worker
         self._slots: list[_Slot] = []
-        self._starting: dict[Any, Any] = {}  # ref of an actor's ready() -> the actor, until it is up
+        # ref of an actor's ready() -> (the actor, the slot it replaces or None for a new one), until it is up
+        self._starting: dict[Any, tuple[Any, WorkerId | None]] = {}
         self._running: dict[Any, _Running] = {}  # ref of a run() -> its worker and task
         self._stage_refs: dict[StageKey, Any] = {}
         self._pending: list[Event] = []
 
     @property
-    def num_workers(self) -> int:
-        return len(self._slots)
+    def default_num_workers(self) -> int:
+        """As many actors as the cluster's CPUs hold (its CPU count when actors reserve none)."""
+        cpus = self._ray.cluster_resources().get("CPU", 1)
+        return max(int(cpus // self._num_cpus_per_worker if self._num_cpus_per_worker else cpus), 1)
+
+    @property
+    def ready_workers(self) -> list[WorkerId]:
+        return [index for index, slot in enumerate(self._slots) if slot.actor is not None]
 
     def start(self, num_workers: int) -> None:
-        while len(self._slots) + len(self._starting) < num_workers:
-            actor = self._new_actor()
-            self._starting[actor.ready.remote()] = actor
+        while len(self._slots) + sum(1 for _, replaces in self._starting.values() if replaces is None) < num_workers:
+            self._start_actor(replaces=None)
 
-    def _new_actor(self) -> Any:
-        return _actor_class().options(**self._actor_options).remote()
+    def _start_actor(self, replaces: WorkerId | None) -> None:
+        actor = _actor_class().options(**self._actor_options).remote()
+        self._starting[actor.ready.remote()] = (actor, replaces)
 
     def submit(self, worker: WorkerId, stage: Stage, task: ShardTask) -> None:
         slot = self._slots[worker]
@@ -174,8 +182,8 @@ class RayBackend:
         return events
 
     def _join(self, ref: Any) -> None:
-        """An actor answered ready(): it becomes the next slot."""
-        actor = self._starting.pop(ref)
+        """An actor answered ready(): it fills the slot it replaces, or becomes the next one."""
+        actor, replaces = self._starting.pop(ref)
         try:
             self._ray.get(ref)
         except self._ray.exceptions.RayError as error:
@@ -184,7 +192,10 @@ class RayBackend:
                 "zephyr_arrow and the modules your functions use: install them in the cluster's image, or pass "
                 "runtime_env={'pip': [...]} (or 'py_modules') to ZephyrContext(backend='ray', ...)."
             ) from error
-        self._slots.append(_Slot(actor))
+        if replaces is None:
+            self._slots.append(_Slot(actor))
+        else:
+            self._slots[replaces] = _Slot(actor)
 
     def _outcome(self, ref: Any) -> Event:
         running = self._running.pop(ref)
@@ -205,9 +216,11 @@ class RayBackend:
         return TaskFinished(running.worker, outcome)
 
     def _replace(self, worker: WorkerId) -> None:
+        """Kill the slot's actor and start another; the slot takes tasks again once it is up."""
         with contextlib.suppress(Exception):  # make sure it is gone, whatever state it is in
             self._ray.kill(self._slots[worker].actor)
-        self._slots[worker] = _Slot(self._new_actor())
+        self._slots[worker] = _Slot(None)
+        self._start_actor(replaces=worker)
 
     def kill(self, worker: WorkerId) -> None:
         for ref in [ref for ref, running in self._running.items() if running.worker == worker]:
@@ -216,7 +229,7 @@ class RayBackend:
         self._pending.append(WorkerDied(worker, "killed by ray.kill"))
 
     def shutdown(self) -> None:
-        for actor in [slot.actor for slot in self._slots] + list(self._starting.values()):
+        for actor in [slot.actor for slot in self._slots if slot.actor is not None] + [a for a, _ in self._starting.values()]:
             with contextlib.suppress(Exception):
                 self._ray.kill(actor)
         self._slots.clear()

@@ -17,8 +17,12 @@ class SyncBackend:
         self._events: list[Event] = []
 
     @property
-    def num_workers(self) -> int:
+    def default_num_workers(self) -> int:
         return 1
+
+    @property
+    def ready_workers(self) -> list[WorkerId]:
+        return [0]
 
     def start(self, num_workers: int) -> None:
         pass
