@@ -121,6 +121,19 @@ def test_unified_schema_is_what_every_reader_sees(tmp_path):
     relation = refs.sql("select * from data order by x")
     assert [dict(zip(relation.columns, row)) for row in relation.fetchall()] == sorted(EXPECTED_DRIFT, key=lambda r: r["x"])
     assert list(refs.iter_rows()) == EXPECTED_DRIFT
+    assert [list(refs.iter_shard_rows(shard)) for shard in range(2)] == [EXPECTED_DRIFT[:2], EXPECTED_DRIFT[2:]]
+
+
+def test_shard_rows_stream_a_batch_at_a_time(tmp_path, monkeypatch):
+    import zephyr_arrow.store.chunk_ref as chunk_ref
+
+    monkeypatch.setattr(chunk_ref, "READ_BATCH_ROWS", 100)
+    ref = ChunkRef.write(str(tmp_path / "big.parquet"), pa.table({"i": list(range(1000))}))
+    refs = ShardRefs([[ref.slice(50, 950)]])
+    monkeypatch.setattr(ChunkRef, "read", lambda *_, **__: pytest.fail("a whole chunk was read at once"))
+    rows = refs.iter_shard_rows(0)
+    assert next(rows) == {"i": 50}
+    assert list(rows) == [{"i": i} for i in range(51, 950)]
 
 
 def test_ranged_and_whole_chunks_mix_in_every_view(tmp_path):
@@ -210,3 +223,23 @@ def test_sql_over_hive_layout_chunks_shows_only_their_columns(tmp_path):
     relation = ShardRefs([[c] for c in chunks]).sql("select * from data order by v")
     assert relation.columns == ["v"]
     assert relation.fetchall() == [(0,), (1,)]
+
+
+def test_saving_to_another_filesystem_streams_and_leaves_nothing_half_copied(tmp_path, monkeypatch):
+    import shutil
+
+    import fsspec
+
+    refs = ShardRefs([[ChunkRef.write(str(tmp_path / "a.parquet"), pa.table({"i": list(range(100))}))]])
+    target = f"memory://saved-{uuid.uuid4().hex[:8]}"
+    assert refs.save(target).to_pylist() == ShardRefs.open(target).to_pylist() == [{"i": i} for i in range(100)]
+
+    def copy_part_then_fail(source, destination, length):
+        destination.write(source.read(100))
+        raise OSError("connection lost")
+
+    monkeypatch.setattr(shutil, "copyfileobj", copy_part_then_fail)
+    broken = f"memory://saved-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(OSError, match="connection lost"):
+        refs.save(broken)
+    assert fsspec.filesystem("memory").find(broken.removeprefix("memory://")) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -13,9 +14,11 @@ import pyarrow as pa
 
 from zephyr_arrow.store import views
 from zephyr_arrow.store.chunk_ref import ChunkRef
-from zephyr_arrow.store.files import filesystem
+from zephyr_arrow.store.files import atomic_output, filesystem
 from zephyr_arrow.store.layout import MANIFEST_NAME, join, saved_chunk_path
 from zephyr_arrow.store.schema import conform, unify
+
+_COPY_BUFFER_BYTES = 8 << 20  # what saving a chunk to another filesystem holds at a time
 
 if TYPE_CHECKING:
     import duckdb
@@ -69,23 +72,21 @@ class ShardRefs:
 
     def iter_batches(self) -> Iterator[pa.RecordBatch]:
         """Every row, one batch at a time, in shard order, conformed to the unified schema."""
-        schema = self.schema
-        for chunk in self.chunks:
-            for batch in chunk.iter_batches():
-                yield conform(batch, schema)
+        return self._batches(self.chunks)
 
     def iter_rows(self) -> Iterator[Any]:
         """Every row as the Python object a row function returned (one batch in memory at a time)."""
-        from zephyr_arrow.rows import table_to_rows
-
-        for batch in self.iter_batches():
-            yield from table_to_rows(pa.Table.from_batches([batch]))
+        return _rows(self.iter_batches())
 
     def iter_shard_rows(self, shard_index: int) -> Iterator[Any]:
-        from zephyr_arrow.rows import table_to_rows
+        """The rows of one shard, as ``iter_rows`` gives them (one batch in memory at a time)."""
+        return _rows(self._batches(self.shards[shard_index]))
 
-        for chunk in self.shards[shard_index]:
-            yield from table_to_rows(chunk.read())
+    def _batches(self, chunks: list[ChunkRef]) -> Iterator[pa.RecordBatch]:
+        schema = self.schema
+        for chunk in chunks:
+            for batch in chunk.iter_batches():
+                yield conform(batch, schema)
 
     # Materialising.
     def load(self) -> pa.Table:
@@ -146,9 +147,9 @@ def _copy(chunk: ChunkRef, target: str) -> None:
     target_fs.makedirs(target_fs._parent(target_path), exist_ok=True)
     if source_fs is target_fs:
         source_fs.copy(source_path, target_path)
-    else:
-        with source_fs.open(source_path, "rb") as src, target_fs.open(target_path, "wb") as dst:
-            dst.write(src.read())
+    else:  # streamed: a chunk can be larger than memory
+        with atomic_output(target) as tmp, source_fs.open(source_path, "rb") as src, tmp.open() as dst:
+            shutil.copyfileobj(src, dst, _COPY_BUFFER_BYTES)
 
 
 def _chunk_entry(chunk: ChunkRef, directory: str) -> dict[str, Any]:
@@ -168,3 +169,10 @@ def _chunk_from_entry(entry: dict[str, Any], directory: str) -> ChunkRef:
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(entry["schema"])))
     row_range = tuple(entry["row_range"]) if entry["row_range"] else None
     return ChunkRef(path, entry["num_rows"], schema, row_range)
+
+
+def _rows(batches: Iterator[pa.RecordBatch]) -> Iterator[Any]:
+    from zephyr_arrow.rows import table_to_rows
+
+    for batch in batches:
+        yield from table_to_rows(pa.Table.from_batches([batch]))
