@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from zephyr_arrow import ops
+from zephyr_arrow.arguments import check_callable, check_columns, check_key, check_num_output_shards, check_positive_int, is_polars_expr
 from zephyr_arrow.errors import PlanError
 
 if TYPE_CHECKING:
@@ -22,29 +23,6 @@ if TYPE_CHECKING:
 
 DEFAULT_FILE_PATH_COLUMN = "__file_path"
 _LOAD_FORMATS = ("auto", "jsonl", "parquet", "csv")
-
-
-def _check_callable(method: str, name: str, value: Any) -> None:
-    if not callable(value):
-        raise PlanError(f"{method}() needs a callable {name}, got {value!r} ({type(value).__name__})")
-
-
-def _check_positive_int(method: str, name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PlanError(f"{method}() needs {name} to be an int >= {minimum}, got {value!r}")
-
-
-def _is_polars_expr(value: Any) -> bool:
-    return type(value).__module__.startswith("polars") and type(value).__name__ == "Expr"
-
-
-def _check_columns(method: str, columns: Any) -> tuple[str, ...]:
-    if isinstance(columns, str):
-        columns = (columns,)
-    columns = tuple(columns)
-    if not columns or not all(isinstance(c, str) and c for c in columns):
-        raise PlanError(f"{method}() needs one or more column names (non-empty strings), got {columns!r}")
-    return columns
 
 
 class Dataset:
@@ -76,7 +54,7 @@ class Dataset:
         items = tuple(items)
         if num_shards is None:
             num_shards = max(len(items), 1)
-        _check_positive_int("from_list", "num_shards", num_shards)
+        check_positive_int("from_list", "num_shards", num_shards)
         return Dataset(ops.ItemsSource(items, num_shards))
 
     @staticmethod
@@ -108,43 +86,43 @@ class Dataset:
     # Row operations -----------------------------------------------------------------------
 
     def map(self, fn: Callable[[Any], Any]) -> Dataset:
-        _check_callable("map", "fn", fn)
+        check_callable("map", "fn", fn)
         return self._then(ops.MapOp(fn))
 
     def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Dataset:
-        _check_callable("flat_map", "fn", fn)
+        check_callable("flat_map", "fn", fn)
         return self._then(ops.FlatMapOp(fn))
 
     def filter(self, predicate: Callable[[Any], Any] | pl.Expr) -> Dataset:
         """Keep rows where ``predicate(row)`` is truthy; a Polars expression filters columnar,
         batch by batch (see ``with_columns`` on aggregating expressions)."""
-        if _is_polars_expr(predicate):
+        if is_polars_expr(predicate):
             return self._then(ops.FilterExprOp(predicate))
-        _check_callable("filter", "predicate (or a Polars expression)", predicate)
+        check_callable("filter", "predicate (or a Polars expression)", predicate)
         return self._then(ops.FilterOp(predicate))
 
     def select(self, *columns: str) -> Dataset:
         """Keep only these columns, in this order (a column a row lacks is left out)."""
-        return self._then(ops.SelectOp(_check_columns("select", columns)))
+        return self._then(ops.SelectOp(check_columns("select", columns)))
 
     def map_shard(self, fn: Callable[..., Iterable[Any]]) -> Dataset:
         """``fn(rows_iterator, ShardInfo) -> iterable``: stateful processing of a whole shard."""
-        _check_callable("map_shard", "fn", fn)
+        check_callable("map_shard", "fn", fn)
         return self._then(ops.MapShardOp(fn))
 
     def window(self, size: int) -> Dataset:
         """Tumbling windows: lists of at most ``size`` consecutive rows of a shard."""
-        _check_positive_int("window", "size", size)
+        check_positive_int("window", "size", size)
         return self._then(ops.WindowOp(size))
 
     def window_by(self, folder_fn: Callable[[Any, Any], tuple[bool, Any]], initial_state: Any = None) -> Dataset:
         """Windows closed by ``folder_fn(state, row) -> (keep_going, new_state)``; the closing row opens the next."""
-        _check_callable("window_by", "folder_fn", folder_fn)
+        check_callable("window_by", "folder_fn", folder_fn)
         return self._then(ops.WindowByOp(folder_fn, initial_state))
 
     def take_per_shard(self, n: int) -> Dataset:
         """The first ``n`` rows of every shard."""
-        _check_positive_int("take_per_shard", "n", n, minimum=0)
+        check_positive_int("take_per_shard", "n", n, minimum=0)
         return self._then(ops.TakePerShardOp(n))
 
     # Columnar operations -------------------------------------------------------------------
@@ -158,19 +136,19 @@ class Dataset:
         """
         import polars as pl
 
-        all_exprs = (*exprs, *((v if _is_polars_expr(v) else pl.lit(v)).alias(k) for k, v in named.items()))
-        bad = [e for e in exprs if not _is_polars_expr(e)]
+        all_exprs = (*exprs, *((v if is_polars_expr(v) else pl.lit(v)).alias(k) for k, v in named.items()))
+        bad = [e for e in exprs if not is_polars_expr(e)]
         if bad or not all_exprs:
             raise PlanError(f"with_columns() needs Polars expressions, got {bad or 'nothing'!r}")
         return self._then(ops.WithColumnsOp(tuple(all_exprs)))
 
     def map_batches(self, fn: Callable[[Any], Any], batch_format: str = "arrow", batch_size: int | None = None) -> Dataset:
         """``fn(batch) -> batch`` on Arrow tables or Polars DataFrames of up to ``batch_size`` rows."""
-        _check_callable("map_batches", "fn", fn)
+        check_callable("map_batches", "fn", fn)
         if batch_format not in ("arrow", "polars"):
             raise PlanError(f"map_batches() batch_format must be 'arrow' or 'polars', got {batch_format!r}")
         if batch_size is not None:
-            _check_positive_int("map_batches", "batch_size", batch_size)
+            check_positive_int("map_batches", "batch_size", batch_size)
         return self._then(ops.MapBatchesOp(fn, batch_format, batch_size))
 
     # Loading ---------------------------------------------------------------------------------
@@ -179,7 +157,7 @@ class Dataset:
         self, method: str, format: str, columns: Any, include_file_paths: bool, file_path_column: str
     ) -> Dataset:
         if columns is not None:
-            columns = _check_columns(method, columns)
+            columns = check_columns(method, columns)
         if not isinstance(file_path_column, str) or not file_path_column:
             raise PlanError(f"{method}() needs file_path_column to be a non-empty string, got {file_path_column!r}")
         return self._then(ops.LoadOp(format, columns, None, bool(include_file_paths), file_path_column))
@@ -218,7 +196,7 @@ class Dataset:
         """Rebalance rows into ``num_shards`` shards (sizes differ by at most one row, order kept)."""
         if num_shards is None:
             return self
-        _check_positive_int("reshard", "num_shards", num_shards)
+        check_positive_int("reshard", "num_shards", num_shards)
         return self._then(ops.ReshardOp(num_shards))
 
     def _write(self, format: str, pattern: Any, schema: Any = None, skip_existing: bool = False) -> Dataset:
@@ -276,16 +254,16 @@ class Dataset:
         ...     ctx.execute(ds.group_by("k", lambda k, rows: {"k": k, "n": sum(r["n"] for r in rows)}, num_output_shards=1)).to_pylist()
         [{'k': 'a', 'n': 4}, {'k': 'b', 'n': 2}]
         """
-        _check_callable("group_by", "reducer", reducer)
+        check_callable("group_by", "reducer", reducer)
         if combiner is not None:
-            _check_callable("group_by", "combiner", combiner)
+            check_callable("group_by", "combiner", combiner)
         return self._then(
             ops.GroupByOp(
-                _check_key("group_by", "key", key),
+                check_key("group_by", "key", key),
                 reducer,
-                None if sort_by is None else _check_key("group_by", "sort_by", sort_by),
+                None if sort_by is None else check_key("group_by", "sort_by", sort_by),
                 combiner,
-                _check_num_output_shards("group_by", num_output_shards),
+                check_num_output_shards("group_by", num_output_shards),
             )
         )
 
@@ -300,7 +278,7 @@ class Dataset:
         ...     sorted(r["v"] for r in ctx.execute(ds.deduplicate("id")).to_pylist())
         ['a', 'b']
         """
-        return self._then(ops.DeduplicateOp(_check_key("deduplicate", "key", key), _check_num_output_shards("deduplicate", num_output_shards)))
+        return self._then(ops.DeduplicateOp(check_key("deduplicate", "key", key), check_num_output_shards("deduplicate", num_output_shards)))
 
     def aggregate(self, by: str | list[str], *exprs: pl.Expr, num_output_shards: int | None = None) -> Dataset:
         """Polars aggregations per group of the ``by`` columns: one row per group, no Python rows.
@@ -312,10 +290,10 @@ class Dataset:
         ...     ctx.execute(ds.aggregate("lang", pl.len().alias("n"), pl.col("s").mean())).sql("select * from data order by lang").fetchall()
         [('de', 1, 2.0), ('en', 2, 2.0)]
         """
-        bad = [e for e in exprs if not _is_polars_expr(e)]
+        bad = [e for e in exprs if not is_polars_expr(e)]
         if bad or not exprs:
             raise PlanError(f"aggregate() needs Polars aggregation expressions after the key columns, got {bad or 'none'!r}")
-        return self._then(ops.AggregateOp(_check_columns("aggregate", by), exprs, _check_num_output_shards("aggregate", num_output_shards)))
+        return self._then(ops.AggregateOp(check_columns("aggregate", by), exprs, check_num_output_shards("aggregate", num_output_shards)))
 
     def join(
         self,
@@ -346,11 +324,11 @@ class Dataset:
             raise PlanError(f"join() how must be 'inner', 'left', 'right' or 'outer', got {how!r}")
         if (on is not None and (left_on is not None or right_on is not None)) or (on is None and (left_on is None or right_on is None)):
             raise PlanError(f"join() needs either on= or both left_on= and right_on=, got on={on!r}, left_on={left_on!r}, right_on={right_on!r}")
-        left_columns = _check_columns("join", on if on is not None else left_on)
-        right_columns = _check_columns("join", on if on is not None else right_on)
+        left_columns = check_columns("join", on if on is not None else left_on)
+        right_columns = check_columns("join", on if on is not None else right_on)
         if len(left_columns) != len(right_columns):
             raise PlanError(f"join() needs as many left_on as right_on columns, got {list(left_columns)} and {list(right_columns)}")
-        return self._then(ops.JoinOp(right, left_columns, right_columns, how, _check_num_output_shards("join", num_output_shards)))
+        return self._then(ops.JoinOp(right, left_columns, right_columns, how, check_num_output_shards("join", num_output_shards)))
 
     def sorted_merge_join(
         self,
@@ -370,10 +348,10 @@ class Dataset:
         """
         if not isinstance(right, Dataset):
             raise PlanError(f"sorted_merge_join() needs a Dataset to join with, got {type(right).__name__}")
-        _check_callable("sorted_merge_join", "left_key", left_key)
-        _check_callable("sorted_merge_join", "right_key", right_key)
+        check_callable("sorted_merge_join", "left_key", left_key)
+        check_callable("sorted_merge_join", "right_key", right_key)
         if combiner is not None:
-            _check_callable("sorted_merge_join", "combiner", combiner)
+            check_callable("sorted_merge_join", "combiner", combiner)
         if how not in ("inner", "left"):
             raise PlanError(f"sorted_merge_join() supports how='inner' or 'left', got {how!r}; join() does right and outer joins")
         return self._then(ops.SortedMergeJoinOp(right, left_key, right_key, combiner, how))
@@ -388,29 +366,15 @@ class Dataset:
         ...     ctx.execute(Dataset.from_list(list(range(100))).reduce(sum)).to_pylist()
         [4950]
         """
-        _check_callable("reduce", "local_reducer", local_reducer)
+        check_callable("reduce", "local_reducer", local_reducer)
         if global_reducer is not None:
-            _check_callable("reduce", "global_reducer", global_reducer)
+            check_callable("reduce", "global_reducer", global_reducer)
         local = _FoldShard("reduce", local_reducer)
         return self.map_shard(local).reshard(1).map_shard(_FoldShard("reduce[global]", global_reducer or local_reducer))
 
     def count(self) -> Dataset:
         """The number of rows, as one value (counted on Arrow batches, no Python rows); empty gives empty."""
         return self.map_batches(_count_rows).reshard(1).map_shard(_FoldShard("count", sum))
-
-
-def _check_key(method: str, name: str, key: Any) -> Callable[[Any], Any] | tuple[str, ...]:
-    if callable(key):
-        return key
-    if isinstance(key, str) or (isinstance(key, (list, tuple)) and key):
-        return _check_columns(method, key)
-    raise PlanError(f"{method}() needs {name} to be a function of the row or column name(s), got {key!r}")
-
-
-def _check_num_output_shards(method: str, value: Any) -> int | None:
-    if value is not None:
-        _check_positive_int(method, "num_output_shards", value)
-    return value
 
 
 class _FoldShard:
