@@ -9,7 +9,7 @@ import pytest
 
 from zephyr_arrow import Dataset, PlanError, plan
 from zephyr_arrow.ops import FilterExprOp, LoadOp, SelectOp
-from zephyr_arrow.plan import StageKind
+from zephyr_arrow.planner import StageKind
 
 
 def _never(*_):

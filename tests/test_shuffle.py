@@ -29,7 +29,7 @@ from hypothesis import given, settings
 from zephyr_arrow import Dataset, PlanError, ShardFailedError, ZephyrContext
 from zephyr_arrow.execution import merge, shuffle_worker
 from zephyr_arrow.execution.keys import encode_key, encoded_keys, hash_columns, key_table
-from zephyr_arrow.plan import StageKind, plan
+from zephyr_arrow.planner import StageKind, plan
 
 KEYS = [None, "a", "b", "", "é", 0, 1, 2, -5, 2.5, (1, "x"), (1, None), b"\x00raw"]
 

@@ -3,7 +3,7 @@
 The data flows through the package in this order:
 
     Dataset (dataset.py, ops.py)                    what the user asked for
-      -> Plan (plan.py)                             fused into stages
+      -> Plan (planner.py)                          fused into stages
       -> ShardTasks (execution/tasks.py)            one per shard, run by the scheduler loop
          (execution/scheduler.py, coordinator.py)   on a backend (execution/backends/)
       -> workers (execution/worker.py, operators.py) read chunks -> ops -> write chunks
@@ -24,9 +24,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-# Imported now, not on first use: the submodule of the same name would shadow the function.
-from zephyr_arrow.plan import Plan, plan
-
 if TYPE_CHECKING:
     from zephyr_arrow.store import ShardRefs
 
@@ -44,7 +41,7 @@ _LAZY = {
         },
         "zephyr_arrow.execution.context": {"ZephyrContext": "ZephyrContext"},
         "zephyr_arrow.ops": {"ShardInfo": "ShardInfo"},
-        "zephyr_arrow.plan": {"compute_plan": "plan"},
+        "zephyr_arrow.planner": {"Plan": "Plan", "compute_plan": "plan", "plan": "plan"},
         "zephyr_arrow.records": {
             name: name for name in ("load_file", "load_jsonl", "load_parquet", "write_jsonl_file", "write_parquet_file")
         },

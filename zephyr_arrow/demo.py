@@ -26,7 +26,7 @@ import polars as pl
 
 from zephyr_arrow import Dataset, ShardRefs, ZephyrContext, counters, read_parquet
 from zephyr_arrow.cli import CommandError, UsageError
-from zephyr_arrow.plan import plan
+from zephyr_arrow.planner import plan
 from zephyr_arrow.text_table import format_table
 
 NUM_SHARDS = 4

@@ -14,7 +14,7 @@ from zephyr_arrow.execution.coordinator import RetryPolicy
 from zephyr_arrow.execution.progress import Progress
 from zephyr_arrow.execution.runner import Runner
 from zephyr_arrow.execution.tasks import RunInfo
-from zephyr_arrow.plan import plan as make_plan
+from zephyr_arrow.planner import plan as make_plan
 from zephyr_arrow.store import ShardRefs, layout
 from zephyr_arrow.store.files import filesystem, remove_tree
 

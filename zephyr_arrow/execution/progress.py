@@ -14,7 +14,7 @@ import time
 from zephyr_arrow.execution.coordinator import Event, TaskFinished
 from zephyr_arrow.execution.stats import StageStats
 from zephyr_arrow.execution.tasks import TaskResult
-from zephyr_arrow.plan import Stage
+from zephyr_arrow.planner import Stage
 
 logger = logging.getLogger("zephyr_arrow")
 LOG_EVERY_SECONDS = 10.0

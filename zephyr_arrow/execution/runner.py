@@ -20,7 +20,7 @@ from zephyr_arrow.execution.scheduler import run_stage
 from zephyr_arrow.execution.sources import source_inputs
 from zephyr_arrow.execution.stats import add_counters, sum_counters
 from zephyr_arrow.execution.tasks import ChunksInput, RunInfo, ScatterInput, ShardInput, ShardTask, TaskResult
-from zephyr_arrow.plan import Plan, Stage, StageKind
+from zephyr_arrow.planner import Plan, Stage, StageKind
 from zephyr_arrow.store import ChunkRef, ShardRefs, layout
 from zephyr_arrow.store.files import remove_tree
 

@@ -8,7 +8,7 @@ from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.coordinator import RetryPolicy, StageCoordinator
 from zephyr_arrow.execution.progress import Progress
 from zephyr_arrow.execution.tasks import ShardTask, TaskResult
-from zephyr_arrow.plan import Stage
+from zephyr_arrow.planner import Stage
 
 # How long poll() may block when no task can time out: only bounds how late a
 # progress line is, since events wake the loop at once.

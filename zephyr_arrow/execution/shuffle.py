@@ -28,7 +28,7 @@ from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution import keys as K
 from zephyr_arrow.execution.stats import sum_counters
 from zephyr_arrow.execution.tasks import JoinInput, MergeInput
-from zephyr_arrow.plan import Stage
+from zephyr_arrow.planner import Stage
 from zephyr_arrow.rows import is_item_schema
 from zephyr_arrow.store import ShardRefs, layout
 from zephyr_arrow.store.files import remove_tree

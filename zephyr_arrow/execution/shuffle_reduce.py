@@ -35,7 +35,7 @@ from zephyr_arrow.execution.merge import merged
 from zephyr_arrow.execution import operators
 from zephyr_arrow.execution.operators import Stream
 from zephyr_arrow.execution.tasks import JoinInput, MergeInput, ShardTask
-from zephyr_arrow.plan import Stage
+from zephyr_arrow.planner import Stage
 from zephyr_arrow.rows import table_to_rows
 from zephyr_arrow.store import ChunkRef, layout
 from zephyr_arrow.store.chunk_writer import ChunkWriter

@@ -30,7 +30,7 @@ from zephyr_arrow.execution.merge import FILES_COUNTER, SortedFile, sort_table
 from zephyr_arrow.execution.shuffle_reduce import first_of_each_key, flatten, keyed_rows, task_path, without_shuffle_columns
 from zephyr_arrow.execution.stats import StageStats
 from zephyr_arrow.execution.tasks import ShardTask, StageResult, TaskResult
-from zephyr_arrow.plan import Stage
+from zephyr_arrow.planner import Stage
 from zephyr_arrow.rows import rows_to_table
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.files import size

@@ -20,7 +20,7 @@ from zephyr_arrow.execution import operators
 from zephyr_arrow.execution.operators import Stream
 from zephyr_arrow.execution.stats import StageStats
 from zephyr_arrow.execution.tasks import ChunksInput, ItemsInput, JoinInput, MergeInput, ScatterInput, ShardTask, StageResult, TaskResult
-from zephyr_arrow.plan import Stage
+from zephyr_arrow.planner import Stage
 from zephyr_arrow.store import ChunkRef, layout
 from zephyr_arrow.store.chunk_writer import ChunkWriter
 from zephyr_arrow.store.files import exists, size

@@ -16,7 +16,7 @@ import cloudpickle
 from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution.coordinator import Event, WorkerId
 from zephyr_arrow.execution.tasks import ShardTask, TaskError
-from zephyr_arrow.plan import Stage
+from zephyr_arrow.planner import Stage
 
 
 class Backend(Protocol):

@@ -29,7 +29,7 @@ from zephyr_arrow.execution.backends.base import pickle_stage, task_error
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerDied, WorkerId, describe_exit
 from zephyr_arrow.execution.tasks import ShardTask
 from zephyr_arrow.execution.worker import worker_environment
-from zephyr_arrow.plan import Stage
+from zephyr_arrow.planner import Stage
 
 _STOP_GRACE_SECONDS = 5.0
 

@@ -33,7 +33,7 @@ from zephyr_arrow.execution.backends.base import pickle_stage, task_error
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerDied, WorkerId
 from zephyr_arrow.execution.tasks import ShardTask, TaskError, TaskResult
 from zephyr_arrow.execution.worker import worker_environment
-from zephyr_arrow.plan import Stage
+from zephyr_arrow.planner import Stage
 
 StageKey = tuple[str, int]  # (execution_id, stage index)
 

@@ -7,7 +7,7 @@ import traceback
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerId
 from zephyr_arrow.execution.tasks import ShardTask, TaskError
 from zephyr_arrow.execution.worker import run_task
-from zephyr_arrow.plan import Stage
+from zephyr_arrow.planner import Stage
 
 
 class SyncBackend:
