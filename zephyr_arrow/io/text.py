@@ -16,6 +16,7 @@ from typing import BinaryIO, TypeVar
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
+from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 
 from zephyr_arrow.errors import InputFileError
@@ -212,6 +213,20 @@ def _parse_error(path: str, text_format: _TextFormat, piece: bytes, line: int, e
     return InputFileError(f"{path}: lines {line}-{last_line}: {error}")
 
 
+def _line_number(fs: AbstractFileSystem, fs_path: str, codec: str | None, offset: int) -> int:
+    """The 1-based number of the line that starts at byte ``offset`` of the decompressed file.
+
+    Only an error message needs it, so the file is read again up to there: counting every
+    piece's newlines as it went by cost 1 ms per 4 MB, about 5% of reading a JSONL file.
+    """
+    line = 1
+    with open_stream(fs, fs_path, "rb", codec) as stream:
+        while offset and (block := stream.read(min(offset, PIECE_BYTES))):
+            line += block.count(b"\n")
+            offset -= len(block)
+    return line
+
+
 def _read_text(
     path: str, text_format: _TextFormat, columns: list[str] | None, keep: frozenset[str] | None = None
 ) -> Iterator[pa.Table]:
@@ -219,29 +234,30 @@ def _read_text(
     if keep is None and columns is not None:
         keep = frozenset(columns)  # parse only what the projection shows
     fs, fs_path = url_to_fs(path)
+    codec = split_codec(path)[1]
     schema: pa.Schema | None = None  # every column seen so far, at its widest type
     header = b""
-    line = 1  # number of the piece's first line in the file
+    offset = 0  # of the piece in the (decompressed) file
     batches = _Batches()
-    with input_errors(path), open_stream(fs, fs_path, "rb", split_codec(path)[1]) as stream:
-        # Counting a piece's lines (for error messages) is done by the read-ahead thread too.
-        counted = ((piece, piece.count(b"\n")) for piece in _pieces(stream, text_format.record_end))
-        for piece, num_lines in _read_ahead(counted):
+    with input_errors(path), open_stream(fs, fs_path, "rb", codec) as stream:
+        for piece in _read_ahead(_pieces(stream, text_format.record_end)):
             try:
                 table = text_format.parse(header + piece, _hint(schema), keep)
             except pa.ArrowInvalid as error:
+                line = _line_number(fs, fs_path, codec, offset)
                 raise _parse_error(path, text_format, piece, line, error) from error
             if keep is not None:
                 table = table.select([name for name in table.column_names if name in keep])
             try:
                 schema = widen([schema, table.schema]) if schema else table.schema
             except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+                line = _line_number(fs, fs_path, codec, offset)
                 raise InputFileError(
                     f"{path}: lines from {line} on hold values of another type than earlier lines: {error}"
                 ) from error
             if text_format.has_header and not header:
                 header = piece[: piece.find(b"\n") + 1]
-            line += num_lines
+            offset += len(piece)
             table = cast_to_schema(table, schema, path)
             if columns is not None:
                 table = align(table.select([c for c in columns if c in schema.names]), columns, path)
