@@ -53,7 +53,7 @@ class Progress:
         stats = sum((r.stats for r in results), StageStats())
         seconds = time.monotonic() - self._started
         summary = (
-            f"[{stage.index}] {stage.name[:70]}: {len(results)} shards, {stats.rows_in:,} rows in, "
+            f"[{stage.index}] {shorten(stage.name)}: {len(results)} shards, {stats.rows_in:,} rows in, "
             f"{stats.rows_out:,} rows out, {stats.chunks_out} chunks, {stats.bytes_out / 2**20:,.1f} MB, {seconds:.2f}s"
         )
         self.summaries.append(summary)
@@ -63,3 +63,24 @@ class Progress:
         else:
             logger.info("%s", summary)
         return stats
+
+
+def shorten(name: str, width: int = 70) -> str:
+    """A stage name cut to about ``width`` in the middle, at op boundaries where it can be:
+    its source and its last ops both show.
+
+    >>> shorten("from_files('data/*.jsonl.gz') -> load_jsonl -> filter(keep) -> map(clean) -> write_parquet", 60)
+    "from_files('data/*.jsonl.gz') -> … -> write_parquet"
+    >>> shorten("x" * 100, 21)
+    'xxxxxxxxx … xxxxxxxxx'
+    """
+    if len(name) <= width:
+        return name
+    first, *rest = name.split(" -> ")
+    tail: list[str] = []
+    while rest and len(first) + len(" -> … -> ") + len(" -> ".join([rest[-1], *tail])) <= width:
+        tail.insert(0, rest.pop())
+    if tail:
+        return f"{first} -> … -> {' -> '.join(tail)}"
+    head = (width - 3) // 2
+    return f"{name[:head]} … {name[len(name) - (width - 3 - head):]}"
