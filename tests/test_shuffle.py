@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import itertools
 import json
 import math
+import os
 import random
 import re
 import subprocess
@@ -26,7 +28,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 
-from zephyr_arrow import Dataset, PlanError, ShardFailedError, ZephyrContext
+from zephyr_arrow import Dataset, PlanError, ShardFailedError, ZephyrContext, ZephyrError
 from zephyr_arrow.execution import merge, shuffle_worker
 from zephyr_arrow.execution.keys import encode_key, encoded_keys, hash_columns, key_table
 from zephyr_arrow.planner import StageKind, plan
@@ -697,3 +699,25 @@ def test_vectorised_encoding_of_str_and_bytes_columns_matches_encode_key(values)
     table = pa.table({"s": pa.array(values, pa.string()), "b": pa.array([v if v is None else v.encode() for v in values], pa.binary())})
     for column in ("s", "b"):
         assert encoded_keys(table, (column,)).to_pylist() == [encode_key(row[column]) for row in table.to_pylist()]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda ds: ds.deduplicate("k"),
+        lambda ds: ds.group_by(lambda r: r["k"], reducer=lambda key, rows: {"k": key}),
+        lambda ds: ds.join(Dataset.from_list([{"k": 1, "v": 2}]), on="k"),
+    ],
+    ids=["deduplicate", "group_by", "join"],
+)
+def test_runs_hashed_by_different_polars_fail_before_the_reduce(tmp_path, monkeypatch, build):
+    from zephyr_arrow.execution import keys
+
+    # As on a cluster whose workers have different Polars: the scatter tasks' run files disagree.
+    versions = itertools.cycle([b"polars 1.0.0, seed 0x5a3f2c71", b"polars 2.0.0, seed 0x5a3f2c71"])
+    monkeypatch.setattr(keys, "hashed_by", lambda: next(versions))
+    ds = build(Dataset.from_list([{"k": i % 3} for i in range(12)], num_shards=4))
+    with ZephyrContext(backend="sync", chunk_storage_prefix=str(tmp_path)) as ctx:
+        with pytest.raises(ZephyrError, match=r"workers hashed keys differently \('polars 1.0.0.*', 'polars 2.0.0.*'\)"):
+            ctx.execute(ds)
+    assert os.listdir(tmp_path) == []  # nothing of the run is left behind

@@ -20,7 +20,9 @@ A key is column names or a function of the row:
 The hash is Polars' ``Series.hash`` with a fixed seed: the same in every process, run and
 machine running one Polars build (tests/test_shuffle.py compares it across processes),
 unlike Python's salted ``hash()``. Polars does not promise it across versions, so every
-worker of a run must use the same Polars, as they do.
+run file records what hashed it (``HASHED_BY``) and a shuffle whose runs disagree (workers
+with different Polars, as on a Ray cluster of mixed images) fails before its reduce,
+rather than leaving equal keys in different shards.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ POSITION_BITS = 40
 
 # Changing the seed moves every key to another shard; it is fixed so runs agree.
 HASH_SEED = 0x5A3F_2C71
+HASHED_BY = b"zephyr_arrow.hashed_by"  # run files' schema metadata: hashed_by() of the worker that wrote them
+
+
+def hashed_by() -> bytes:
+    """What picks output shards in this process: runs that agree on it put equal keys in one shard."""
+    import polars as pl
+
+    return f"polars {pl.__version__}, seed {HASH_SEED:#x}".encode()
 
 
 def hash_columns(table: pa.Table, num_shards: int) -> tuple[pa.Array, pa.Array]:

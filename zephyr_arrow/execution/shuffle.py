@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from zephyr_arrow import ops
-from zephyr_arrow.errors import PlanError
+from zephyr_arrow.errors import PlanError, ZephyrError
 from zephyr_arrow.execution import keys as K
 from zephyr_arrow.execution.stats import sum_counters
 from zephyr_arrow.execution.tasks import JoinInput, MergeInput
@@ -53,6 +53,7 @@ def run(runner: Runner, stage: Stage, inputs: list[ShardRefs]) -> tuple[ShardRef
         results = runner.run_map(worker_stage, tasks)
         return regroup(results, len(tasks)), sum_counters(r.counters for r in results)
 
+    _check_hashed_alike(op, inputs)
     schemas = [run_schema(op, side, runs, len(inputs)) for side, runs in enumerate(inputs)]
     if isinstance(op, ops.JoinOp):
         schemas = _common_key_types(op, schemas)
@@ -70,6 +71,17 @@ def run(runner: Runner, stage: Stage, inputs: list[ShardRefs]) -> tuple[ShardRef
             remove_tree(layout.stage_dir(runner.run.chunk_prefix, runner.run.execution_id, layout.spill_dir_name(stage_dir, side)))
     return regroup(reduced, len(reduce_inputs)), sum_counters(r.counters for r in reduced)
 
+
+
+def _check_hashed_alike(op: ops.Op, inputs: list[ShardRefs]) -> None:
+    """Every run with rows was cut by the same hash; else equal keys may sit in different shards."""
+    hashed_by = {(chunk.schema.metadata or {}).get(K.HASHED_BY) for runs in inputs for chunk in runs.chunks if chunk.num_rows}
+    if len(hashed_by) > 1:
+        found = ", ".join(sorted(repr(value.decode()) if value else "unrecorded" for value in hashed_by))
+        raise ZephyrError(
+            f"{op!r}: workers hashed keys differently ({found}), so equal keys may have gone to different "
+            "shards; install the same Polars version on every worker"
+        )
 
 
 def run_schema(op: ops.Op, side: int, runs: ShardRefs, num_sides: int) -> pa.Schema:

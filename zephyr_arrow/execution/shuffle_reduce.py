@@ -169,7 +169,13 @@ def keyed_rows(tables: Iterable[pa.Table], columns: list[str]) -> Iterator[tuple
 
 
 def without_shuffle_columns(table: pa.Table) -> pa.Table:
-    return table.drop_columns([name for name in (*K.INTERNAL, K.TARGET) if name in table.column_names])
+    """The rows as the user sees them: no shuffle columns, no record of what hashed the run."""
+    table = table.drop_columns([name for name in (*K.INTERNAL, K.TARGET) if name in table.column_names])
+    metadata = table.schema.metadata
+    if metadata and K.HASHED_BY in metadata:
+        rest = {key: value for key, value in metadata.items() if key != K.HASHED_BY}
+        table = table.replace_schema_metadata(rest or None)
+    return table
 
 
 def first_of_each(table: pa.Table, columns: list[str]) -> pa.Array:

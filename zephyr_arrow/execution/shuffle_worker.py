@@ -156,7 +156,8 @@ class _RunFiles:
             self._closed.append(self._file.close())
             self._file = None
         if self._file is None:
-            self._file = SortedFile(self._path_for(len(self._closed)), data.schema)
+            schema = data.schema.with_metadata({**(data.schema.metadata or {}), K.HASHED_BY: K.hashed_by()})
+            self._file = SortedFile(self._path_for(len(self._closed)), schema)
         start = 0
         for target, count in zip(targets.field("values").to_pylist(), targets.field("counts").to_pylist()):
             offset = self._file.num_rows
