@@ -124,7 +124,6 @@ class RayBackend:
         runtime_env = dict(runtime_env or {})
         runtime_env["env_vars"] = {**worker_environment(), **runtime_env.get("env_vars", {})}
         self._actor_options["runtime_env"] = runtime_env
-        self._num_cpus_per_worker = num_cpus_per_worker
         self._slots: list[_Slot] = []
         # ref of an actor's ready() -> (the actor, the slot it replaces or None for a new one), until it is up
         self._starting: dict[Any, tuple[Any, WorkerId | None]] = {}
@@ -135,8 +134,8 @@ class RayBackend:
     @property
     def default_num_workers(self) -> int:
         """As many actors as the cluster's CPUs hold (its CPU count when actors reserve none)."""
-        cpus = self._ray.cluster_resources().get("CPU", 1)
-        return max(int(cpus // self._num_cpus_per_worker if self._num_cpus_per_worker else cpus), 1)
+        cpus, per_worker = self._ray.cluster_resources().get("CPU", 1), self._actor_options["num_cpus"]
+        return max(int(cpus // per_worker if per_worker else cpus), 1)
 
     @property
     def ready_workers(self) -> list[WorkerId]:
