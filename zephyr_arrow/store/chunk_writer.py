@@ -19,7 +19,10 @@ from zephyr_arrow.store.chunk_ref import ROW_GROUP_ROWS, ChunkRef, chunk_compres
 from zephyr_arrow.store.files import atomic_output
 from zephyr_arrow.store.schema import conform
 
-ROW_GROUP_BYTES = 64 * 1024 * 1024
+# What a task holds before writing a row group. At 64 MB a reduce task held its whole output shard
+# (50 MB of documents in a medium exact dedup) next to its merge: 16 MB took 30 MB off that
+# run's peak (summed over processes, 821 -> 788 MB) at the same speed.
+ROW_GROUP_BYTES = 16 * 1024 * 1024
 CHUNK_BYTES = 512 * 1024 * 1024
 
 
