@@ -607,3 +607,23 @@ def test_read_parquet_argument_and_file_errors(ten_groups: str, base: str) -> No
     write_bytes(f"{base}/fake.parquet", b"not parquet at all")
     with pytest.raises(InputFileError, match="fake.parquet is not a valid Parquet file"):
         list(zio.read_parquet(f"{base}/fake.parquet"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=40), max_size=30),
+    st.booleans(),
+    st.integers(min_value=1, max_value=50),
+)
+def test_jsonl_pieces_cover_the_file_and_end_at_line_ends(lengths, trailing_newline, piece_bytes):
+    import io
+
+    data = b"\n".join(b"x" * n for n in lengths) + (b"\n" if trailing_newline and lengths else b"")
+    original = ztext.PIECE_BYTES
+    ztext.PIECE_BYTES = piece_bytes
+    try:
+        pieces = [bytes(piece) for piece in ztext._line_pieces(io.BytesIO(data))]
+    finally:
+        ztext.PIECE_BYTES = original
+    assert b"".join(pieces) == data
+    assert all(pieces) and all(piece.endswith(b"\n") for piece in pieces[:-1])
