@@ -108,8 +108,12 @@ def main() -> None:
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="zephyr-bench-") as scratch:
         for repeat in range(args.repeat):
+            # Each round starts at another system: a system run right after another's big run
+            # was measured slower (za_columnar W3 5.4 s alone, up to 6.7 s after others), so no
+            # system always takes the same place.
+            order = systems[repeat % len(systems) :] + systems[: repeat % len(systems)]
             for workload in workloads:
-                for system in systems:
+                for system in order:
                     # W5 reads what this system's W1 wrote; every other workload starts empty.
                     out = os.path.join(scratch, system, "W1" if workload == "W5" else workload)
                     if workload != "W5":
