@@ -88,12 +88,17 @@ def test_hung_task_past_timeout_is_treated_as_dead_and_retried(tmp_path):
         assert time.monotonic() - started < 60
 
 
-def test_worker_start_up_does_not_count_against_the_task_timeout(tmp_path, monkeypatch):
-    # Every worker process takes 2 s to start (its sitecustomize sleeps), past the 1 s timeout.
+def _workers_start_by_running(code: str, tmp_path, monkeypatch) -> None:
+    """Worker processes started from now run ``code`` first (as their sitecustomize)."""
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text("import time\ntime.sleep(2)\n")
+    (site / "sitecustomize.py").write_text(code)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+
+
+def test_worker_start_up_does_not_count_against_the_task_timeout(tmp_path, monkeypatch):
+    # Every worker process takes 2 s to start, past the 1 s timeout.
+    _workers_start_by_running("import time\ntime.sleep(2)\n", tmp_path, monkeypatch)
     markers = tmp_path / "markers"
     markers.mkdir()
     # One death allowed per task beyond the hang: the hung task's retry runs on a replacement that
@@ -106,10 +111,7 @@ def test_worker_start_up_does_not_count_against_the_task_timeout(tmp_path, monke
 
 
 def test_a_worker_that_cannot_start_stops_the_run_with_its_reason(tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text("import os\nos._exit(3)\n")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    _workers_start_by_running("import os\nos._exit(3)\n", tmp_path, monkeypatch)
     with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=str(tmp_path / "c")) as ctx:
         with pytest.raises(ZephyrError, match="a local worker process exited with code 3 before it was ready"):
             ctx.execute(Dataset.from_list([1, 2]).map(lambda x: x))
