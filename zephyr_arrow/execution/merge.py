@@ -51,11 +51,22 @@ class SortedFile(ChunkFile):
         # Runs are read once, by the merge, never filtered: no statistics.
         super().__init__(path, schema, write_statistics=False)
 
-    def write(self, table: pa.Table) -> None:
-        if not table.num_rows:
+    def write(self, table: pa.Table, order: pa.Array | None = None) -> None:
+        """Write ``table``'s rows, or with ``order`` the rows at those indices in that order.
+
+        Rows in an ``order`` are taken one row group at a time, so a sorted copy of the whole
+        table is never held; ``table`` should then be ``contiguous`` (taking from many chunks
+        is slow).
+        """
+        num_rows = table.num_rows if order is None else len(order)
+        if not num_rows:
             return
-        row_bytes = max(table.nbytes // table.num_rows, 1)
-        super().write(conform(table, self.schema), row_group_size=max(RUN_ROW_GROUP_BYTES // row_bytes, 1))
+        rows_per_group = max(RUN_ROW_GROUP_BYTES // max(table.nbytes // table.num_rows, 1), 1)
+        if order is None:
+            super().write(conform(table, self.schema), row_group_size=rows_per_group)
+            return
+        for start in range(0, num_rows, rows_per_group):
+            super().write(conform(table.take(order.slice(start, rows_per_group)), self.schema))
 
 
 def read_run(run: ChunkRef, schema: pa.Schema, footers: dict[str, pq.FileMetaData] | None = None) -> Iterator[pa.Table]:
@@ -187,8 +198,12 @@ class _Head:
 
 
 def sort_table(table: pa.Table, order: list[str]) -> pa.Table:
-    indices = pc.sort_indices(table.select(order), sort_keys=[(name, "ascending") for name in order])
-    return take(table, indices)
+    return take(table, sorted_indices(table, order))
+
+
+def sorted_indices(table: pa.Table, order: list[str]) -> pa.Array:
+    """The indices of ``table``'s rows sorted by the ``order`` columns, ascending."""
+    return pc.sort_indices(table.select(order), sort_keys=[(name, "ascending") for name in order])
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from zephyr_arrow import counters, ops
 from zephyr_arrow.execution import keys as K
 from zephyr_arrow.execution import shuffle_reduce
-from zephyr_arrow.execution.merge import FILES_COUNTER, SortedFile, sort_table
+from zephyr_arrow.execution.merge import FILES_COUNTER, SortedFile, sort_table, sorted_indices
 from zephyr_arrow.execution.shuffle_reduce import first_of_each_key, flatten, keyed_rows, task_path, without_shuffle_columns
 from zephyr_arrow.execution.stats import StageStats
 from zephyr_arrow.execution.tasks import ShardTask, StageResult, TaskResult
@@ -35,7 +35,7 @@ from zephyr_arrow.rows import rows_to_table
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.files import size
 from zephyr_arrow.store.schema import conform, unify
-from zephyr_arrow.store.tables import take
+from zephyr_arrow.store.tables import contiguous, take
 
 SORT_BUFFER_BYTES = 32 * 1024 * 1024  # rows a map task sorts at once (Arrow bytes); one run each
 
@@ -80,10 +80,10 @@ def scatter(stage: Stage, task: ShardTask, tables: Iterable[pa.Table]) -> list[S
                 pending.append(table.append_column(K.TARGET, targets))
                 pending_bytes += table.nbytes
             if pending_bytes >= SORT_BUFFER_BYTES:
-                files.write(_sorted_run(op, keys, pending))
+                files.write(*_sorted_run(op, keys, pending))
                 pending_bytes = 0
         if pending:
-            files.write(_sorted_run(op, keys, pending))
+            files.write(*_sorted_run(op, keys, pending))
         if schema is None:  # no batch at all: the shuffle columns alone
             schema = K.add_shuffle_columns(pa.table({}), keys, num_output_shards, position)[0].schema
         outputs = files.close(schema)
@@ -94,22 +94,27 @@ def scatter(stage: Stage, task: ShardTask, tables: Iterable[pa.Table]) -> list[S
     return outputs
 
 
-def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> pa.Table:
-    """One run from the buffered ``tables`` (emptied, so the unsorted rows are freed once sorted)."""
-    table = _concat(tables)
+def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> tuple[pa.Table, pa.Array | None]:
+    """One run from the buffered ``tables`` (emptied, so the batches are freed once combined):
+    its rows and the order to write them in (None: as they are).
+
+    The run is written a row group at a time in that order, so a scatter holds its buffer
+    about twice (the batches and their combined copy, briefly), not three times.
+    """
+    table = _combined(tables)
     tables.clear()
-    if isinstance(op, ops.DeduplicateOp):  # sorted and deduplicated in one take
-        return take(table, first_of_each_key(table, [K.TARGET, *keys.order], keys.identity)[0])
-    table = sort_table(table, [K.TARGET, *keys.order])
+    order = [K.TARGET, *keys.order]
+    if isinstance(op, ops.DeduplicateOp):  # sorted and deduplicated in one order
+        return table, first_of_each_key(table, order, keys.identity)[0]
     if isinstance(op, ops.GroupByOp) and op.combiner is not None:
-        return _combine(op, keys, table)
-    return table
+        return _combine(op, keys, take(table, sorted_indices(table, order))), None
+    return table, sorted_indices(table, order)
 
 
-def _concat(tables: list[pa.Table]) -> pa.Table:
-    """The batches as one table; batches whose types differ (a file's types widen as it is read) are unified."""
+def _combined(tables: list[pa.Table]) -> pa.Table:
+    """The batches as one contiguous table; batches whose types differ (a file's types widen as it is read) are unified."""
     schema = unify([t.schema for t in tables], [f"batch {index} of the run" for index in range(len(tables))])
-    return pa.concat_tables([conform(t, schema) for t in tables])
+    return contiguous(pa.concat_tables([conform(t, schema) for t in tables]))
 
 
 def _combine(op: ops.GroupByOp, keys: K.ShuffleKeys, table: pa.Table) -> pa.Table:
@@ -149,8 +154,10 @@ class _RunFiles:
         self._file: SortedFile | None = None
         self._segments: list[tuple[int, int, int, int]] = []  # (output shard, file index, start, stop)
 
-    def write(self, table: pa.Table) -> None:
-        targets = pc.value_counts(table.column(K.TARGET))  # in first-seen order, i.e. ascending
+    def write(self, table: pa.Table, order: pa.Array | None) -> None:
+        """Add the rows of ``table`` (at the indices ``order``, in that order, when given), sorted by output shard."""
+        target_column = table.column(K.TARGET) if order is None else table.column(K.TARGET).take(order)
+        targets = pc.value_counts(target_column)  # in first-seen order, i.e. ascending
         data = table.drop_columns([K.TARGET])
         if self._file is not None and not _fits(data.schema, self._file.schema):
             self._closed.append(self._file.close())
@@ -161,7 +168,10 @@ class _RunFiles:
         start = 0
         for target, count in zip(targets.field("values").to_pylist(), targets.field("counts").to_pylist()):
             offset = self._file.num_rows
-            self._file.write(data.slice(start, count))
+            if order is None:
+                self._file.write(data.slice(start, count))
+            else:
+                self._file.write(data, order.slice(start, count))
             self._segments.append((target, len(self._closed), offset, offset + count))
             start += count
 

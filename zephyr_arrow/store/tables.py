@@ -18,10 +18,15 @@ def take(table: pa.Table, indices: pa.Array) -> pa.Table:
     >>> take(t, pa.array([2, 0])).column("x").to_pylist()
     [3, 1]
     """
+    return contiguous(table).take(indices)
+
+
+def contiguous(table: pa.Table) -> pa.Table:
+    """``table`` with each column in one chunk, so that taking rows from it is fast; a column
+    too large for one chunk (string offsets past 2 GB) stays as it is."""
     if all(column.num_chunks <= 1 for column in table.columns):
-        return table.take(indices)
+        return table
     try:
-        combined = table.combine_chunks()
+        return table.combine_chunks()
     except pa.ArrowInvalid:  # offset overflow
-        combined = table
-    return combined.take(indices)
+        return table
