@@ -31,7 +31,7 @@ from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.chunk_writer import ChunkFile
 from zephyr_arrow.store.files import filesystem, is_local, remove_tree
 from zephyr_arrow.store.schema import conform
-from zephyr_arrow.store.tables import take
+from zephyr_arrow.store.tables import contiguous, rows_per_slice, take, take_in_slices
 
 MERGE_FAN_IN = 32  # runs merged at once (more are merged in passes first)
 RUN_ROW_GROUP_BYTES = 1024 * 1024  # what a merge holds per run: a merge holds about MERGE_FAN_IN x this
@@ -51,22 +51,10 @@ class SortedFile(ChunkFile):
         # Runs are read once, by the merge, never filtered: no statistics.
         super().__init__(path, schema, write_statistics=False)
 
-    def write(self, table: pa.Table, order: pa.Array | None = None) -> None:
-        """Write ``table``'s rows, or with ``order`` the rows at those indices in that order.
-
-        Rows in an ``order`` are taken one row group at a time, so a sorted copy of the whole
-        table is never held; ``table`` should then be ``contiguous`` (taking from many chunks
-        is slow).
-        """
-        num_rows = table.num_rows if order is None else len(order)
-        if not num_rows:
+    def write(self, table: pa.Table) -> None:
+        if not table.num_rows:
             return
-        rows_per_group = max(RUN_ROW_GROUP_BYTES // max(table.nbytes // table.num_rows, 1), 1)
-        if order is None:
-            super().write(conform(table, self.schema), row_group_size=rows_per_group)
-            return
-        for start in range(0, num_rows, rows_per_group):
-            super().write(conform(table.take(order.slice(start, rows_per_group)), self.schema))
+        super().write(conform(table, self.schema), row_group_size=rows_per_slice(table, RUN_ROW_GROUP_BYTES))
 
 
 def read_run(run: ChunkRef, schema: pa.Schema, footers: dict[str, pq.FileMetaData] | None = None) -> Iterator[pa.Table]:
@@ -143,8 +131,10 @@ def _rounds(runs: list[ChunkRef], order: list[str], schema: pa.Schema, sort: boo
                 heads[index] = _Head.of(next(readers[index], None), order)
         if len(parts) == 1:
             yield parts[0]
+        elif sort:  # in slices: a round can reach (runs x row group) where keys are skewed
+            yield from sorted_slices(pa.concat_tables(parts), order)
         else:
-            yield sort_table(pa.concat_tables(parts), order) if sort else pa.concat_tables(parts)
+            yield pa.concat_tables(parts)
 
 
 class _Head:
@@ -199,6 +189,12 @@ class _Head:
 
 def sort_table(table: pa.Table, order: list[str]) -> pa.Table:
     return take(table, sorted_indices(table, order))
+
+
+def sorted_slices(table: pa.Table, order: list[str]) -> Iterator[pa.Table]:
+    """``table`` sorted by ``order``, in tables of about a run's row group."""
+    table = contiguous(table)
+    return take_in_slices(table, sorted_indices(table, order), rows_per_slice(table, RUN_ROW_GROUP_BYTES))
 
 
 def sorted_indices(table: pa.Table, order: list[str]) -> pa.Array:

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from zephyr_arrow import counters, ops
 from zephyr_arrow.execution import keys as K
 from zephyr_arrow.execution import shuffle_reduce
-from zephyr_arrow.execution.merge import FILES_COUNTER, SortedFile, sort_table, sorted_indices
+from zephyr_arrow.execution.merge import FILES_COUNTER, RUN_ROW_GROUP_BYTES, SortedFile, sort_table, sorted_indices
 from zephyr_arrow.execution.shuffle_reduce import first_of_each_key, flatten, keyed_rows, task_path, without_shuffle_columns
 from zephyr_arrow.execution.stats import StageStats
 from zephyr_arrow.execution.tasks import ShardTask, StageResult, TaskResult
@@ -35,7 +35,7 @@ from zephyr_arrow.rows import rows_to_table
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.files import size
 from zephyr_arrow.store.schema import conform, unify
-from zephyr_arrow.store.tables import contiguous, take
+from zephyr_arrow.store.tables import contiguous, rows_per_slice, take, take_in_slices
 
 SORT_BUFFER_BYTES = 32 * 1024 * 1024  # rows a map task sorts at once (Arrow bytes); one run each
 
@@ -166,12 +166,14 @@ class _RunFiles:
             schema = data.schema.with_metadata({**(data.schema.metadata or {}), K.HASHED_BY: K.hashed_by()})
             self._file = SortedFile(self._path_for(len(self._closed)), schema)
         start = 0
+        rows = rows_per_slice(data, RUN_ROW_GROUP_BYTES)
         for target, count in zip(targets.field("values").to_pylist(), targets.field("counts").to_pylist()):
             offset = self._file.num_rows
             if order is None:
                 self._file.write(data.slice(start, count))
             else:
-                self._file.write(data, order.slice(start, count))
+                for piece in take_in_slices(data, order.slice(start, count), rows):
+                    self._file.write(piece)
             self._segments.append((target, len(self._closed), offset, offset + count))
             start += count
 

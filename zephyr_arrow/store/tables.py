@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pyarrow as pa
 
 
@@ -30,3 +32,22 @@ def contiguous(table: pa.Table) -> pa.Table:
         return table.combine_chunks()
     except pa.ArrowInvalid:  # offset overflow
         return table
+
+
+def take_in_slices(table: pa.Table, indices: pa.Array, rows: int) -> Iterator[pa.Table]:
+    """``table``'s rows at ``indices``, in that order, ``rows`` at a time: where the rows are
+    written or consumed as they come, a copy of all of them is never held at once.
+
+    ``table`` should be ``contiguous``: Arrow combines a string column's chunks on every take
+    (1 MB slices of a 35 MB table of 36 chunks: 54 ms, against 7 ms combined once).
+
+    >>> [t.column("x").to_pylist() for t in take_in_slices(pa.table({"x": [1, 2, 3]}), pa.array([2, 0, 1]), 2)]
+    [[3, 1], [2]]
+    """
+    for start in range(0, len(indices), rows):
+        yield table.take(indices.slice(start, rows))
+
+
+def rows_per_slice(table: pa.Table, num_bytes: int) -> int:
+    """About how many of ``table``'s rows take ``num_bytes`` (at least one)."""
+    return max(num_bytes // max(table.nbytes // max(table.num_rows, 1), 1), 1)
