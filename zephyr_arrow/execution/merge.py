@@ -5,13 +5,14 @@ by the shuffle's order columns (see ``keys.py``). Run files are written with sma
 groups (``RUN_ROW_GROUP_BYTES``), and a merge reads each run one row group at a time:
 Parquet readers decode a whole row group whatever the batch size, so the row group is
 the unit of memory. ``merge_runs`` streams runs into one sorted stream of tables,
-vectorised: each round it takes, from every run's current row group, the rows up to the
-smallest *last row* among them (every row at or below that bound is already in memory,
-because each run is sorted) and sorts them with Arrow; a few rounds are yielded together
-(``ROUND_BYTES``). A consumer that orders only the few columns it needs (deduplicate)
-asks for the rounds unsorted: every row of a table still comes after every row of the
-tables before it. A round holds at most one row group per run and finishes at least one,
-so memory is bounded by (runs x row group + ``ROUND_BYTES``), never by the shard or a
+vectorised: each round picks a bound, the smallest among every run's row about
+``ROUND_BYTES`` / runs past what it has given (or its row group's last row, if nearer),
+takes from every run's current row group the rows up to that bound (each is already in
+memory, because each run is sorted) and sorts them with Arrow. A consumer that orders
+only the few columns it needs (deduplicate) asks for the rounds unsorted: every row of a
+table still comes after every row of the tables before it. A round holds at most one row
+group per run and about ``ROUND_BYTES``, and takes at least one row, so memory is bounded
+by (runs x row group + a few ``ROUND_BYTES``), never by the shard or a
 group. ``merged`` merges more than ``MERGE_FAN_IN`` runs in passes through temporary
 files first.
 """
@@ -35,7 +36,7 @@ from zephyr_arrow.store.tables import contiguous, rows_per_slice, take, take_in_
 
 MERGE_FAN_IN = 32  # runs merged at once (more are merged in passes first)
 RUN_ROW_GROUP_BYTES = 1024 * 1024  # what a merge holds per run: a merge holds about MERGE_FAN_IN x this
-ROUND_BYTES = 8 * 1024 * 1024  # merge rounds are yielded in batches of about this much
+ROUND_BYTES = 8 * 1024 * 1024  # about what a merge round takes from all runs together
 _READ_BUFFER_BYTES = 64 * 1024  # a small read buffer keeps what each open run holds small
 FILES_COUNTER = "zephyr/shuffle/files_written"  # scatter files, merge-pass files and output chunks
 
@@ -120,7 +121,10 @@ def _rounds(runs: list[ChunkRef], order: list[str], schema: pa.Schema, sort: boo
                 yield heads[index].rest()
                 yield from readers[index]
             return
-        bound = min(heads[index].last for index in live)
+        # At most about ROUND_BYTES per round, from every run alike: a round up to each run's
+        # row group end would hold (runs x row group), twice over while it is sorted or taken.
+        share = ROUND_BYTES // len(live)
+        bound = min(heads[index].bound(share) for index in live)
         parts = []
         for index in live:
             head = heads[index]
@@ -131,7 +135,7 @@ def _rounds(runs: list[ChunkRef], order: list[str], schema: pa.Schema, sort: boo
                 heads[index] = _Head.of(next(readers[index], None), order)
         if len(parts) == 1:
             yield parts[0]
-        elif sort:  # in slices: a round can reach (runs x row group) where keys are skewed
+        elif sort:
             yield from sorted_slices(pa.concat_tables(parts), order)
         else:
             yield pa.concat_tables(parts)
@@ -146,15 +150,24 @@ class _Head:
     every order column of every row as tuples took a third of an aggregate's reduce.
     """
 
-    __slots__ = ("table", "order", "first", "others", "last", "start")
+    __slots__ = ("table", "order", "first", "others", "last", "start", "row_bytes")
 
     def __init__(self, table: pa.Table, order: list[str]) -> None:
         self.table = table
         self.order = order
         self.first = table.column(order[0]).to_pylist()
         self.others: list | None = None  # the other order columns' values (tuples if several), once a tie needs them
-        self.last = tuple(table.column(name)[table.num_rows - 1].as_py() for name in order)
+        self.last = self._key(table.num_rows - 1)
         self.start = 0
+        self.row_bytes = max(table.nbytes // table.num_rows, 1)
+
+    def _key(self, row: int) -> tuple:
+        return tuple(self.table.column(name)[row].as_py() for name in self.order)
+
+    def bound(self, num_bytes: int) -> tuple:
+        """The key of the row where this head's next ``num_bytes`` end (its last row, if fewer are left)."""
+        row = self.start + num_bytes // self.row_bytes
+        return self.last if row >= len(self.first) - 1 else self._key(row)
 
     @classmethod
     def of(cls, table: pa.Table | None, order: list[str]) -> _Head | None:
