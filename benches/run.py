@@ -4,9 +4,9 @@
 
 Each (system, workload, repeat) runs in a fresh process. Reported per cell: the median
 wall seconds (the workload inside the process for W1-W4; the whole process, interpreter
-start and imports included, for W5), CPU seconds of the process tree, and the peak of
-the RSS summed over the process tree (sampled every 20 ms). Ratios are to zephyr_arrow
-(za_rows for row-function systems, za_columnar for columnar ones) in the same run.
+start and imports included, for W5), CPU seconds of the process tree, and the peaks of
+the RSS and of the PSS summed over the process tree (see ``TreeMemory``). Ratios are to
+zephyr_arrow (za_rows for row-function systems, za_columnar for columnar ones) in the same run.
 Answers are cross-checked: a system that disagrees with the others is flagged.
 
 Zephyr itself runs from its own virtual environment (``--zephyr-python``, default
@@ -36,16 +36,24 @@ WORKLOADS = ["W1", "W2", "W3", "W4", "W5"]
 
 
 class TreeMemory:
-    """Sample the summed RSS of a process and all its descendants until stopped."""
+    """Sample the memory of a process and all its descendants until stopped: the peak of the
+    summed RSS (every 20 ms) and of the summed PSS (every 100 ms, where Linux reports it).
+
+    RSS counts a page shared by several processes (a library's code, mapped by each worker)
+    once per process; PSS divides it among them, so summed PSS is what the tree takes. A
+    process shorter than 100 ms (W5's) gets one PSS sample, at 20 ms: read its RSS.
+    """
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
         self.peak = 0
+        self.peak_pss: int | None = 0 if os.path.exists(f"/proc/{pid}/smaps_rollup") else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        samples = 0
         while not self._stop.wait(0.02):
             try:
                 processes = [self.root, *self.root.children(recursive=True)]
@@ -58,11 +66,27 @@ class TreeMemory:
                 except psutil.NoSuchProcess:
                     pass
             self.peak = max(self.peak, total)
+            samples += 1
+            if self.peak_pss is not None and samples % 5 == 1:  # reading smaps_rollup costs ~1 ms a process
+                self.peak_pss = max(self.peak_pss, sum(_pss(process.pid) for process in processes))
 
-    def stop(self) -> int:
+    def stop(self) -> tuple[int, int | None]:
+        """The peaks; PSS is None where it is not reported, or the process ended before a sample."""
         self._stop.set()
         self._thread.join()
-        return self.peak
+        return self.peak, self.peak_pss or None
+
+
+def _pss(pid: int) -> int:
+    """A process's proportional set size in bytes (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def run_once(python: str, system: str, workload: str, corpus: str, out: str) -> dict:
@@ -74,7 +98,7 @@ def run_once(python: str, system: str, workload: str, corpus: str, out: str) -> 
     memory = TreeMemory(process.pid)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    peak = memory.stop()
+    peak, peak_pss = memory.stop()
     process.returncode = os.waitstatus_to_exitcode(status)
     stdout, stderr = process.stdout.read(), process.stderr.read()
     if process.returncode != 0:
@@ -85,6 +109,7 @@ def run_once(python: str, system: str, workload: str, corpus: str, out: str) -> 
         "seconds": wall if workload == "W5" else result["seconds"],
         "cpu": usage.ru_utime + usage.ru_stime,
         "peak_mb": peak / 2**20,
+        "pss_mb": None if peak_pss is None else peak_pss / 2**20,
     }
 
 
@@ -140,6 +165,7 @@ def summarise(runs: list[dict]) -> dict | None:
         "seconds": statistics.median(r["seconds"] for r in good),
         "cpu": statistics.median(r["cpu"] for r in good),
         "peak_mb": statistics.median(r["peak_mb"] for r in good),
+        "pss_mb": statistics.median(r["pss_mb"] for r in good) if all(r.get("pss_mb") is not None for r in good) else None,
         "answer": good[0]["answer"],
     }
 
@@ -147,8 +173,8 @@ def summarise(runs: list[dict]) -> dict | None:
 def print_table(results: dict, systems: list[str], workloads: list[str], size: str) -> None:
     print(f"\n{size} corpus, {psutil.cpu_count()} cores, {platform.python_version()}, medians; "
           "x = wall time relative to zephyr_arrow (za_rows for zephyr/python, za_columnar for polars/duckdb)\n")
-    print(f"| workload | system | wall s | cpu s | peak MB (tree) | x | answer |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workload | system | wall s | cpu s | peak MB (tree RSS) | peak MB (tree PSS) | x | answer |")
+    print("|---|---|---|---|---|---|---|---|")
     for workload in workloads:
         cells = {s: summarise(results.get((s, workload), [])) for s in systems}
         answers = [json.dumps(c["answer"]) for c in cells.values() if c]
@@ -158,13 +184,14 @@ def print_table(results: dict, systems: list[str], workloads: list[str], size: s
             if cell is None:
                 errors = [r["error"] for r in results.get((system, workload), []) if "error" in r]
                 if errors:
-                    print(f"| {workload} | {system} | error: {errors[0][:60]} | | | | |")
+                    print(f"| {workload} | {system} | error: {errors[0][:60]} | | | | | |")
                 continue
             base_name = "za_columnar" if system in ("polars", "duckdb", "za_columnar") else "za_rows"
             base = cells.get(base_name) or cells.get("za_columnar")
             ratio = f"{cell['seconds'] / base['seconds']:.2f}" if base else ""
             flag = "" if json.dumps(cell["answer"]) == majority else " **differs**"
-            print(f"| {workload} | {system} | {cell['seconds']:.2f} | {cell['cpu']:.2f} | {cell['peak_mb']:.0f} | {ratio} | "
+            pss = "" if cell["pss_mb"] is None else f"{cell['pss_mb']:.0f}"
+            print(f"| {workload} | {system} | {cell['seconds']:.2f} | {cell['cpu']:.2f} | {cell['peak_mb']:.0f} | {pss} | {ratio} | "
                   f"{json.dumps(cell['answer'])[:40]}{flag} |")
 
 
