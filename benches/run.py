@@ -151,7 +151,9 @@ def main() -> None:
                     results.setdefault((system, workload), []).append(result)
                     summary = result.get("error") or f"{result['seconds']:.2f}s answer={result['answer']}"
                     print(f"  [{repeat + 1}/{args.repeat}] {workload} {system}: {summary}", file=sys.stderr)
-    print_table(results, systems, workloads, args.size)
+    with open(os.path.join(corpus, "manifest.json")) as manifest:
+        size = json.load(manifest)["size"]  # of the corpus read, which --corpus may name
+    print_table(results, systems, workloads, size)
     if args.json:
         with open(args.json, "w") as out_file:
             json.dump({f"{s}/{w}": r for (s, w), r in results.items()}, out_file, indent=1)

@@ -90,8 +90,8 @@ def za_rows(workload: str, corpus: str, out: str):
         if workload == "W2":
             refs = ctx.execute(docs.group_by(lambda d: domain(d["url"]), reducer=reduce_domain))
             return w2_digest([(r["domain"], r["n"], r["mean"]) for r in refs.iter_rows()])
-        if workload == "W3":
-            return ctx.execute(docs.deduplicate(lambda d: d["text"])).num_rows
+        if workload == "W3":  # Zephyr's W3 exactly: the surviving rows are counted, not written
+            return ctx.execute(docs.deduplicate(lambda d: d["text"]).count()).results[0]
         if workload == "W4":
             attrs = Dataset.from_files(attrs_glob(corpus)).load_parquet()
             # The same row functions as Zephyr's W4: keep id and score, then join.
@@ -126,7 +126,7 @@ def za_columnar(workload: str, corpus: str, out: str):
             rows = ctx.execute(ds).load().to_pylist()
             return w2_digest([(r["domain"], r["n"], r["mean"]) for r in rows])
         if workload == "W3":
-            return ctx.execute(docs.deduplicate("text")).num_rows
+            return ctx.execute(docs.deduplicate("text").count()).results[0]
         if workload == "W4":
             attrs = Dataset.from_files(attrs_glob(corpus)).load_parquet()
             ds = docs.select("id", "score").join(attrs, on="id").filter((pl.col("quality") > 0.5) & ~pl.col("toxic"))
