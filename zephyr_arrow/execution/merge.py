@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from zephyr_arrow import counters
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.chunk_writer import ChunkFile
-from zephyr_arrow.store.files import filesystem, is_local, remove_tree
+from zephyr_arrow.store.files import filesystem, is_local, pre_buffer, remove_tree
 from zephyr_arrow.store.schema import conform
 from zephyr_arrow.store.tables import contiguous, rows_per_slice, take, take_in_slices
 
@@ -83,7 +83,8 @@ def read_run(run: ChunkRef, schema: pa.Schema, footers: dict[str, pq.FileMetaDat
 def _open(run: ChunkRef, metadata: pq.FileMetaData | None) -> pq.ParquetFile:
     try:
         if is_local(run.path):
-            return pq.ParquetFile(run.path.removeprefix("file://"), metadata=metadata, buffer_size=_READ_BUFFER_BYTES)
+            path = run.path.removeprefix("file://")
+            return pq.ParquetFile(path, metadata=metadata, buffer_size=_READ_BUFFER_BYTES, pre_buffer=pre_buffer(run.path))
         fs, fs_path = filesystem(run.path)
         return pq.ParquetFile(fs.open(fs_path, "rb"), metadata=metadata, buffer_size=_READ_BUFFER_BYTES)
     except FileNotFoundError:

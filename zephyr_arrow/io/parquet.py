@@ -15,6 +15,7 @@ from zephyr_arrow.errors import InputFileError, PlanError
 from zephyr_arrow.io.batches import BATCH_ROWS, filter_and_project, needed_columns
 from zephyr_arrow.io.formats import input_errors
 from zephyr_arrow.store.chunk_ref import row_groups_covering
+from zephyr_arrow.store.files import pre_buffer
 
 if TYPE_CHECKING:
     import polars as pl
@@ -42,7 +43,7 @@ def read_parquet(
 @contextlib.contextmanager
 def _open_parquet(fs: AbstractFileSystem, fs_path: str, path: str) -> Iterator[pq.ParquetFile]:
     try:
-        parquet_file = pq.ParquetFile(fs_path, filesystem=fs)
+        parquet_file = pq.ParquetFile(fs_path, filesystem=fs, pre_buffer=pre_buffer(path))
     except pa.ArrowInvalid as error:
         raise InputFileError(f"{path} is not a valid Parquet file: {error}") from error
     with parquet_file:

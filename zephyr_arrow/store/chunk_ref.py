@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zephyr_arrow.errors import ChunkMissingError
-from zephyr_arrow.store.files import atomic_output, exists, filesystem, is_local
+from zephyr_arrow.store.files import atomic_output, exists, filesystem, is_local, pre_buffer
 
 if TYPE_CHECKING:
     import polars as pl
@@ -122,7 +122,7 @@ class ChunkRef:
     def _open(self) -> pq.ParquetFile:
         try:
             if is_local(self.path):
-                return pq.ParquetFile(self.path.removeprefix("file://"))
+                return pq.ParquetFile(self.path.removeprefix("file://"), pre_buffer=pre_buffer(self.path))
             fs, fs_path = filesystem(self.path)
             return pq.ParquetFile(fs_path, filesystem=fs)
         except FileNotFoundError as error:

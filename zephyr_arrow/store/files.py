@@ -33,6 +33,17 @@ def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
+def pre_buffer(path: str) -> bool:
+    """Whether a ``pq.ParquetFile`` on ``path`` should pre-buffer (pyarrow's default: yes).
+
+    Pre-buffering coalesces a row group's column reads into few requests, which pays on an
+    object store; on a local disk it only costs: the file keeps its last row group's bytes
+    until it is closed (a merge of 32 runs held 32 MB more that way) and reading 256 row
+    groups of 1 MB took 56-85 ms instead of 42-48 ms.
+    """
+    return not is_local(path)
+
+
 _BRACES = re.compile(r"\{([^{}]*)\}")
 
 
