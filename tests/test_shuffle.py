@@ -25,6 +25,7 @@ import duckdb
 import hypothesis.strategies as st
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 
@@ -548,6 +549,40 @@ def test_dedup_aggregate_and_join_across_many_merge_rounds(small_buffers):
     joined = small_buffers.execute(ds.join(right, on="n", how="left")).to_pylist()
     assert len(joined) == len(rows)
     assert all(r["half"] == (r["n"] / 2 if r["n"] % 3 == 0 else None) for r in joined)
+
+
+def _interleaved_runs(directory, num_runs: int, rows_per_run: int) -> tuple[list, pa.Schema]:
+    """``num_runs`` sorted runs of ~250-byte rows whose keys interleave, each one row group."""
+    schema = pa.schema([("h", pa.uint64()), ("pad", pa.string())])
+    runs = []
+    for run in range(num_runs):
+        keys = range(run, num_runs * rows_per_run, num_runs)
+        table = pa.table({"h": pa.array(keys, pa.uint64()), "pad": [f"{k:0250d}" for k in keys]}, schema=schema)
+        written = merge.SortedFile(str(directory / f"run-{run}.parquet"), schema)
+        written.write(table)
+        runs.append(written.close())
+    return runs, schema
+
+
+def test_a_merge_round_takes_about_round_bytes_however_large_the_row_groups(tmp_path, monkeypatch):
+    monkeypatch.setattr(merge, "RUN_ROW_GROUP_BYTES", 4 << 20)  # each run is one row group of ~500 KB
+    monkeypatch.setattr(merge, "ROUND_BYTES", 64 << 10)
+    runs, schema = _interleaved_runs(tmp_path, num_runs=8, rows_per_run=2_000)
+    rounds = list(merge.merge_runs(runs, ["h"], schema, sort=False))
+    merged = pa.concat_tables(rounds)
+    assert sorted(merged.column("h").to_pylist()) == list(range(8 * 2_000))
+    assert all(pc.max(a["h"]).as_py() < pc.min(b["h"]).as_py() for a, b in itertools.pairwise(rounds))
+    # A round up to the smallest last key of the runs' row groups would take nearly all 4 MB.
+    assert max(table.nbytes for table in rounds) <= 2 * (64 << 10)
+
+
+def test_an_open_run_holds_its_row_group_once(tmp_path):
+    runs, schema = _interleaved_runs(tmp_path, num_runs=8, rows_per_run=1_000)
+    before = pa.total_allocated_bytes()
+    readers = [merge.read_run(run, schema) for run in runs]
+    heads = [next(reader) for reader in readers]
+    # pyarrow's ParquetFile pre-buffers by default and keeps the bytes it read: twice the heads.
+    assert pa.total_allocated_bytes() - before < 1.25 * sum(head.nbytes for head in heads)
 
 
 def test_keys_that_share_a_hash_stay_apart(small_buffers, monkeypatch):
