@@ -164,6 +164,53 @@ def test_actor_that_cannot_start_is_a_clear_error(tmp_path):
             ctx.execute(Dataset.from_list([1]).map(lambda x: x))
 
 
+_FAIL_REPLACEMENTS = """
+import os, sys
+
+class _NodeLost:
+    # Once the test arms it, the next {failures} actor(s) to import the backend fail to start.
+    def find_spec(self, name, path=None, target=None):
+        if name != "zephyr_arrow.execution.backends.ray" or not os.path.exists("{markers}/armed"):
+            return None
+        failed = len([m for m in os.listdir("{markers}") if m.startswith("failed-")])
+        if failed >= {failures}:
+            return None
+        open(f"{markers}/failed-{{failed}}", "w").close()
+        raise ImportError("injected: the node went away while the actor was placed")
+
+sys.meta_path.insert(0, _NodeLost())
+"""
+
+
+def _arm_and_die(marker_dir: str):
+    def run(x):
+        if x == 2 and not os.path.exists(os.path.join(marker_dir, "armed")):
+            open(os.path.join(marker_dir, "armed"), "w").close()
+            os._exit(3)
+        return x * 10
+
+    return run
+
+
+@pytest.mark.parametrize("failures", [2, 3])
+def test_a_replacement_actor_that_cannot_start_is_retried_twice(tmp_path, failures, caplog):
+    markers, site = tmp_path / "markers", tmp_path / "site"
+    markers.mkdir()
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_FAIL_REPLACEMENTS.format(markers=markers, failures=failures))
+    python_path = os.pathsep.join(filter(None, [str(site), os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH")]))
+    ds = Dataset.from_list(list(range(4)), num_shards=4).map(_arm_and_die(str(markers)))
+    # One worker: the run goes on only once its replacement is up.
+    with ray_context(tmp_path, max_workers=1, runtime_env={"env_vars": {"PYTHONPATH": python_path}}) as ctx:
+        if failures == 3:  # the third start of the slot fails too: the run stops
+            with pytest.raises(ZephyrError, match="(?s)Ray worker actor could not start.*the node went away"):
+                ctx.execute(ds)
+        else:
+            assert ctx.execute(ds).to_pylist() == [0, 10, 20, 30]
+    assert sorted(os.listdir(markers)) == ["armed", *(f"failed-{n}" for n in range(failures))]
+    assert caplog.text.count("could not start") == 2
+
+
 @pytest.mark.parametrize(
     "options, message",
     [({"num_cpus_per_worker": -1}, "num_cpus_per_worker must be a number >= 0, got -1"),

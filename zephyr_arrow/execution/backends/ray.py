@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,9 @@ from zephyr_arrow.planner import Stage
 StageKey = tuple[str, int]  # (execution_id, stage index)
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+_REPLACEMENT_STARTS = 3  # tries to start an actor in a slot whose actor died, before the run fails
+
+logger = logging.getLogger("zephyr_arrow")
 
 
 def _import_ray() -> Any:
@@ -127,6 +131,7 @@ class RayBackend:
         self._slots: list[_Slot] = []
         # ref of an actor's ready() -> (the actor, the slot it replaces or None for a new one), until it is up
         self._starting: dict[Any, tuple[Any, WorkerId | None]] = {}
+        self._failed_starts: dict[WorkerId, int] = {}  # a slot's replacements that failed to start, in a row
         self._running: dict[Any, _Running] = {}  # ref of a run() -> its worker and task
         self._stage_refs: dict[StageKey, Any] = {}
         self._pending: list[Event] = []
@@ -181,11 +186,23 @@ class RayBackend:
         return events
 
     def _join(self, ref: Any) -> None:
-        """An actor answered ready(): it fills the slot it replaces, or becomes the next one."""
+        """An actor answered ready(): it fills the slot it replaces, or becomes the next one.
+
+        An actor that fails to start ends the run, as an environment that cannot import
+        zephyr_arrow would fail every actor, unless it replaces one that ran: the environment
+        worked then, so the failure (a node lost while the actor was placed) is retried, up to
+        ``_REPLACEMENT_STARTS`` times in a row per slot.
+        """
         actor, replaces = self._starting.pop(ref)
         try:
             self._ray.get(ref)
         except self._ray.exceptions.RayError as error:
+            if replaces is not None and self._failed_starts.get(replaces, 0) + 1 < _REPLACEMENT_STARTS:
+                self._failed_starts[replaces] = self._failed_starts.get(replaces, 0) + 1
+                reason = (_plain(error).splitlines() or [""])[0]
+                logger.warning("a replacement for Ray worker %d could not start (%s); starting another", replaces, reason)
+                self._start_actor(replaces)
+                return
             raise ZephyrError(
                 f"a Ray worker actor could not start: {_plain(error)}\nEvery node must be able to import "
                 "zephyr_arrow and the modules your functions use: install them in the cluster's image, or pass "
@@ -195,6 +212,7 @@ class RayBackend:
             self._slots.append(_Slot(actor))
         else:
             self._slots[replaces] = _Slot(actor)
+            self._failed_starts.pop(replaces, None)
 
     def _outcome(self, ref: Any) -> Event:
         running = self._running.pop(ref)
