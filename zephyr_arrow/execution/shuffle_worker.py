@@ -35,7 +35,7 @@ from zephyr_arrow.rows import rows_to_table
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.files import size
 from zephyr_arrow.store.schema import conform, unify
-from zephyr_arrow.store.tables import contiguous, rows_per_slice, take, take_in_slices
+from zephyr_arrow.store.tables import contiguous, rows_per_slice, take_in_slices
 
 SORT_BUFFER_BYTES = 32 * 1024 * 1024  # rows a map task sorts at once (Arrow bytes); one run each
 
@@ -107,7 +107,7 @@ def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> tupl
     if isinstance(op, ops.DeduplicateOp):  # sorted and deduplicated in one order
         return table, first_of_each_key(table, order, keys.identity)[0]
     if isinstance(op, ops.GroupByOp) and op.combiner is not None:
-        return _combine(op, keys, take(table, sorted_indices(table, order))), None
+        return _combine(op, keys, sort_table(table, order)), None
     return table, sorted_indices(table, order)
 
 
