@@ -279,6 +279,68 @@ def test_join_does_not_ship_the_right_dataset_to_workers():
     assert stage.boundary.right is right and stage.boundary.without_right().right is None
 
 
+# broadcast join -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["inner", "left"])
+def test_broadcast_join_matches_duckdb_and_keeps_the_left_shards_in_order(ctx, how):
+    ds = Dataset.from_list(LEFT, num_shards=3).join(
+        Dataset.from_list(RIGHT, num_shards=2), left_on="id", right_on="rid", how=how, broadcast=True
+    )
+    assert [stage.kind for stage in plan(ds).stages] == [StageKind.MAP, StageKind.MAP]  # no shuffle
+    refs = ctx.execute(ds)
+    assert refs.num_shards == 3
+    assert refs.schema.names == ["id", "lv", "tag", "rv", "tag_right"]
+    key = lambda t: tuple((v is None, v) for v in t)  # noqa: E731
+    assert sorted(refs.sql("select * from data").fetchall(), key=key) == sorted(duckdb_join(LEFT, RIGHT, how), key=key)
+    shards = [[row["lv"] for row in refs.iter_shard_rows(shard)] for shard in range(3)]
+    assert [lv for shard in shards for lv in shard] == sorted(lv for shard in shards for lv in shard)
+
+
+def test_broadcast_join_gives_what_the_shuffle_join_gives_in_a_row_pipeline(ctx):
+    # The left side is rows after a shuffle; the right side's keys are floats; ops follow the join.
+    left = Dataset.from_list(LEFT, num_shards=3).group_by(lambda r: r["lv"] % 4, lambda k, rs: ({**r, "g": k} for r in rs))
+    right = Dataset.from_list([{"id": float(i), "w": i * 10} for i in range(0, 9, 2)], num_shards=2)
+    results = []
+    for broadcast in (False, True):
+        ds = left.map(lambda r: {**r, "lv": r["lv"] + 1}).join(right, on="id", how="left", broadcast=broadcast).filter(lambda r: r["g"] != 3)
+        results.append(sorted(ctx.execute(ds).to_pylist(), key=lambda r: r["lv"]))
+    assert results[0] == results[1]
+    assert {r["w"] for r in results[1]} == {None, 0, 20, 40, 60, 80}
+    assert len(results[1]) == sum(1 for r in LEFT if r["lv"] % 4 != 3)
+
+
+@pytest.mark.parametrize("how", ["inner", "left"])
+@pytest.mark.parametrize("empty", ["left", "right", "both"])
+def test_broadcast_join_with_an_empty_side(ctx, how, empty):
+    left = [] if empty in ("left", "both") else LEFT
+    right = [] if empty in ("right", "both") else RIGHT
+    side = lambda rows, schema_of: Dataset.from_list(rows or [schema_of], num_shards=2).filter(lambda r: bool(rows))  # noqa: E731
+    ds = side(left, LEFT[0]).join(side(right, RIGHT[0]), left_on="id", right_on="rid", how=how, broadcast=True)
+    got = ctx.execute(ds).to_pylist()
+    expected = duckdb_join(left, right, how)
+    assert sorted((r["lv"], r.get("rv")) for r in got) == sorted((t[1], t[3]) for t in expected)
+
+
+def test_broadcast_join_errors(ctx):
+    left = Dataset.from_list([{"k": 1}])
+    with pytest.raises(PlanError, match="does inner and left joins, got how='outer'"):
+        left.join(left, on="k", how="outer", broadcast=True)
+    with pytest.raises(PlanError, match="keeps the left side's shards"):
+        left.join(left, on="k", broadcast=True, num_output_shards=2)
+    with pytest.raises(ShardFailedError, match="no column 'missing' on the right side"):
+        ctx.execute(left.join(left, left_on="k", right_on="missing", broadcast=True))
+    with pytest.raises(ShardFailedError, match="incompatible types"):
+        ctx.execute(left.join(Dataset.from_list([{"k": "1"}]), on="k", broadcast=True))
+
+
+def test_broadcast_join_does_not_ship_the_right_dataset_to_workers():
+    right = Dataset.from_list([{"item": 1}])
+    stage = plan(Dataset.from_list([1]).join(right, on="item", broadcast=True)).stages[-1]
+    assert stage.broadcast == (0,) and stage.ops[-1].right is right
+    assert stage.for_worker().ops[-1].right is None
+
+
 # sorted_merge_join ----------------------------------------------------------------------------
 
 

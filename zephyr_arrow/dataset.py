@@ -304,12 +304,18 @@ class Dataset:
         right_on: str | list[str] | None = None,
         how: str = "inner",
         num_output_shards: int | None = None,
+        broadcast: bool = False,
     ) -> Dataset:
         """Hash join with ``right`` on key columns; neither side needs to be sorted or co-sharded.
 
         ``how`` is "inner", "left", "right" or "outer". The key columns appear once, under the
         left side's names; a right non-key column whose name the left side also has gets the
         suffix ``_right``. Keys that are None match nothing (as in SQL).
+
+        ``broadcast=True`` joins without a shuffle, for a ``right`` small enough to hold in
+        memory: it is computed first, then every task of this side reads all of it and joins its
+        own rows with it. The result keeps this side's shards and, within each, its order. Only
+        "inner" and "left" joins can (an unmatched right row is only known once every shard ran).
 
         >>> from zephyr_arrow import Dataset, ZephyrContext
         >>> docs = Dataset.from_list([{"id": 1, "text": "a"}, {"id": 2, "text": "b"}])
@@ -328,7 +334,13 @@ class Dataset:
         right_columns = check_columns("join", on if on is not None else right_on)
         if len(left_columns) != len(right_columns):
             raise PlanError(f"join() needs as many left_on as right_on columns, got {list(left_columns)} and {list(right_columns)}")
-        return self._then(ops.JoinOp(right, left_columns, right_columns, how, check_num_output_shards("join", num_output_shards)))
+        if not broadcast:
+            return self._then(ops.JoinOp(right, left_columns, right_columns, how, check_num_output_shards("join", num_output_shards)))
+        if how not in ("inner", "left"):
+            raise PlanError(f"join(broadcast=True) does inner and left joins, got how={how!r}: leave broadcast off for {how} joins")
+        if num_output_shards is not None:
+            raise PlanError("join(broadcast=True) keeps the left side's shards: num_output_shards does not apply")
+        return self._then(ops.BroadcastJoinOp(right, left_columns, right_columns, how))
 
     def sorted_merge_join(
         self,

@@ -376,6 +376,28 @@ class JoinOp(Op):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
+class BroadcastJoinOp(Op):
+    """``JoinOp`` without a shuffle (inner or left): each task of the left side reads the whole
+    right side, which the planner computes first as a stage of its own, and joins its rows with it."""
+
+    kind = Kind.COLUMNAR
+    right: Any  # Dataset; None once stripped for workers
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    how: str  # "inner" | "left"
+    suffix: str = "_right"
+
+    def without_right(self) -> BroadcastJoinOp:
+        import dataclasses
+
+        return dataclasses.replace(self, right=None)
+
+    def __repr__(self) -> str:
+        on = ", ".join(self.left_on) if self.left_on == self.right_on else f"{', '.join(self.left_on)} = {', '.join(self.right_on)}"
+        return f"broadcast_join({self.how} on {on})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class SortedMergeJoinOp(Op):
     """Zephyr's streaming join of shard i with shard i of co-partitioned, key-sorted inputs."""
 

@@ -52,6 +52,8 @@ class Stage:
     # A MAP or SCATTER stage reading chunks (an upstream stage's or from_refs'): the only columns
     # its ops use, so its tasks read just those; None: every column.
     input_columns: tuple[str, ...] | None = None
+    # Stages whose whole output every task reads: one per broadcast join in ``ops``, in order.
+    broadcast: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
@@ -65,7 +67,8 @@ class Stage:
     def for_worker(self) -> Stage:
         """The stage as workers need it: without the source's items (tasks carry their own) or a join's right side."""
         without_right = getattr(self.boundary, "without_right", None)
-        return replace(self, source=None, boundary=without_right() if without_right else self.boundary)
+        stage_ops = tuple(op.without_right() if isinstance(op, ops.BroadcastJoinOp) else op for op in self.ops)
+        return replace(self, source=None, boundary=without_right() if without_right else self.boundary, ops=stage_ops)
 
     @property
     def sink(self) -> ops.WriteOp | None:
@@ -82,6 +85,7 @@ class Plan:
         lines = []
         for stage in self.stages:
             upstream = f"  <- {', '.join(str(i) for i in stage.inputs)}" if stage.inputs else ""
+            upstream += f"  (broadcast <- {', '.join(str(i) for i in stage.broadcast)})" if stage.broadcast else ""
             reads = f" (reads {', '.join(stage.input_columns)})" if stage.input_columns is not None else ""
             lines.append(f"[{stage.index}] {stage.kind.value}: {stage.name}{reads}{upstream}")
         return "\n".join(lines)
@@ -106,6 +110,7 @@ class _Builder:
         """
         source, operations = fold_reshard_into_items(dataset.source, dataset.operations)
         fused: list[ops.Op] = []
+        broadcast: list[int] = []  # the stages computing the right sides of the broadcast joins in ``fused``
         upstream: tuple[int, ...] = ()
         pending_source: ops.Source | None = source
 
@@ -114,13 +119,17 @@ class _Builder:
             boundary = fields.get("boundary")
             stage_ops = push_used_columns_into_load(push_down_into_load(tuple(fused)), boundary)
             fused.clear()
-            if kind is StageKind.MAP and self._takes_ops_after(upstream, pending_source, stage_ops):
+            # A shuffle's reduce tasks read no broadcast side: a broadcast join stays in a stage of its own.
+            if kind is StageKind.MAP and not broadcast and self._takes_ops_after(upstream, pending_source, stage_ops):
                 index = upstream[0]
                 self.stages[index] = replace(self.stages[index], ops=stage_ops)
             else:
                 reads_chunks = pending_source is None or isinstance(pending_source, ops.RefsSource)
                 columns = used_columns(stage_ops, boundary) if reads_chunks else None
-                index = self.add(kind, ops=stage_ops, inputs=upstream, source=pending_source, input_columns=columns, **fields)
+                index = self.add(
+                    kind, ops=stage_ops, inputs=upstream, source=pending_source, input_columns=columns, broadcast=tuple(broadcast), **fields
+                )
+            broadcast.clear()
             upstream, pending_source = (index,), None
             return index
 
@@ -138,6 +147,8 @@ class _Builder:
                 fused.append(op)
                 close()
             else:
+                if isinstance(op, ops.BroadcastJoinOp):
+                    broadcast.append(self.build(op.right))
                 fused.append(op)
         if scatter_for is not None:
             return close(StageKind.SCATTER, boundary=scatter_for, side=side)

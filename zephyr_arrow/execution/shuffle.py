@@ -56,7 +56,7 @@ def run(runner: Runner, stage: Stage, inputs: list[ShardRefs]) -> tuple[ShardRef
     _check_hashed_alike(op, inputs)
     schemas = [run_schema(op, side, runs, len(inputs)) for side, runs in enumerate(inputs)]
     if isinstance(op, ops.JoinOp):
-        schemas = _common_key_types(op, schemas)
+        schemas = common_key_types(op, schemas)
         reduce_inputs = [
             JoinInput(tuple(left), tuple(right), schemas[0], schemas[1])
             for left, right in zip(inputs[0].shards, inputs[1].shards, strict=True)
@@ -92,7 +92,7 @@ def run_schema(op: ops.Op, side: int, runs: ShardRefs, num_sides: int) -> pa.Sch
     names = op.key_of(side)
     if isinstance(names, tuple):
         if runs.num_rows:
-            _check_columns(op, names, schema, ("left", "right")[side] if num_sides > 1 else None)
+            check_key_columns(op, names, schema, ("left", "right")[side] if num_sides > 1 else None)
         schema = _with_fields(schema, {name: pa.null() for name in names})
     return schema if chunks else _with_fields(schema, _SHUFFLE_FIELDS)  # no runs: no scatter task ran
 
@@ -103,7 +103,7 @@ def _with_fields(schema: pa.Schema, fields: dict[str, pa.DataType]) -> pa.Schema
     return pa.schema([*schema, *missing], metadata=schema.metadata) if missing else schema
 
 
-def _common_key_types(op: ops.JoinOp, schemas: list[pa.Schema]) -> list[pa.Schema]:
+def common_key_types(op: ops.JoinOp | ops.BroadcastJoinOp, schemas: list[pa.Schema]) -> list[pa.Schema]:
     """Both sides' schemas with each pair of key columns cast to one type, so the join compares like with like."""
     left, right = schemas
     for left_name, right_name in zip(op.left_on, op.right_on, strict=True):
@@ -119,7 +119,7 @@ def _common_key_types(op: ops.JoinOp, schemas: list[pa.Schema]) -> list[pa.Schem
     return [left, right]
 
 
-def _check_columns(op: ops.Op, names: tuple[str, ...], schema: pa.Schema, side: str | None) -> None:
+def check_key_columns(op: ops.Op, names: tuple[str, ...], schema: pa.Schema, side: str | None) -> None:
     where = f" on the {side} side" if side else ""
     if is_item_schema(schema):
         raise PlanError(f"{op!r}: key columns {list(names)} need dict rows, but the rows{where} are plain values; use a key function")

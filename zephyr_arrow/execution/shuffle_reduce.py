@@ -280,13 +280,13 @@ def _join(
         bound = min(side.last_hash for side in sides)
         left, right = (side.take_below(bound) for side in sides)
         if _has_output(op.how, left, right):
-            yield _joined(op, left, right)
+            yield joined(op, left, right)
         if bound == _ABOVE_EVERY_HASH:
             break
         for side in sides:
             if not side.done and side.last_hash == bound:
                 side.pull()
-    yield _joined(op, left_schema.empty_table(), right_schema.empty_table())  # the columns, for an empty shard
+    yield joined(op, left_schema.empty_table(), right_schema.empty_table())  # the columns, for an empty shard
 
 
 def _has_output(how: str, left: pa.Table, right: pa.Table) -> bool:
@@ -298,26 +298,29 @@ def _has_output(how: str, left: pa.Table, right: pa.Table) -> bool:
     }[how] > 0
 
 
-def _joined(op: ops.JoinOp, left: pa.Table, right: pa.Table) -> pa.Table:
+def joined(op: ops.JoinOp | ops.BroadcastJoinOp, left: pa.Table, right: pa.Table, keep_left_order: bool = False) -> pa.Table:
+    """``left`` joined with ``right`` as ``op`` says (Polars), with the columns named and typed alike
+    whatever rows there are; ``keep_left_order``: in the order of ``left``'s rows."""
     left_frame = pl.from_arrow(without_shuffle_columns(left))
     right_frame = pl.from_arrow(without_shuffle_columns(right))
-    joined = left_frame.join(
+    frame = left_frame.join(
         right_frame,
         left_on=list(op.left_on),
         right_on=list(op.right_on),
         how=_POLARS_HOW[op.how],
         coalesce=True,
         suffix=op.suffix,
+        maintain_order="left" if keep_left_order else None,
     )
     if op.how == "right":  # Polars names a right join's keys after the right side
-        joined = joined.rename({r: l for l, r in zip(op.left_on, op.right_on, strict=True) if l != r})
+        frame = frame.rename({r: l for l, r in zip(op.left_on, op.right_on, strict=True) if l != r})
     fields = {field.name: field for field in left.schema}
     for field in right.schema:
         if field.name not in op.right_on and field.name not in K.INTERNAL:
             name = field.name + op.suffix if field.name in left_frame.columns else field.name
             fields[name] = field.with_name(name)
     names = [name for name in fields if name not in K.INTERNAL]
-    return restore_metadata(normalize(joined.select(names).to_arrow()), fields)
+    return restore_metadata(normalize(frame.select(names).to_arrow()), fields)
 
 
 def restore_metadata(table: pa.Table, sources: dict[str, pa.Field]) -> pa.Table:

@@ -80,6 +80,7 @@ class ShardTask:
     attempt: int
     input: ShardInput
     run: RunInfo
+    broadcast: tuple[tuple[ChunkRef, ...], ...] = ()  # each broadcast join's right side, in the stage's order
 
     @property
     def key(self) -> tuple[int, int]:

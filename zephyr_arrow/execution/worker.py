@@ -93,8 +93,7 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
         if sink is not None:
             outputs = [StageResult(task.shard_index, chunk) for chunk in _write_sink(stage, sink, stream, task, shard)]
         else:
-            for op in stage.ops:
-                stream = operators.apply(op, stream, shard)
+            stream = _apply(stage.ops, stream, shard, task)
             if isinstance(task.input, ScatterInput):
                 from zephyr_arrow.execution import shuffle_worker
 
@@ -111,6 +110,19 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
         seconds=time.perf_counter() - started,
     )
     return TaskResult(task.stage_index, task.shard_index, task.attempt, tuple(outputs), stats, collected.totals)
+
+
+def _apply(stage_ops: tuple[ops.Op, ...], stream: Stream, shard: ops.ShardInfo, task: ShardTask) -> Stream:
+    """The stream after ``stage_ops``; a broadcast join reads the task's next broadcast side."""
+    sides = iter(task.broadcast)
+    for op in stage_ops:
+        if isinstance(op, ops.BroadcastJoinOp):
+            from zephyr_arrow.execution.broadcast import broadcast_join
+
+            stream = Stream(tables=broadcast_join(op, stream.as_tables(), next(sides)))
+        else:
+            stream = operators.apply(op, stream, shard)
+    return stream
 
 
 def _chunk_path(task: ShardTask, chunk_index: int) -> str:
@@ -161,8 +173,7 @@ def _write_sink(stage: Stage, sink: ops.WriteOp, stream: Stream, task: ShardTask
         # The stream is lazy, so none of the upstream ops run for this shard.
         counters.increment("zephyr/partitions_skipped")
     else:
-        for op in stage.ops[:-1]:
-            stream = operators.apply(op, stream, shard)
+        stream = _apply(stage.ops[:-1], stream, shard, task)
         if sink.format == "parquet":
             io.write_parquet_file(stream.as_tables(), path, schema=sink.schema)
         elif sink.format == "jsonl":
