@@ -94,9 +94,10 @@ def za_rows(workload: str, corpus: str, out: str):
             return ctx.execute(docs.deduplicate(lambda d: d["text"]).count()).results[0]
         if workload == "W4":
             attrs = Dataset.from_files(attrs_glob(corpus)).load_parquet()
-            # The same row functions as Zephyr's W4: keep id and score, then join.
+            # The same row functions as Zephyr's W4: keep id and score, then join (600k attribute
+            # rows: small enough to broadcast to every docs task).
             docs = docs.map(lambda d: {"id": d["id"], "score": d["score"]})
-            joined = docs.join(attrs, on="id").filter(lambda r: r["quality"] > 0.5 and not r["toxic"])
+            joined = docs.join(attrs, on="id", broadcast=True).filter(lambda r: r["quality"] > 0.5 and not r["toxic"])
             refs = ctx.execute(joined.map(lambda r: {"score": r["score"]}))
             return w4_answer(*refs.sql("select count(*), coalesce(sum(score), 0) from data").fetchall()[0])
     raise KeyError(workload)
@@ -129,7 +130,7 @@ def za_columnar(workload: str, corpus: str, out: str):
             return ctx.execute(docs.deduplicate("text").count()).results[0]
         if workload == "W4":
             attrs = Dataset.from_files(attrs_glob(corpus)).load_parquet()
-            ds = docs.select("id", "score").join(attrs, on="id").filter((pl.col("quality") > 0.5) & ~pl.col("toxic"))
+            ds = docs.select("id", "score").join(attrs, on="id", broadcast=True).filter((pl.col("quality") > 0.5) & ~pl.col("toxic"))
             return w4_answer(*ctx.execute(ds).sql("select count(*), coalesce(sum(score), 0) from data").fetchall()[0])
     raise KeyError(workload)
 

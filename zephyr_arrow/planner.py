@@ -6,7 +6,10 @@ its own. A shuffle (group_by, deduplicate, aggregate, join) has a map side: the 
 before it fuse into a SCATTER stage per input, whose tasks run them and cut the rows
 into sorted runs by key. The row and columnar ops after a shuffle or join (up to a
 sink or the next boundary) run in its reduce tasks. So nothing is written between a
-shuffle and the ops next to it. Rewrites run first, as named passes:
+shuffle and the ops next to it. A broadcast join is no boundary: it fuses into its left
+side's stage, and its right side is built first as stages of their own, whose whole
+output every task of that stage reads (``Stage.broadcast``). Rewrites run first, as named
+passes:
 
 - ``fold_reshard_into_items``: ``from_list(...).reshard(k)`` re-cuts the items instead;
 - ``push_down_into_load``: a Polars filter and a select directly after a load are
