@@ -334,6 +334,23 @@ def test_broadcast_join_errors(ctx):
         ctx.execute(left.join(Dataset.from_list([{"k": "1"}]), on="k", broadcast=True))
 
 
+def test_a_broadcast_side_is_read_once_per_process_and_dropped_when_the_sync_context_closes(tmp_path, monkeypatch):
+    from zephyr_arrow.execution import broadcast
+
+    reads = []
+    whole = broadcast._whole
+    monkeypatch.setattr(broadcast, "_whole", lambda chunks: reads.append(len(chunks)) or whole(chunks))
+    left = Dataset.from_list(LEFT, num_shards=4)
+    with ZephyrContext(backend="sync", chunk_storage_prefix=str(tmp_path)) as ctx:
+        for right in (RIGHT, RIGHT[:5]):  # a second join, with another right side, reads that one
+            ds = left.join(Dataset.from_list(right, num_shards=2), left_on="id", right_on="rid", broadcast=True)
+            assert sorted(ctx.execute(ds).sql("select lv, rv from data").fetchall()) == sorted(
+                (t[1], t[3]) for t in duckdb_join(LEFT, right, "inner")
+            )
+        assert reads == [2, 2] and broadcast._last_side is not None
+    assert broadcast._last_side is None
+
+
 def test_broadcast_join_does_not_ship_the_right_dataset_to_workers():
     right = Dataset.from_list([{"item": 1}])
     stage = plan(Dataset.from_list([1]).join(right, on="item", broadcast=True)).stages[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import traceback
 
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerId
@@ -44,3 +45,6 @@ class SyncBackend:
 
     def shutdown(self) -> None:
         self._events.clear()
+        broadcast = sys.modules.get("zephyr_arrow.execution.broadcast")  # loaded if a broadcast join ran here
+        if broadcast is not None:
+            broadcast.forget()
