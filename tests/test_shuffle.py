@@ -340,6 +340,7 @@ def test_a_broadcast_side_is_read_once_per_process_and_dropped_when_the_sync_con
     reads = []
     whole = broadcast._whole
     monkeypatch.setattr(broadcast, "_whole", lambda chunks: reads.append(len(chunks)) or whole(chunks))
+    monkeypatch.setattr(broadcast, "LEFT_BATCH_BYTES", 1)  # every left batch joined by itself
     left = Dataset.from_list(LEFT, num_shards=4)
     with ZephyrContext(backend="sync", chunk_storage_prefix=str(tmp_path)) as ctx:
         for right in (RIGHT, RIGHT[:5]):  # a second join, with another right side, reads that one
