@@ -18,7 +18,7 @@ from zephyr_arrow.execution.shuffle import check_key_columns, common_key_types
 from zephyr_arrow.execution.shuffle_reduce import joined
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.schema import conform, unify
-from zephyr_arrow.store.tables import contiguous
+from zephyr_arrow.store.tables import contiguous, grouped_by_bytes
 
 # Left rows joined at once. Each join goes over the whole right side again (600k rows: 10-20 ms);
 # 16 MB of documents is a few joins per shard, and as much as a chunk's row group holds.
@@ -36,16 +36,8 @@ def broadcast_join(op: ops.BroadcastJoinOp, tables: Iterator[pa.Table], right_ch
     right = _right_side(right_chunks)
     if right.num_rows:
         check_key_columns(op, op.right_on, right.schema, "right")
-    pending: list[pa.Table] = []
-    pending_bytes = 0
-    for table in tables:
-        pending.append(table)
-        pending_bytes += table.nbytes
-        if pending_bytes >= LEFT_BATCH_BYTES:
-            yield _join(op, _concat(pending), right)
-            pending, pending_bytes = [], 0
-    if pending:
-        yield _join(op, _concat(pending), right)
+    for group in grouped_by_bytes(tables, LEFT_BATCH_BYTES):
+        yield _join(op, _concat(group), right)
 
 
 def _right_side(chunks: tuple[ChunkRef, ...]) -> pa.Table:

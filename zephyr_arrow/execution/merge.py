@@ -32,7 +32,7 @@ from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.chunk_writer import ChunkFile
 from zephyr_arrow.store.files import filesystem, is_local, pre_buffer, remove_tree
 from zephyr_arrow.store.schema import conform
-from zephyr_arrow.store.tables import contiguous, rows_per_slice, take, take_in_slices
+from zephyr_arrow.store.tables import contiguous, grouped_by_bytes, rows_per_slice, take, take_in_slices
 
 MERGE_FAN_IN = 32  # runs merged at once (more are merged in passes first)
 RUN_ROW_GROUP_BYTES = 1024 * 1024  # what a merge holds per run: a merge holds about MERGE_FAN_IN x this
@@ -99,16 +99,8 @@ def merge_runs(runs: list[ChunkRef], order: list[str], schema: pa.Schema, sort: 
     Consecutive rounds are yielded together up to ``ROUND_BYTES``, so what a consumer does per
     table (a Polars query, a write) is paid per few MB, not per row group.
     """
-    pending: list[pa.Table] = []
-    pending_bytes = 0
-    for table in _rounds(runs, order, schema, sort):
-        pending.append(table)
-        pending_bytes += table.nbytes
-        if pending_bytes >= ROUND_BYTES:
-            yield pa.concat_tables(pending) if len(pending) > 1 else pending[0]
-            pending, pending_bytes = [], 0
-    if pending:
-        yield pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+    for group in grouped_by_bytes(_rounds(runs, order, schema, sort), ROUND_BYTES):
+        yield pa.concat_tables(group) if len(group) > 1 else group[0]
 
 
 def _rounds(runs: list[ChunkRef], order: list[str], schema: pa.Schema, sort: bool) -> Iterator[pa.Table]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
@@ -51,3 +51,21 @@ def take_in_slices(table: pa.Table, indices: pa.Array, rows: int) -> Iterator[pa
 def rows_per_slice(table: pa.Table, num_bytes: int) -> int:
     """About how many of ``table``'s rows take ``num_bytes`` (at least one)."""
     return max(num_bytes // max(table.nbytes // max(table.num_rows, 1), 1), 1)
+
+
+def grouped_by_bytes(tables: Iterable[pa.Table], num_bytes: int) -> Iterator[list[pa.Table]]:
+    """Consecutive ``tables`` in lists of at least ``num_bytes`` (the last list may hold less).
+
+    >>> [len(group) for group in grouped_by_bytes([pa.table({"x": [1]})] * 5, 16)]
+    [2, 2, 1]
+    """
+    group: list[pa.Table] = []
+    group_bytes = 0
+    for table in tables:
+        group.append(table)
+        group_bytes += table.nbytes
+        if group_bytes >= num_bytes:
+            yield group
+            group, group_bytes = [], 0
+    if group:
+        yield group
