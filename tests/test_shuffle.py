@@ -310,6 +310,18 @@ def test_broadcast_join_gives_what_the_shuffle_join_gives_in_a_row_pipeline(ctx)
     assert len(results[1]) == sum(1 for r in LEFT if r["lv"] % 4 != 3)
 
 
+def test_broadcast_join_before_a_shuffle_and_before_a_writer(ctx, tmp_path):
+    left = Dataset.from_list([{"id": i % 7, "v": i} for i in range(100)], num_shards=4)
+    right = Dataset.from_list([{"id": k, "name": f"n{k}"} for k in range(0, 7, 2)], num_shards=2)
+    grouped = left.join(right, on="id", broadcast=True).group_by("name", lambda k, rs: {"name": k, "n": sum(1 for _ in rs)})
+    assert [stage.kind for stage in plan(grouped).stages] == [StageKind.MAP, StageKind.SCATTER, StageKind.SHUFFLE]
+    counts = collections.Counter(f"n{i % 7}" for i in range(100) if i % 7 % 2 == 0)
+    assert sorted((r["name"], r["n"]) for r in ctx.execute(grouped).to_pylist()) == sorted(counts.items())
+    written = left.join(right, on="id", how="left", broadcast=True).write_parquet(str(tmp_path / "out-{shard:05d}.parquet"))
+    assert len(ctx.execute(written).to_pylist()) == 4
+    assert duckdb.sql(f"select count(*), count(name) from read_parquet('{tmp_path}/out-*.parquet')").fetchall() == [(100, 57)]
+
+
 @pytest.mark.parametrize("how", ["inner", "left"])
 @pytest.mark.parametrize("empty", ["left", "right", "both"])
 def test_broadcast_join_with_an_empty_side(ctx, how, empty):
