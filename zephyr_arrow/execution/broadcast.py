@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from zephyr_arrow import ops
-from zephyr_arrow.execution.shuffle import check_key_columns, common_key_types
+from zephyr_arrow.execution.shuffle import check_key_columns, common_key_types, with_fields
 from zephyr_arrow.execution.shuffle_reduce import joined
 from zephyr_arrow.store import ChunkRef
-from zephyr_arrow.store.schema import conform, unify
+from zephyr_arrow.store.schema import concat_unified, conform
 from zephyr_arrow.store.tables import contiguous, grouped_by_bytes
 
 # Left rows joined at once. Each join goes over the whole right side again (600k rows: 10-20 ms);
@@ -37,7 +37,7 @@ def broadcast_join(op: ops.BroadcastJoinOp, tables: Iterator[pa.Table], right_ch
     if right.num_rows:
         check_key_columns(op, op.right_on, right.schema, "right")
     for group in grouped_by_bytes(tables, LEFT_BATCH_BYTES):
-        yield _join(op, _concat(group), right)
+        yield _join(op, concat_unified(group, [f"batch {index}" for index in range(len(group))]), right)
 
 
 def _right_side(chunks: tuple[ChunkRef, ...]) -> pa.Table:
@@ -47,7 +47,7 @@ def _right_side(chunks: tuple[ChunkRef, ...]) -> pa.Table:
     key = tuple((chunk.path, chunk.row_range) for chunk in chunks)
     if _last_side is None or _last_side[0] != key:
         _last_side = None  # the previous side is freed before this one is read
-        _last_side = (key, _whole(list(chunks)))
+        _last_side = (key, _whole(chunks))
     return _last_side[1]
 
 
@@ -57,30 +57,18 @@ def forget() -> None:
     _last_side = None
 
 
-def _whole(chunks: list[ChunkRef]) -> pa.Table:
+def _whole(chunks: tuple[ChunkRef, ...]) -> pa.Table:
     """Every chunk's rows as one contiguous table, of the schema unified over the chunks."""
     if not chunks:
         return pa.table({})
-    schema = unify([chunk.schema for chunk in chunks], [chunk.path for chunk in chunks])
-    return contiguous(pa.concat_tables([conform(chunk.read(), schema) for chunk in chunks]))
-
-
-def _concat(tables: list[pa.Table]) -> pa.Table:
-    schema = unify([t.schema for t in tables], [f"batch {index}" for index in range(len(tables))])
-    return pa.concat_tables([conform(t, schema) for t in tables])
+    return contiguous(concat_unified([chunk.read() for chunk in chunks], [chunk.path for chunk in chunks]))
 
 
 def _join(op: ops.BroadcastJoinOp, left: pa.Table, right: pa.Table) -> pa.Table:
     if left.num_rows:
         check_key_columns(op, op.left_on, left.schema, "left")
-    left, right = _with_keys(left, op.left_on), _with_keys(right, op.right_on)
-    left_schema, right_schema = common_key_types(op, [left.schema, right.schema])
+    # A side with no rows may lack its key columns (from_list([])): conform adds them as nulls.
+    left_schema = with_fields(left.schema, dict.fromkeys(op.left_on, pa.null()))
+    right_schema = with_fields(right.schema, dict.fromkeys(op.right_on, pa.null()))
+    left_schema, right_schema = common_key_types(op, [left_schema, right_schema])
     return joined(op, conform(left, left_schema), conform(right, right_schema), keep_left_order=True)
-
-
-def _with_keys(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
-    """``table`` with a null column for each key it lacks (a side with no rows may have no columns)."""
-    for name in names:
-        if name not in table.column_names:
-            table = table.append_column(name, pa.nulls(table.num_rows))
-    return table

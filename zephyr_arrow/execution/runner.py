@@ -50,7 +50,7 @@ class Runner:
                     # The shuffle reading this stage (its only consumer) decides how many shards the runs are cut for.
                     num_output_shards = shard_counts[last_use[stage.index]]
                     inputs = [ScatterInput(shard_input, num_output_shards) for shard_input in inputs]
-                broadcast = tuple(outputs[index].chunks for index in stage.broadcast)
+                broadcast = tuple(tuple(outputs[index].chunks) for index in stage.broadcast)
                 results = self.run_map(stage, inputs, broadcast=broadcast)
                 outputs[stage.index] = regroup(results, num_output_shards)
                 counters = add_counters(counters, sum_counters(r.counters for r in results))
@@ -70,14 +70,13 @@ class Runner:
         return layout.stage_dir_name(stage.index, f"{stage.kind.value}{suffix}")
 
     def run_map(
-        self, stage: Stage, inputs: list[ShardInput], suffix: str = "", broadcast: tuple[list[ChunkRef], ...] = ()
+        self, stage: Stage, inputs: list[ShardInput], suffix: str = "", broadcast: tuple[tuple[ChunkRef, ...], ...] = ()
     ) -> list[TaskResult]:
         """Run one task per input shard of ``stage`` through the scheduler loop; every task gets
         all of ``broadcast`` (the chunks of each of its broadcast joins' right side)."""
         stage_dir = self.stage_dir(stage, suffix)
-        sides = tuple(tuple(chunks) for chunks in broadcast)
         tasks = [
-            ShardTask(stage.index, stage_dir, index, len(inputs), 0, shard_input, self.run, sides)
+            ShardTask(stage.index, stage_dir, index, len(inputs), 0, shard_input, self.run, broadcast)
             for index, shard_input in enumerate(inputs)
         ]
         self.backend.start(min(self.max_workers, max(len(tasks), 1)))

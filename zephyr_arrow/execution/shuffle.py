@@ -93,11 +93,11 @@ def run_schema(op: ops.Op, side: int, runs: ShardRefs, num_sides: int) -> pa.Sch
     if isinstance(names, tuple):
         if runs.num_rows:
             check_key_columns(op, names, schema, ("left", "right")[side] if num_sides > 1 else None)
-        schema = _with_fields(schema, {name: pa.null() for name in names})
-    return schema if chunks else _with_fields(schema, _SHUFFLE_FIELDS)  # no runs: no scatter task ran
+        schema = with_fields(schema, {name: pa.null() for name in names})
+    return schema if chunks else with_fields(schema, _SHUFFLE_FIELDS)  # no runs: no scatter task ran
 
 
-def _with_fields(schema: pa.Schema, fields: dict[str, pa.DataType]) -> pa.Schema:
+def with_fields(schema: pa.Schema, fields: dict[str, pa.DataType]) -> pa.Schema:
     """``schema`` with the named fields appended where it lacks them."""
     missing = [pa.field(name, type_) for name, type_ in fields.items() if name not in schema.names]
     return pa.schema([*schema, *missing], metadata=schema.metadata) if missing else schema

@@ -34,7 +34,7 @@ from zephyr_arrow.planner import Stage
 from zephyr_arrow.rows import rows_to_table
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.files import size
-from zephyr_arrow.store.schema import conform, unify
+from zephyr_arrow.store.schema import concat_unified
 from zephyr_arrow.store.tables import contiguous, rows_per_slice, take_in_slices
 
 SORT_BUFFER_BYTES = 32 * 1024 * 1024  # rows a map task sorts at once (Arrow bytes); one run each
@@ -113,8 +113,7 @@ def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> tupl
 
 def _combined(tables: list[pa.Table]) -> pa.Table:
     """The batches as one contiguous table; batches whose types differ (a file's types widen as it is read) are unified."""
-    schema = unify([t.schema for t in tables], [f"batch {index} of the run" for index in range(len(tables))])
-    return contiguous(pa.concat_tables([conform(t, schema) for t in tables]))
+    return contiguous(concat_unified(tables, [f"batch {index} of the run" for index in range(len(tables))]))
 
 
 def _combine(op: ops.GroupByOp, keys: K.ShuffleKeys, table: pa.Table) -> pa.Table:

@@ -106,6 +106,12 @@ def conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table | p
 
 
 
+def concat_unified(tables: Sequence[pa.Table], sources: Sequence[str]) -> pa.Table:
+    """``tables`` as one table of their unified schema; ``sources[i]`` names where ``tables[i]`` came from."""
+    schema = unify([table.schema for table in tables], sources)
+    return pa.concat_tables([conform(table, schema) for table in tables])
+
+
 def _plain_type(type_: pa.DataType) -> pa.DataType:
     if pa.types.is_large_string(type_) or pa.types.is_string_view(type_):
         return pa.string()

@@ -197,8 +197,9 @@ class RayBackend:
         try:
             self._ray.get(ref)
         except self._ray.exceptions.RayError as error:
-            if replaces is not None and self._failed_starts.get(replaces, 0) + 1 < _REPLACEMENT_STARTS:
-                self._failed_starts[replaces] = self._failed_starts.get(replaces, 0) + 1
+            failures = self._failed_starts.get(replaces, 0) + 1
+            if replaces is not None and failures < _REPLACEMENT_STARTS:
+                self._failed_starts[replaces] = failures
                 reason = (_plain(error).splitlines() or [""])[0]
                 logger.warning("a replacement for Ray worker %d could not start (%s); starting another", replaces, reason)
                 self._start_actor(replaces)
