@@ -53,19 +53,23 @@ def rows_per_slice(table: pa.Table, num_bytes: int) -> int:
     return max(num_bytes // max(table.nbytes // max(table.num_rows, 1), 1), 1)
 
 
-def grouped_by_bytes(tables: Iterable[pa.Table], num_bytes: int) -> Iterator[list[pa.Table]]:
-    """Consecutive ``tables`` in lists of at least ``num_bytes`` (the last list may hold less).
+def grouped_by_bytes(tables: Iterable[pa.Table], num_bytes: int, num_rows: int | None = None) -> Iterator[list[pa.Table]]:
+    """Consecutive ``tables`` in lists of at least ``num_bytes`` (or ``num_rows`` rows, if given
+    and reached first); the last list may hold less.
 
     >>> [len(group) for group in grouped_by_bytes([pa.table({"x": [1]})] * 5, 16)]
     [2, 2, 1]
+    >>> [len(group) for group in grouped_by_bytes([pa.table({"x": [1]})] * 5, 16, num_rows=1)]
+    [1, 1, 1, 1, 1]
     """
     group: list[pa.Table] = []
-    group_bytes = 0
+    group_bytes = group_rows = 0
     for table in tables:
         group.append(table)
         group_bytes += table.nbytes
-        if group_bytes >= num_bytes:
+        group_rows += table.num_rows
+        if group_bytes >= num_bytes or (num_rows is not None and group_rows >= num_rows):
             yield group
-            group, group_bytes = [], 0
+            group, group_bytes, group_rows = [], 0, 0
     if group:
         yield group
