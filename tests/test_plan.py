@@ -100,6 +100,32 @@ def test_no_columns_are_pushed_where_any_column_may_be_used(build):
     assert _load_of(build(Dataset.from_files("x/*.jsonl").load_jsonl())).keep is None
 
 
+def test_a_deduplicate_carries_only_its_key_and_the_columns_read_after_it():
+    docs = Dataset.from_files("x/*.jsonl").load_jsonl()
+    stages = plan(docs.deduplicate("text").count()).stages
+    assert stages[0].boundary.carries == stages[1].boundary.carries == ("text",)
+    assert _load_of(docs.deduplicate("text").count()).keep == ("text",)
+    filtered = docs.deduplicate("text").filter(pl.col("lang") == "en").select("id")
+    assert set(_load_of(filtered).keep) == {"text", "lang", "id"}
+    # From chunks: the scatter stage reads only those columns.
+    after_reshard = Dataset.from_list([{"a": 1}]).map(_never).reshard(2).deduplicate(["a", "b"]).select("c")
+    assert plan(after_reshard).stages[2].input_columns == ("a", "b", "c")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda ds: ds.deduplicate("a").map(_never).count(),  # a row function after it may read any column
+        lambda ds: ds.deduplicate(_never).count(),  # a key function reads any column
+        lambda ds: ds.deduplicate("a").write_parquet("o/{shard}.parquet"),  # the output is every column
+        lambda ds: ds.deduplicate("a").reshard(2).count(),  # the ops after it are in another stage
+    ],
+)
+def test_a_deduplicate_carries_every_column_where_any_may_be_read(build):
+    stages = plan(build(Dataset.from_files("x/*.jsonl").load_jsonl())).stages
+    assert stages[0].boundary.carries is None and _load_of(build(Dataset.from_files("x/*.jsonl").load_jsonl())).keep is None
+
+
 def test_a_stage_reading_chunks_reads_only_the_columns_it_uses():
     after_reshard = Dataset.from_list([{"a": 1}]).map(_never).reshard(2).with_columns(c=pl.col("a") + 1).select("c")
     stages = plan(after_reshard).stages

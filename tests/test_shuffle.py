@@ -521,6 +521,38 @@ def test_aggregate_over_jsonl_reads_only_the_columns_it_uses(ctx, tmp_path):
     assert got == expected and len(got) == 7
 
 
+def test_deduplicate_before_count_scatters_only_the_columns_after_it_read(ctx):
+    rows = [{"k": i % 100, "n": i, "pad": random.Random(i).randbytes(2000).hex()} for i in range(300)]  # ~1.2 MB of pad
+    ds = Dataset.from_list(rows, num_shards=2)
+    first = {}
+    for row in rows:
+        first.setdefault(row["k"], row)
+    evens = sum(1 for row in first.values() if row["n"] % 2 == 0)
+    scattered_mb = lambda: float(re.search(r"([\d.]+) MB", ctx.last_stage_summaries[0]).group(1))  # noqa: E731
+    assert ctx.execute(ds.deduplicate("k").count()).to_pylist() == [100]
+    assert scattered_mb() < 0.1
+    # The filter after the shuffle sees each key's first row: its column moves too, the pad does not.
+    assert ctx.execute(ds.deduplicate("k").filter(pl.col("n") % 2 == 0).count()).to_pylist() == [evens]
+    assert scattered_mb() < 0.1
+    # A row function may read any column: every column moves, the answer is the same.
+    assert ctx.execute(ds.deduplicate("k").filter(lambda r: r["n"] % 2 == 0).count()).to_pylist() == [evens]
+    assert scattered_mb() > 0.5
+
+
+def test_deduplicate_count_over_jsonl_matches_duckdb(ctx, tmp_path):
+    # 450 texts; the rows of one text alternate languages, so which row is first matters.
+    rows = [{"id": i, "text": f"doc {i * 7 % 450}", "lang": ["en", "de"][i // 450 % 2], "score": i / 100} for i in range(3000)]
+    for part in range(3):
+        (tmp_path / f"docs-{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[part * 1000 : (part + 1) * 1000]))
+    docs = Dataset.from_files(str(tmp_path / "*.jsonl")).load_jsonl()
+    sql = lambda query: [duckdb.sql(query.format(docs=f"read_json_auto('{tmp_path}/*.jsonl')")).fetchall()[0][0]]  # noqa: E731
+    assert ctx.execute(docs.deduplicate("text").count()).to_pylist() == sql("select count(distinct text) from {docs}") == [450]
+    # The first row of each text in input order (files in name order, then lines), then the filter.
+    english = ctx.execute(docs.deduplicate("text").filter(pl.col("lang") == "en").count()).to_pylist()
+    first_lang = "select count(*) from (select text, {pick}(lang, id) as lang from {docs} group by text) where lang = 'en'"
+    assert english == sql(first_lang.replace("{pick}", "arg_min")) != sql(first_lang.replace("{pick}", "arg_max"))
+
+
 def test_one_file_per_scatter_task(ctx):
     ds = Dataset.from_list(make_rows(200), num_shards=3).group_by("k", lambda k, rs: k, num_output_shards=5)
     refs = ctx.execute(ds)

@@ -158,6 +158,8 @@ class MapBatchesOp(Op):
     fn: Callable[[Any], Any]
     batch_format: str = "arrow"
     batch_size: int | None = None
+    # The only columns ``fn`` reads, where known (``count()``'s reads none); None: any column.
+    reads: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         return f"map_batches({describe_fn(self.fn)}, {self.batch_format})"
@@ -318,9 +320,16 @@ class DeduplicateOp(Op):
     kind = Kind.BOUNDARY
     key: Key
     num_output_shards: int | None = None
+    # Set by the planner: the only columns the rows carry through the shuffle (the key's and
+    # those the ops after it read); None: every column.
+    carries: tuple[str, ...] | None = None
 
     def key_of(self, side: int = 0) -> Key:
         return self.key
+
+    def input_columns(self) -> tuple[str, ...] | None:
+        """The columns the shuffle moves, or None for every column."""
+        return self.carries
 
     def __repr__(self) -> str:
         return f"deduplicate({describe_key(self.key)})"

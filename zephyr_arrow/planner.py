@@ -18,6 +18,9 @@ passes:
   columnar: selects, Polars filters and with_columns, an aggregate's scatter) are handed to
   the reader, which skips the others. A stage that reads chunks gets the same set as
   ``Stage.input_columns``: its tasks read only those columns of the chunk files.
+- ``narrow_deduplicate_runs`` (after the stages are cut): a deduplicate on columns moves
+  only its key and the columns the ops of its reduce stage read, and its scatter stage
+  reads only those.
 """
 
 from __future__ import annotations
@@ -193,6 +196,7 @@ def plan(dataset: Dataset) -> Plan:
         raise PlanError(f"plan() needs a Dataset, got {type(dataset).__name__}")
     builder = _Builder()
     output = builder.build(dataset)
+    narrow_deduplicate_runs(builder.stages)
     return Plan(tuple(builder.stages), output)
 
 
@@ -218,6 +222,26 @@ def push_down_into_load(stage_ops: tuple[ops.Op, ...]) -> tuple[ops.Op, ...]:
     return tuple(result)
 
 
+def narrow_deduplicate_runs(stages: list[Stage]) -> None:
+    """Let a deduplicate on columns carry through its shuffle only its key and the columns the
+    ops of its reduce stage read (``DeduplicateOp.carries``), when they are known; its scatter
+    stage then reads, parses and moves just those (``deduplicate("text").count()``: the text)."""
+    for stage in stages:
+        op = stage.boundary
+        if stage.kind is not StageKind.SHUFFLE or not isinstance(op, ops.DeduplicateOp) or not isinstance(op.key, tuple):
+            continue
+        used = _used_by(stage.ops, None)
+        if used is None:
+            continue
+        narrowed = replace(op, carries=tuple(dict.fromkeys([*op.key, *used])))
+        stages[stage.index] = replace(stage, boundary=narrowed)
+        (scatter,) = (stages[index] for index in stage.inputs)
+        scatter_ops = push_used_columns_into_load(scatter.ops, narrowed)
+        reads_chunks = scatter.source is None or isinstance(scatter.source, ops.RefsSource)
+        columns = used_columns(scatter_ops, narrowed) if reads_chunks else None
+        stages[scatter.index] = replace(scatter, ops=scatter_ops, boundary=narrowed, input_columns=columns)
+
+
 def push_used_columns_into_load(stage_ops: tuple[ops.Op, ...], boundary: ops.Op | None) -> tuple[ops.Op, ...]:
     """Tell the stage's load which columns the ops after it use (``used_columns``), so its
     reader skips the rest."""
@@ -236,16 +260,22 @@ def push_used_columns_into_load(stage_ops: tuple[ops.Op, ...], boundary: ops.Op 
 def used_columns(stage_ops: tuple[ops.Op, ...], boundary: ops.Op | None) -> tuple[str, ...] | None:
     """The input columns ``stage_ops`` use, or None for every column (or none known to be unused).
 
-    Walks the ops backwards from what the stage's end needs: a scatter for an aggregate, the
-    aggregate's columns; anything else, every column. A select narrows the set, a filter or
-    with_columns adds the columns its expressions read; a row op, a load, map_batches or an
-    expression that picks columns by pattern, type or position makes it every column again.
-    An empty set is None too: a batch of no columns would lose its row count.
+    Walks the ops backwards from what the stage's end needs: a scatter for an aggregate or a
+    deduplicate, the columns the shuffle moves; anything else, every column. A select narrows
+    the set, a filter or with_columns adds the columns its expressions read, ``count()`` reads
+    none; a row op, a load, any other map_batches or an expression that picks columns by
+    pattern, type or position makes it every column again. An empty set is None too: a batch
+    of no columns would lose its row count.
     """
-    used = boundary.input_columns() if isinstance(boundary, ops.AggregateOp) else None
+    used = boundary.input_columns() if isinstance(boundary, (ops.AggregateOp, ops.DeduplicateOp)) else None
+    return _used_by(stage_ops, used) or None
+
+
+def _used_by(stage_ops: tuple[ops.Op, ...], used: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The columns the input of ``stage_ops`` must have for ``used`` to be right after them (None: every column)."""
     for op in reversed(stage_ops):
         used = _used_before(op, used)
-    return used or None
+    return used
 
 
 def _used_before(op: ops.Op, used: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -254,6 +284,8 @@ def _used_before(op: ops.Op, used: tuple[str, ...] | None) -> tuple[str, ...] | 
         return op.columns if used is None else tuple(name for name in op.columns if name in used)
     if isinstance(op, ops.TakePerShardOp):
         return used
+    if isinstance(op, ops.MapBatchesOp) and op.reads is not None:
+        return op.reads
     if used is None or not isinstance(op, (ops.FilterExprOp, ops.WithColumnsOp)):
         return None
     exprs = (op.expr,) if isinstance(op, ops.FilterExprOp) else op.exprs

@@ -6,8 +6,9 @@ the row's input position), and buffers up to ``SORT_BUFFER_BYTES``; each full bu
 sorted by (output shard, order) and written as one *run*: one Parquet file per task, one
 row-group-aligned segment per output shard, each returned as a ranged ``ChunkRef``. So
 M map tasks write M files (more only when a combiner changes the schema), not M x N.
-An aggregate moves only the columns its expressions read; deduplicate drops repeated
-keys within a run before writing; a group_by combiner folds each key's rows of a run.
+An aggregate moves only the columns its expressions read, a deduplicate only those its
+output needs where the planner knows them (``DeduplicateOp.carries``). Deduplicate drops
+repeated keys within a run before writing; a group_by combiner folds each key's rows of a run.
 
 The reduce side, and helpers the map side shares with it, are in ``shuffle_reduce.py``.
 Like ``worker.run_task``, nothing here knows about backends.
@@ -62,7 +63,7 @@ def scatter(stage: Stage, task: ShardTask, tables: Iterable[pa.Table]) -> list[S
     """Cut ``tables`` (the task's shard, after the stage's ops) into sorted runs, one segment per output shard."""
     op = stage.boundary
     keys = K.shuffle_keys(op, stage.side)
-    columns = op.input_columns() if isinstance(op, ops.AggregateOp) else None
+    columns = op.input_columns() if isinstance(op, (ops.AggregateOp, ops.DeduplicateOp)) else None
     num_output_shards = task.input.num_output_shards
     files = _RunFiles(lambda index: task_path(task, index))
     position = task.shard_index << K.POSITION_BITS
