@@ -537,6 +537,13 @@ def test_deduplicate_before_count_scatters_only_the_columns_after_it_read(ctx):
     # A row function may read any column: every column moves, the answer is the same.
     assert ctx.execute(ds.deduplicate("k").filter(lambda r: r["n"] % 2 == 0).count()).to_pylist() == [evens]
     assert scattered_mb() > 0.5
+    # A key function that returns a column of the row: that column moves, as the key.
+    texts = Dataset.from_list([{**row, "t": f"text {row['k']}"} for row in rows], num_shards=2)
+    assert ctx.execute(texts.deduplicate(lambda r: r["t"]).count()).to_pylist() == [100]
+    assert scattered_mb() < 0.1
+    # One that computes its key: every column moves (a table of no columns would have no rows).
+    assert ctx.execute(ds.deduplicate(lambda r: r["k"] % 30).count()).to_pylist() == [30]
+    assert scattered_mb() > 0.1
 
 
 def test_deduplicate_count_over_jsonl_matches_duckdb(ctx, tmp_path):

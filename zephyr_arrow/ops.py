@@ -320,16 +320,17 @@ class DeduplicateOp(Op):
     kind = Kind.BOUNDARY
     key: Key
     num_output_shards: int | None = None
-    # Set by the planner: the only columns the rows carry through the shuffle (the key's and
-    # those the ops after it read); None: every column.
+    # Set by the planner: the only columns the rows carry through the shuffle besides the key
+    # (those the ops after it read; a key column is one of them, and so is the column a key
+    # function's keys are found in, at run time); None: every column.
     carries: tuple[str, ...] | None = None
 
     def key_of(self, side: int = 0) -> Key:
         return self.key
 
     def input_columns(self) -> tuple[str, ...] | None:
-        """The columns the shuffle moves, or None for every column."""
-        return self.carries
+        """The columns the scatter reads, or None for every column (a key function may read any)."""
+        return self.carries if isinstance(self.key, tuple) else None
 
     def __repr__(self) -> str:
         return f"deduplicate({describe_key(self.key)})"

@@ -18,9 +18,9 @@ passes:
   columnar: selects, Polars filters and with_columns, an aggregate's scatter) are handed to
   the reader, which skips the others. A stage that reads chunks gets the same set as
   ``Stage.input_columns``: its tasks read only those columns of the chunk files.
-- ``narrow_deduplicate_runs`` (after the stages are cut): a deduplicate on columns moves
-  only its key and the columns the ops of its reduce stage read, and its scatter stage
-  reads only those.
+- ``narrow_deduplicate_runs`` (after the stages are cut): a deduplicate moves only its key
+  and the columns the ops of its reduce stage read; on columns, its scatter stage reads
+  only those.
 """
 
 from __future__ import annotations
@@ -223,17 +223,19 @@ def push_down_into_load(stage_ops: tuple[ops.Op, ...]) -> tuple[ops.Op, ...]:
 
 
 def narrow_deduplicate_runs(stages: list[Stage]) -> None:
-    """Let a deduplicate on columns carry through its shuffle only its key and the columns the
-    ops of its reduce stage read (``DeduplicateOp.carries``), when they are known; its scatter
-    stage then reads, parses and moves just those (``deduplicate("text").count()``: the text)."""
+    """Let a deduplicate carry through its shuffle only its key and the columns the ops of its
+    reduce stage read (``DeduplicateOp.carries``), when they are known. On columns, its scatter
+    stage then reads, parses and moves just those (``deduplicate("text").count()``: the text);
+    with a key function, every column is read and the runs hold only those."""
     for stage in stages:
         op = stage.boundary
-        if stage.kind is not StageKind.SHUFFLE or not isinstance(op, ops.DeduplicateOp) or not isinstance(op.key, tuple):
+        if stage.kind is not StageKind.SHUFFLE or not isinstance(op, ops.DeduplicateOp):
             continue
         used = _used_by(stage.ops, None)
         if used is None:
             continue
-        narrowed = replace(op, carries=tuple(dict.fromkeys([*op.key, *used])))
+        key_columns = op.key if isinstance(op.key, tuple) else ()
+        narrowed = replace(op, carries=tuple(dict.fromkeys([*key_columns, *used])))
         stages[stage.index] = replace(stage, boundary=narrowed)
         (scatter,) = (stages[index] for index in stage.inputs)
         scatter_ops = push_used_columns_into_load(scatter.ops, narrowed)

@@ -218,13 +218,30 @@ def key_in_column(table: pa.Table, keys: pa.Array) -> str | None:
     return None
 
 
+def key_source_columns(table: pa.Table) -> list[str]:
+    """The columns of the row that a deduplicate key function's keys were found in (KEY_COLUMN)."""
+    if KEY_COLUMN not in table.column_names:
+        return []
+    return pc.unique(table.column(KEY_COLUMN)).drop_null().cast(pa.string()).to_pylist()
+
+
+def carried(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
+    """``table`` (with its shuffle columns added) cut to what a shuffle carries: ``columns``, the
+    shuffle columns and the columns keys were found in; as it is if no column of the row would
+    remain (a table without columns has no rows)."""
+    kept = {*columns, *key_source_columns(table)}
+    if not kept & set(table.column_names):
+        return table
+    return table.select([name for name in table.column_names if name in kept or name in INTERNAL])
+
+
 def keys_from_columns(table: pa.Table) -> pa.Array:
     """The KEY column of ``table`` with the keys that runs left in a column of the row (KEY_COLUMN) encoded again."""
     key = table.column(KEY)
     if KEY_COLUMN not in table.column_names or table.column(KEY_COLUMN).null_count == table.num_rows:
         return key
     sources = table.column(KEY_COLUMN).cast(pa.string())
-    for name in pc.unique(sources).drop_null().to_pylist():
+    for name in key_source_columns(table):
         encoded = encoded_keys(table.select([name]), (name,))
         key = pc.if_else(pc.fill_null(pc.equal(sources, name), False), encoded, key)
     return key

@@ -225,8 +225,7 @@ def _keys_of(table: pa.Table, columns: list[str], rows: pa.Array) -> pa.Table:
     column of the row (a null KEY, see ``keys.key_in_column``) are encoded from it again."""
     if K.KEY not in columns or K.KEY_COLUMN not in table.column_names or not table.column(K.KEY).null_count:
         return take(K.key_table(table, tuple(columns)), rows)
-    sources = table.column(K.KEY_COLUMN).unique().drop_null().cast(pa.string()).to_pylist()
-    picked = take(table.select([K.HASH, K.KEY, K.KEY_COLUMN, *sources]), rows)
+    picked = take(table.select([K.HASH, K.KEY, K.KEY_COLUMN, *K.key_source_columns(table)]), rows)
     return pa.table({K.HASH: picked.column(K.HASH), K.KEY: K.keys_from_columns(picked)})
 
 

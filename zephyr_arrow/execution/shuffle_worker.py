@@ -63,7 +63,7 @@ def scatter(stage: Stage, task: ShardTask, tables: Iterable[pa.Table]) -> list[S
     """Cut ``tables`` (the task's shard, after the stage's ops) into sorted runs, one segment per output shard."""
     op = stage.boundary
     keys = K.shuffle_keys(op, stage.side)
-    columns = op.input_columns() if isinstance(op, (ops.AggregateOp, ops.DeduplicateOp)) else None
+    columns = op.input_columns() if isinstance(op, ops.AggregateOp) else op.carries if isinstance(op, ops.DeduplicateOp) else None
     num_output_shards = task.input.num_output_shards
     files = _RunFiles(lambda index: task_path(task, index))
     position = task.shard_index << K.POSITION_BITS
@@ -72,9 +72,9 @@ def scatter(stage: Stage, task: ShardTask, tables: Iterable[pa.Table]) -> list[S
     schema: pa.Schema | None = None  # of the last batch: an empty shard's run still has the columns
     try:
         for table in tables:
-            if columns is not None:
-                table = table.select([name for name in columns if name in table.column_names])
             table, targets = K.add_shuffle_columns(table, keys, num_output_shards, position)
+            if columns is not None:
+                table = K.carried(table, columns)
             schema = table.schema
             position += table.num_rows
             if table.num_rows:
