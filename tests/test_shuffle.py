@@ -435,7 +435,7 @@ def test_shuffles_run_the_ops_before_them_in_their_scatter_stage():
     assert plan(ds).explain().splitlines() == [
         "[0] scatter: from_files('x/*.jsonl') -> load_jsonl -> map(<lambda>) -> scatter by k",
         "[1] shuffle: deduplicate(k)  <- 0",
-        "[2] scatter: scatter by k  <- 1",
+        "[2] scatter: scatter by k (reads k)  <- 1",  # its reducer reads no field of the rows
         "[3] shuffle: group_by(k, <lambda>)  <- 2",
     ]
 
@@ -534,8 +534,11 @@ def test_deduplicate_before_count_scatters_only_the_columns_after_it_read(ctx):
     # The filter after the shuffle sees each key's first row: its column moves too, the pad does not.
     assert ctx.execute(ds.deduplicate("k").filter(pl.col("n") % 2 == 0).count()).to_pylist() == [evens]
     assert scattered_mb() < 0.1
-    # A row function may read any column: every column moves, the answer is the same.
+    # So with a row function whose code shows what it reads.
     assert ctx.execute(ds.deduplicate("k").filter(lambda r: r["n"] % 2 == 0).count()).to_pylist() == [evens]
+    assert scattered_mb() < 0.1
+    # One that may read any column: every column moves, the answer is the same.
+    assert ctx.execute(ds.deduplicate("k").filter(lambda r: dict(r)["n"] % 2 == 0).count()).to_pylist() == [evens]
     assert scattered_mb() > 0.5
     # A key function that returns a column of the row: that column moves, as the key.
     texts = Dataset.from_list([{**row, "t": f"text {row['k']}"} for row in rows], num_shards=2)
@@ -558,6 +561,83 @@ def test_deduplicate_count_over_jsonl_matches_duckdb(ctx, tmp_path):
     english = ctx.execute(docs.deduplicate("text").filter(pl.col("lang") == "en").count()).to_pylist()
     first_lang = "select count(*) from (select text, {pick}(lang, id) as lang from {docs} group by text) where lang = 'en'"
     assert english == sql(first_lang.replace("{pick}", "arg_min")) != sql(first_lang.replace("{pick}", "arg_max"))
+
+
+def _wide_docs(tmp_path) -> tuple[Dataset, list[dict]]:
+    """Documents with a wide field no test function reads (~1.2 MB of ``pad``), in 3 JSONL files."""
+    rows = [
+        {"id": i, "url": f"https://d{i % 7}.org/p/{i}", "score": (i * 37 % 100) / 100, "lang": ["en", "de", None][i % 3],
+         "pad": random.Random(i).randbytes(500).hex()}
+        for i in range(1200)
+    ]
+    for part in range(3):
+        (tmp_path / f"docs-{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[part::3]))
+    return Dataset.from_files(str(tmp_path / "docs-*.jsonl")).load_jsonl(), rows
+
+
+def _kept(ds: Dataset) -> set[str] | None:
+    """The fields the first stage's load reads (None: every field)."""
+    (keep,) = [op.keep for op in plan(ds).stages[0].ops if hasattr(op, "keep")]
+    return None if keep is None else set(keep)
+
+
+def _mean_score(key, rows):
+    count = total = 0
+    for row in rows:
+        count += 1
+        total += row["score"]
+    return {"domain": key, "n": count, "mean": round(total / count, 9)}
+
+
+def test_row_functions_that_show_their_reads_move_only_those_fields(ctx, tmp_path):
+    docs, rows = _wide_docs(tmp_path)
+    expected = collections.defaultdict(list)
+    for row in rows:
+        if row["lang"] is not None:
+            expected[row["url"].split("/")[2]].append(row["score"])
+    expected = sorted((d, len(s), round(sum(s) / len(s), 9)) for d, s in expected.items())
+    answer = lambda refs: sorted((r["domain"], r["n"], r["mean"]) for r in refs.to_pylist())  # noqa: E731
+    scattered_mb = lambda: float(re.search(r"([\d.]+) MB", ctx.last_stage_summaries[0]).group(1))  # noqa: E731
+
+    known = docs.filter(lambda d: d["lang"] is not None).group_by(lambda d: d["url"].split("/")[2], reducer=_mean_score)
+    assert _kept(known) == {"lang", "url", "score"}
+    assert answer(ctx.execute(known)) == expected
+    assert scattered_mb() < 0.2
+    # The same functions written so their reads are unknown: every field is read and moved, same answer.
+    unknown = docs.filter(lambda d: dict(d)["lang"] is not None).group_by(
+        lambda d: dict(d)["url"].split("/")[2], reducer=lambda key, rs: _mean_score(key, list(rs))
+    )
+    assert _kept(unknown) is None
+    assert answer(ctx.execute(unknown)) == expected
+    assert scattered_mb() > 0.5
+    # A deduplicate by a key function before count reads and moves only what the key reads.
+    first_domains = docs.deduplicate(lambda d: d["url"].split("/")[2]).count()
+    assert _kept(first_domains) == {"url"}
+    assert ctx.execute(first_domains).to_pylist() == [7]
+    # A map's input is what it reads.
+    ids = docs.map(lambda d: {"id": d["id"], "en": d.get("lang") == "en"}).filter(lambda r: r["en"])
+    assert _kept(ids) == {"id", "lang"}
+    assert sorted(r["id"] for r in ctx.execute(ids).to_pylist()) == [r["id"] for r in rows if r["lang"] == "en"]
+
+
+def test_a_key_function_reading_a_field_no_file_has_sees_every_row(ctx, tmp_path):
+    # The reader has none of the fields the functions read: it reads every field rather than
+    # none (a batch of no columns has no rows), so every row reaches the key function.
+    docs, rows = _wide_docs(tmp_path)
+    grouped = docs.group_by(lambda d: d.get("topic"), reducer=lambda key, rs: {"topic": key, "n": sum(1 for _ in rs)})
+    assert ctx.execute(grouped).to_pylist() == [{"topic": None, "n": len(rows)}]
+    ctx.execute(docs.write_parquet(str(tmp_path / "docs-{shard}.parquet")))
+    grouped = Dataset.from_files(str(tmp_path / "docs-*.parquet")).load_parquet().group_by(lambda d: d.get("topic"), reducer=lambda key, rs: sum(1 for _ in rs))
+    assert ctx.execute(grouped).to_pylist() == [len(rows)]
+
+
+def test_chunks_of_bare_items_are_read_whole_whatever_fields_a_function_reads(ctx):
+    # Rows that are not all dicts with str keys are stored as one item column: a projection to
+    # the fields the function reads would find none of them.
+    items = [{"x": 1}, {2: "two"}, {"x": 3}]
+    mapped = Dataset.from_list(items, num_shards=2).map(lambda d: d).reshard(2).map(lambda d: d["x"] if "x" in d else None)
+    assert plan(mapped).stages[-1].input_columns == ("x",)
+    assert ctx.execute(mapped).to_pylist() == [1, None, 3]
 
 
 def test_one_file_per_scatter_task(ctx):

@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from zephyr_arrow import fields_read
+
 if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
-
 
 
 class Kind(enum.Enum):
@@ -295,6 +296,23 @@ def describe_key(key: Key) -> str:
     return ", ".join(key) if isinstance(key, tuple) else describe_fn(key)
 
 
+def key_reads(key: Key) -> tuple[str, ...] | None:
+    """The columns a key reads: its columns, or the fields its function's code shows it reads (None: any)."""
+    return key if isinstance(key, tuple) else _fields(fields_read.fields_of_row, key)
+
+
+def _fields(analysis: Callable[[Any], frozenset[str] | None], fn: Callable[..., Any]) -> tuple[str, ...] | None:
+    fields = analysis(fn)
+    return None if fields is None else tuple(sorted(fields))
+
+
+def union(*columns: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The columns of every set in order, or None (every column) if any is None."""
+    if any(names is None for names in columns):
+        return None
+    return tuple(dict.fromkeys(name for names in columns for name in names))
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class GroupByOp(Op):
     """``reducer(key, rows_iterator)`` once per key, the key's rows streamed in ``sort_by`` order."""
@@ -308,6 +326,18 @@ class GroupByOp(Op):
 
     def key_of(self, side: int = 0) -> Key:
         return self.key
+
+    def carried_columns(self) -> tuple[str, ...] | None:
+        """The columns the rows carry through the shuffle: those the key and the reducer read
+        (the reduce side gives the reducer rows of just those); None: every column (a combiner
+        makes new rows, or a function's reads are not known)."""
+        if self.combiner is not None:
+            return None
+        return union(key_reads(self.key), _fields(fields_read.fields_of_rows, self.reducer))
+
+    def input_columns(self) -> tuple[str, ...] | None:
+        """The columns the scatter reads: those carried and those ``sort_by`` reads; None: every column."""
+        return union(self.carried_columns(), () if self.sort_by is None else key_reads(self.sort_by))
 
     def __repr__(self) -> str:
         return f"group_by({describe_key(self.key)}, {describe_fn(self.reducer)})"
@@ -328,9 +358,12 @@ class DeduplicateOp(Op):
     def key_of(self, side: int = 0) -> Key:
         return self.key
 
+    def carried_columns(self) -> tuple[str, ...] | None:
+        return self.carries
+
     def input_columns(self) -> tuple[str, ...] | None:
-        """The columns the scatter reads, or None for every column (a key function may read any)."""
-        return self.carries if isinstance(self.key, tuple) else None
+        """The columns the scatter reads (those carried and those the key reads), or None for every column."""
+        return union(self.carries, key_reads(self.key))
 
     def __repr__(self) -> str:
         return f"deduplicate({describe_key(self.key)})"
@@ -355,6 +388,9 @@ class AggregateOp(Op):
         if any(names is None for names in used):
             return None
         return tuple(dict.fromkeys([*self.by, *(name for names in used for name in names)]))
+
+    def carried_columns(self) -> tuple[str, ...] | None:
+        return self.input_columns()
 
     def __repr__(self) -> str:
         return f"aggregate({', '.join(self.by)}: {', '.join(str(e) for e in self.exprs)})"

@@ -15,12 +15,12 @@ passes:
 - ``push_down_into_load``: a Polars filter and a select directly after a load are
   handed to the file reader (fewer bytes read, no rows built only to be dropped);
 - ``push_used_columns_into_load``: the columns the rest of a stage uses (when its ops are
-  columnar: selects, Polars filters and with_columns, an aggregate's scatter) are handed to
-  the reader, which skips the others. A stage that reads chunks gets the same set as
+  columnar: selects, Polars filters and with_columns, a shuffle's scatter whose key and
+  reduce read known columns) are handed to the reader, which skips the others. A stage that reads chunks gets the same set as
   ``Stage.input_columns``: its tasks read only those columns of the chunk files.
 - ``narrow_deduplicate_runs`` (after the stages are cut): a deduplicate moves only its key
-  and the columns the ops of its reduce stage read; on columns, its scatter stage reads
-  only those.
+  and the columns the ops of its reduce stage read, and its scatter stage reads only those.
+  A group_by needs no pass: what it moves is what its key and reducer read.
 """
 
 from __future__ import annotations
@@ -224,9 +224,9 @@ def push_down_into_load(stage_ops: tuple[ops.Op, ...]) -> tuple[ops.Op, ...]:
 
 def narrow_deduplicate_runs(stages: list[Stage]) -> None:
     """Let a deduplicate carry through its shuffle only its key and the columns the ops of its
-    reduce stage read (``DeduplicateOp.carries``), when they are known. On columns, its scatter
-    stage then reads, parses and moves just those (``deduplicate("text").count()``: the text);
-    with a key function, every column is read and the runs hold only those."""
+    reduce stage read (``DeduplicateOp.carries``), when they are known. Its scatter stage then
+    reads, parses and moves just those and what its key reads (``deduplicate("text").count()``
+    and ``deduplicate(lambda d: d["text"]).count()``: the text)."""
     for stage in stages:
         op = stage.boundary
         if stage.kind is not StageKind.SHUFFLE or not isinstance(op, ops.DeduplicateOp):
@@ -262,14 +262,16 @@ def push_used_columns_into_load(stage_ops: tuple[ops.Op, ...], boundary: ops.Op 
 def used_columns(stage_ops: tuple[ops.Op, ...], boundary: ops.Op | None) -> tuple[str, ...] | None:
     """The input columns ``stage_ops`` use, or None for every column (or none known to be unused).
 
-    Walks the ops backwards from what the stage's end needs: a scatter for an aggregate or a
-    deduplicate, the columns the shuffle moves; anything else, every column. A select narrows
-    the set, a filter or with_columns adds the columns its expressions read, ``count()`` reads
-    none; a row op, a load, any other map_batches or an expression that picks columns by
-    pattern, type or position makes it every column again. An empty set is None too: a batch
-    of no columns would lose its row count.
+    Walks the ops backwards from what the stage's end needs: a scatter for an aggregate, a
+    deduplicate or a group_by, the columns its key reads and the shuffle moves; anything else,
+    every column. A select narrows the set, a filter or with_columns adds the columns its
+    expressions read, ``count()`` reads none. A row function reads the fields its code shows
+    (``fields_read``): a map's or flat_map's input needs only those, a filter adds them. Any
+    other row function, a load, map_batches or an expression that picks columns by pattern,
+    type or position makes it every column again. An empty set is None too: a batch of no
+    columns would lose its row count.
     """
-    used = boundary.input_columns() if isinstance(boundary, (ops.AggregateOp, ops.DeduplicateOp)) else None
+    used = boundary.input_columns() if isinstance(boundary, (ops.AggregateOp, ops.DeduplicateOp, ops.GroupByOp)) else None
     return _used_by(stage_ops, used) or None
 
 
@@ -288,6 +290,10 @@ def _used_before(op: ops.Op, used: tuple[str, ...] | None) -> tuple[str, ...] | 
         return used
     if isinstance(op, ops.MapBatchesOp) and op.reads is not None:
         return op.reads
+    if isinstance(op, (ops.MapOp, ops.FlatMapOp)):
+        return ops.key_reads(op.fn)  # its output rows are made from what it reads
+    if isinstance(op, ops.FilterOp):  # its rows pass on
+        return None if used is None else ops.union(used, ops.key_reads(op.predicate))
     if used is None or not isinstance(op, (ops.FilterExprOp, ops.WithColumnsOp)):
         return None
     exprs = (op.expr,) if isinstance(op, ops.FilterExprOp) else op.exprs

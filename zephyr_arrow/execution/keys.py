@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -37,7 +38,7 @@ import pyarrow.compute as pc
 
 from zephyr_arrow import ops
 from zephyr_arrow.execution.key_encoding import BYTES_TAG, NONE_TAG, STR_TAG, encode_key
-from zephyr_arrow.rows import is_pickled, table_to_rows
+from zephyr_arrow.rows import is_item_schema, is_pickled, table_to_rows
 
 if TYPE_CHECKING:
     import polars as pl  # imported where a hash is computed: the coordinator reads only the names below
@@ -277,6 +278,21 @@ class ShuffleKeys:
     sort_by: Callable[[Any], Any] | tuple[str, ...] | None = None
     by_encoded_key: bool = False  # group_by: runs sorted by encoded key, so groups come out in key order
 
+    @cached_property
+    def reads(self) -> tuple[str, ...] | None:
+        """The columns the key and sort functions read (None: any), decoded into their rows."""
+        functions = [fn for fn in (self.function, self.sort_by) if callable(fn)]
+        return ops.union(*(ops.key_reads(fn) for fn in functions)) if functions else None
+
+    def rows(self, table: pa.Table) -> list[Any]:
+        """The rows the key and sort functions are called with: only the columns they read,
+        when known (a table of no columns would have no rows, so then every column)."""
+        if self.reads is not None and not is_item_schema(table.schema):
+            names = [name for name in table.column_names if name in self.reads]
+            if names:
+                return table_to_rows(table.select(names))
+        return table_to_rows(table)
+
     @property
     def order(self) -> list[str]:
         if self.by_encoded_key:
@@ -315,7 +331,7 @@ def add_shuffle_columns(table: pa.Table, keys: ShuffleKeys, num_shards: int, fir
         hashes, targets = hash_columns(key_table(table, keys.columns), num_shards)
         added[HASH] = hashes
     else:
-        rows = table_to_rows(table) if keys.function is not None or callable(keys.sort_by) else None
+        rows = keys.rows(table) if keys.function is not None or callable(keys.sort_by) else None
         if keys.columns is not None:
             encoded = hashed = encoded_keys(key_table(table, keys.columns), keys.columns)
         elif keys.by_encoded_key:  # group_by: runs are ordered by the encoded key

@@ -6,8 +6,9 @@ the row's input position), and buffers up to ``SORT_BUFFER_BYTES``; each full bu
 sorted by (output shard, order) and written as one *run*: one Parquet file per task, one
 row-group-aligned segment per output shard, each returned as a ranged ``ChunkRef``. So
 M map tasks write M files (more only when a combiner changes the schema), not M x N.
-An aggregate moves only the columns its expressions read, a deduplicate only those its
-output needs where the planner knows them (``DeduplicateOp.carries``). Deduplicate drops
+Only the columns the reduce side reads are moved (``carried_columns``): an aggregate's
+expressions', a group_by's key and reducer's, a deduplicate's key and those the ops after it
+read, where the planner knows them. Deduplicate drops
 repeated keys within a run before writing; a group_by combiner folds each key's rows of a run.
 
 The reduce side, and helpers the map side shares with it, are in ``shuffle_reduce.py``.
@@ -63,7 +64,7 @@ def scatter(stage: Stage, task: ShardTask, tables: Iterable[pa.Table]) -> list[S
     """Cut ``tables`` (the task's shard, after the stage's ops) into sorted runs, one segment per output shard."""
     op = stage.boundary
     keys = K.shuffle_keys(op, stage.side)
-    columns = op.input_columns() if isinstance(op, ops.AggregateOp) else op.carries if isinstance(op, ops.DeduplicateOp) else None
+    columns = op.carried_columns() if isinstance(op, (ops.AggregateOp, ops.DeduplicateOp, ops.GroupByOp)) else None
     num_output_shards = task.input.num_output_shards
     files = _RunFiles(lambda index: task_path(task, index))
     position = task.shard_index << K.POSITION_BITS

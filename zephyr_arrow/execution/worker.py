@@ -24,6 +24,7 @@ from zephyr_arrow.planner import Stage
 from zephyr_arrow.store import ChunkRef, layout
 from zephyr_arrow.store.chunk_writer import ChunkWriter
 from zephyr_arrow.store.files import exists, size
+from zephyr_arrow.store.tables import kept
 
 
 def worker_environment() -> dict[str, str]:
@@ -156,11 +157,9 @@ def _input_stream(task: ShardTask, rows_in: _Counter, columns: tuple[str, ...] |
 
 
 def _read_chunks(source: ChunksInput, columns: tuple[str, ...] | None) -> Iterator[pa.Table]:
-    """The chunks' rows; with ``columns`` (those the stage uses), only those a chunk has, or all
-    of its columns if it has none of them (its rows still count)."""
+    """The chunks' rows; with ``columns`` (those the stage uses), only those a chunk has (``kept``)."""
     for chunk in source.chunks:
-        present = [name for name in chunk.schema.names if name in columns] if columns is not None else []
-        for batch in chunk.iter_batches(present or None):
+        for batch in chunk.iter_batches(None if columns is None else kept(chunk.schema.names, columns)):
             yield pa.Table.from_batches([batch])
 
 

@@ -38,6 +38,7 @@ from zephyr_arrow.io.formats import format_of
 from zephyr_arrow.io.parquet import read_parquet
 from zephyr_arrow.io.text import read_csv, read_jsonl
 from zephyr_arrow.io.writers import write_csv_file, write_jsonl_file, write_parquet_file
+from zephyr_arrow.store.tables import kept
 
 if TYPE_CHECKING:
     import polars as pl
@@ -76,7 +77,7 @@ def read_file(
         tables = reader(path, keep=keep.union(filter.meta.root_names()) if filter is not None else keep)
         if filter is None:
             return tables
-        return (t.select([c for c in t.column_names if c in keep]) for t in _filtered(tables, None, filter))
+        return (t.select(kept(t.column_names, keep)) for t in _filtered(tables, None, filter))
     return _filtered(reader(path, needed_columns(columns, filter)), columns, filter)
 
 

@@ -16,6 +16,7 @@ from zephyr_arrow.io.batches import BATCH_ROWS, filter_and_project, needed_colum
 from zephyr_arrow.io.formats import input_errors
 from zephyr_arrow.store.chunk_ref import row_groups_covering
 from zephyr_arrow.store.files import pre_buffer
+from zephyr_arrow.store.tables import kept
 
 if TYPE_CHECKING:
     import polars as pl
@@ -60,7 +61,7 @@ def _read_parquet(
     fs, fs_path = url_to_fs(path)
     with input_errors(path), _open_parquet(fs, fs_path, path) as parquet_file:
         if columns is None and keep is not None:
-            columns = [name for name in parquet_file.schema_arrow.names if name in keep]
+            columns = kept(parquet_file.schema_arrow.names, keep)
         needed = needed_columns(columns, filter)
         missing = [name for name in needed or [] if name not in parquet_file.schema_arrow.names]
         if missing:

@@ -22,6 +22,7 @@ from fsspec.core import url_to_fs
 from zephyr_arrow.errors import InputFileError
 from zephyr_arrow.io.batches import BATCH_ROWS, align, cast_to_schema, slices, timestamps_as_strings, type_contains, widen
 from zephyr_arrow.io.formats import input_errors, open_stream, split_codec
+from zephyr_arrow.store.tables import kept
 
 BATCH_BYTES = 4 << 20  # pieces are gathered into batches of up to this much (see _Batches)
 # Large enough to keep Arrow's parser threads busy (4 parse blocks), small enough that the
@@ -269,7 +270,7 @@ def _read_text(
                 line = _line_number(fs, fs_path, codec, offset)
                 raise _parse_error(path, text_format, piece, line, error) from error
             if keep is not None:
-                table = table.select([name for name in table.column_names if name in keep])
+                table = table.select(kept(table.column_names, keep))
             try:
                 schema = widen([schema, table.schema]) if schema else table.schema
             except (pa.ArrowInvalid, pa.ArrowTypeError) as error:

@@ -7,6 +7,18 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 
 
+def kept(names: list[str], keep: Iterable[str]) -> list[str]:
+    """The columns of ``names`` that are in ``keep``, in their order; all of ``names`` if none
+    is: a table of no columns loses its rows (a Polars frame, a concat, a Parquet file of none
+    has none), so a reader that has none of the columns its caller uses reads them all.
+
+    >>> kept(["a", "b", "c"], {"c", "a"}), kept(["a", "b"], {"x"})
+    (['a', 'c'], ['a', 'b'])
+    """
+    keep = set(keep)
+    return [name for name in names if name in keep] or list(names)
+
+
 def take(table: pa.Table, indices: pa.Array) -> pa.Table:
     """``table.take(indices)``, on contiguous columns.
 
