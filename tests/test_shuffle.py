@@ -346,6 +346,24 @@ def test_broadcast_join_errors(ctx):
         ctx.execute(left.join(Dataset.from_list([{"k": "1"}]), on="k", broadcast=True))
 
 
+@pytest.mark.parametrize("how", ["inner", "left"])
+def test_a_broadcast_side_reads_only_its_keys_and_the_columns_used_after_the_join(ctx, tmp_path, how):
+    for name, rows in (("left", LEFT), ("right", RIGHT)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    left, right = (Dataset.from_files(str(tmp_path / f"{name}.jsonl")).load_jsonl() for name in ("left", "right"))
+    joined = left.join(right, left_on="id", right_on="rid", how=how, broadcast=True)
+    expected = duckdb_join(LEFT, RIGHT, how)  # (id, lv, tag, rv, tag_right)
+    key = lambda t: tuple((v is None, v) for v in t)  # noqa: E731
+
+    values = joined.map(lambda r: (r["lv"], r["rv"]))
+    assert _kept(values, 0) == {"rid", "lv", "rv"} and _kept(values, 1) == {"id", "lv", "rv"}
+    assert sorted(ctx.execute(values).to_pylist(), key=key) == sorted([(t[1], t[3]) for t in expected], key=key)
+    # The right side's tag is named tag_right because the left side has a tag too: both keep it.
+    tags = joined.map(lambda r: (r["lv"], r["tag_right"]))
+    assert _kept(tags, 0) == {"rid", "lv", "tag_right", "tag"} and _kept(tags, 1) == {"id", "lv", "tag_right", "tag"}
+    assert sorted(ctx.execute(tags).to_pylist(), key=key) == sorted([(t[1], t[4]) for t in expected], key=key)
+
+
 def test_a_broadcast_side_is_read_once_per_process_and_dropped_when_the_sync_context_closes(tmp_path, monkeypatch):
     from zephyr_arrow.execution import broadcast
 
@@ -575,9 +593,9 @@ def _wide_docs(tmp_path) -> tuple[Dataset, list[dict]]:
     return Dataset.from_files(str(tmp_path / "docs-*.jsonl")).load_jsonl(), rows
 
 
-def _kept(ds: Dataset) -> set[str] | None:
-    """The fields the first stage's load reads (None: every field)."""
-    (keep,) = [op.keep for op in plan(ds).stages[0].ops if hasattr(op, "keep")]
+def _kept(ds: Dataset, stage: int = 0) -> set[str] | None:
+    """The fields the load of ``ds``'s stage ``stage`` reads (None: every field)."""
+    (keep,) = [op.keep for op in plan(ds).stages[stage].ops if hasattr(op, "keep")]
     return None if keep is None else set(keep)
 
 

@@ -21,6 +21,8 @@ passes:
 - ``narrow_deduplicate_runs`` (after the stages are cut): a deduplicate moves only its key
   and the columns the ops of its reduce stage read, and its scatter stage reads only those.
   A group_by needs no pass: what it moves is what its key and reducer read.
+- ``narrow_broadcast_sides`` (after the stages are cut): the right side of a broadcast join
+  reads only its keys and the columns used after the join.
 """
 
 from __future__ import annotations
@@ -122,8 +124,8 @@ class _Builder:
 
         def close(kind: StageKind = StageKind.MAP, **fields: Any) -> int:
             nonlocal upstream, pending_source
-            boundary = fields.get("boundary")
-            stage_ops = push_used_columns_into_load(push_down_into_load(tuple(fused)), boundary)
+            end = needed_by(fields.get("boundary"))
+            stage_ops = push_used_columns_into_load(push_down_into_load(tuple(fused)), end)
             fused.clear()
             # A shuffle's reduce tasks read no broadcast side: a broadcast join stays in a stage of its own.
             if kind is StageKind.MAP and not broadcast and self._takes_ops_after(upstream, pending_source, stage_ops):
@@ -131,7 +133,7 @@ class _Builder:
                 self.stages[index] = replace(self.stages[index], ops=stage_ops)
             else:
                 reads_chunks = pending_source is None or isinstance(pending_source, ops.RefsSource)
-                columns = used_columns(stage_ops, boundary) if reads_chunks else None
+                columns = used_columns(stage_ops, end) if reads_chunks else None
                 index = self.add(
                     kind, ops=stage_ops, inputs=upstream, source=pending_source, input_columns=columns, broadcast=tuple(broadcast), **fields
                 )
@@ -197,6 +199,7 @@ def plan(dataset: Dataset) -> Plan:
     builder = _Builder()
     output = builder.build(dataset)
     narrow_deduplicate_runs(builder.stages)
+    narrow_broadcast_sides(builder.stages)
     return Plan(tuple(builder.stages), output)
 
 
@@ -238,20 +241,48 @@ def narrow_deduplicate_runs(stages: list[Stage]) -> None:
         narrowed = replace(op, carries=tuple(dict.fromkeys([*key_columns, *used])))
         stages[stage.index] = replace(stage, boundary=narrowed)
         (scatter,) = (stages[index] for index in stage.inputs)
-        scatter_ops = push_used_columns_into_load(scatter.ops, narrowed)
-        reads_chunks = scatter.source is None or isinstance(scatter.source, ops.RefsSource)
-        columns = used_columns(scatter_ops, narrowed) if reads_chunks else None
-        stages[scatter.index] = replace(scatter, ops=scatter_ops, boundary=narrowed, input_columns=columns)
+        stages[scatter.index] = _reading_only(replace(scatter, boundary=narrowed), needed_by(narrowed))
 
 
-def push_used_columns_into_load(stage_ops: tuple[ops.Op, ...], boundary: ops.Op | None) -> tuple[ops.Op, ...]:
-    """Tell the stage's load which columns the ops after it use (``used_columns``), so its
-    reader skips the rest."""
+def narrow_broadcast_sides(stages: list[Stage]) -> None:
+    """Let the right side of a broadcast join read only its keys and the columns the ops after
+    the join use, when they are known: every task of the left side holds all of it.
+
+    A right column whose name clashes with a left column is named with the join's suffix, so a
+    used ``name_right`` keeps ``name`` on both sides (dropping a left column would rename it).
+    """
+    for stage in stages:
+        if not stage.broadcast:
+            continue
+        joins = iter(reversed(stage.broadcast))  # the right side of each broadcast join, last first
+        used = needed_by(stage.boundary)
+        for op in reversed(stage.ops):
+            if isinstance(op, ops.BroadcastJoinOp):
+                right = stages[next(joins)]
+                if used is not None and right.kind is StageKind.MAP and right.sink is None:
+                    stages[right.index] = _reading_only(right, ops.union(op.right_on, used, _unsuffixed(used, op.suffix)))
+            used = _used_before(op, used)
+
+
+def _unsuffixed(names: tuple[str, ...], suffix: str) -> tuple[str, ...]:
+    return tuple(name[: -len(suffix)] for name in names if suffix and name.endswith(suffix))
+
+
+def _reading_only(stage: Stage, end: tuple[str, ...] | None) -> Stage:
+    """``stage`` with its load, or its chunk reads, narrowed to what its ops use for ``end`` to be right after them."""
+    stage_ops = push_used_columns_into_load(stage.ops, end)
+    reads_chunks = stage.source is None or isinstance(stage.source, ops.RefsSource)
+    return replace(stage, ops=stage_ops, input_columns=used_columns(stage_ops, end) if reads_chunks else None)
+
+
+def push_used_columns_into_load(stage_ops: tuple[ops.Op, ...], end: tuple[str, ...] | None) -> tuple[ops.Op, ...]:
+    """Tell the stage's load which columns the ops after it use for ``end`` (the columns needed
+    after the stage, None: every column) to be right (``used_columns``), so its reader skips the rest."""
     loads = [index for index, op in enumerate(stage_ops) if isinstance(op, ops.LoadOp)]
     if not loads or stage_ops[loads[-1]].columns is not None:
         return stage_ops
     index = loads[-1]
-    used = used_columns(stage_ops[index + 1 :], boundary)
+    used = used_columns(stage_ops[index + 1 :], end)
     if used is None:
         return stage_ops
     load = stage_ops[index]
@@ -259,20 +290,25 @@ def push_used_columns_into_load(stage_ops: tuple[ops.Op, ...], boundary: ops.Op 
     return (*stage_ops[:index], replace(load, keep=keep), *stage_ops[index + 1 :])
 
 
-def used_columns(stage_ops: tuple[ops.Op, ...], boundary: ops.Op | None) -> tuple[str, ...] | None:
-    """The input columns ``stage_ops`` use, or None for every column (or none known to be unused).
+def needed_by(boundary: ops.Op | None) -> tuple[str, ...] | None:
+    """What a stage's end needs of its rows: a scatter for an aggregate, a deduplicate or a
+    group_by, the columns its key reads and the shuffle moves; anything else, every column (None)."""
+    return boundary.input_columns() if isinstance(boundary, (ops.AggregateOp, ops.DeduplicateOp, ops.GroupByOp)) else None
 
-    Walks the ops backwards from what the stage's end needs: a scatter for an aggregate, a
-    deduplicate or a group_by, the columns its key reads and the shuffle moves; anything else,
-    every column. A select narrows the set, a filter or with_columns adds the columns its
-    expressions read, ``count()`` reads none. A row function reads the fields its code shows
-    (``fields_read``): a map's or flat_map's input needs only those, a filter adds them. Any
-    other row function, a load, map_batches or an expression that picks columns by pattern,
+
+def used_columns(stage_ops: tuple[ops.Op, ...], end: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The input columns ``stage_ops`` use for the columns ``end`` (None: every column) to be
+    right after them, or None for every column (or none known to be unused).
+
+    Walks the ops backwards from ``end`` (``needed_by`` a stage's boundary). A select narrows
+    the set, a filter or with_columns adds the columns its expressions read, ``count()`` reads
+    none. A row function reads the fields its code shows (``fields_read``): a map's or
+    flat_map's input needs only those, a filter adds them. A broadcast join adds its left keys.
+    Any other row function, a load, map_batches or an expression that picks columns by pattern,
     type or position makes it every column again. An empty set is None too: a batch of no
     columns would lose its row count.
     """
-    used = boundary.input_columns() if isinstance(boundary, (ops.AggregateOp, ops.DeduplicateOp, ops.GroupByOp)) else None
-    return _used_by(stage_ops, used) or None
+    return _used_by(stage_ops, end) or None
 
 
 def _used_by(stage_ops: tuple[ops.Op, ...], used: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -294,6 +330,8 @@ def _used_before(op: ops.Op, used: tuple[str, ...] | None) -> tuple[str, ...] | 
         return ops.key_reads(op.fn)  # its output rows are made from what it reads
     if isinstance(op, ops.FilterOp):  # its rows pass on
         return None if used is None else ops.union(used, ops.key_reads(op.predicate))
+    if isinstance(op, ops.BroadcastJoinOp):  # the left side's part (see narrow_broadcast_sides)
+        return None if used is None else ops.union(op.left_on, used, _unsuffixed(used, op.suffix))
     if used is None or not isinstance(op, (ops.FilterExprOp, ops.WithColumnsOp)):
         return None
     exprs = (op.expr,) if isinstance(op, ops.FilterExprOp) else op.exprs
