@@ -53,6 +53,7 @@ KNOWN = [
     (lambda d: (d["n"] or 0) + len(d["text"]), {"n", "text"}),
     (lambda d: 1, set()),
     (_two_statements, {"url", "lang", "score"}),
+    (_rebinds, {"url"}),  # a field of another dict: one more field kept, no harm
 ]
 
 UNKNOWN = [
@@ -67,9 +68,6 @@ UNKNOWN = [
     lambda d: d.items(),
     lambda d: d["a"] if d else None,  # truth value: emptiness
     lambda d: d == {},
-    lambda d: ("url" if d["n"] else "text") in d,  # which name is looked up depends on the path taken
-    lambda d: [d["url"] for _ in range(2)],  # captured by a comprehension
-    _rebinds,
     _locals,
     _captured,
     _stores,
@@ -93,6 +91,20 @@ def test_a_row_of_just_those_fields_gives_the_same_result(fn, fields):
 @pytest.mark.parametrize("fn", UNKNOWN)
 def test_a_function_that_may_read_more_has_unknown_fields(fn):
     assert fields_of_row(fn) is None
+
+
+@pytest.mark.parametrize(
+    "fn, fields",
+    [
+        (lambda d: ("url" if d["n"] else "text") in d, {"n", "url", "text"}),  # the name depends on the path taken
+        (lambda d: [d["url"] for _ in range(2)], {"url"}),  # an inner scope before Python 3.12
+    ],
+)
+def test_reads_the_code_may_not_show_plainly_are_all_found_or_unknown(fn, fields):
+    # Compilers differ (one shares the ``in d`` of both branches, another repeats it): the
+    # answer may be None, never a set missing a field.
+    found = fields_of_row(fn)
+    assert found is None or found == fields
 
 
 def _loop(key, rows):

@@ -19,12 +19,14 @@ from __future__ import annotations
 import dis
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 # Names through which a function could see its own frame's locals: a row there is partial.
 _FRAME_ACCESS = frozenset({"locals", "vars", "eval", "exec", "_getframe", "currentframe", "f_locals", "tb_frame", "f_back"})
 _CALLS = frozenset({"CALL", "CALL_METHOD", "CALL_FUNCTION"})
 _SKIPPED = frozenset({"EXTENDED_ARG", "PRECALL", "CACHE"})  # no effect on the stack
+_LOADS = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK"})
 
 
 class _Unknown(Exception):
@@ -75,71 +77,97 @@ def _code(fn: Callable[..., Any], arguments: int) -> types.CodeType | None:
     return code
 
 
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """One instruction, with superinstructions (Python 3.13's ``LOAD_FAST_LOAD_FAST``...) split."""
+
+    opname: str
+    argval: Any
+    arg: int | None
+    target: bool  # a jump may land here: the stack may come from elsewhere
+
+
+def _ops(code: types.CodeType) -> list[_Op]:
+    ops: list[_Op] = []
+    target = False
+    for instruction in dis.get_instructions(code):
+        target = target or instruction.is_jump_target  # a jump to a skipped instruction lands on the next
+        if instruction.opname in _SKIPPED:
+            continue
+        parts = instruction.opname.split("_FAST_")
+        if len(parts) == 2 and isinstance(instruction.argval, tuple):  # e.g. STORE_FAST_LOAD_FAST (a, b)
+            first, second = instruction.argval
+            ops.append(_Op(parts[0] + "_FAST", first, None, target))
+            ops.append(_Op(parts[1] if parts[1].endswith("FAST") else parts[1] + "_FAST", second, None, False))
+        else:
+            ops.append(_Op(instruction.opname, instruction.argval, instruction.arg, target))
+        target = False
+    return ops
+
+
 class _Reads:
-    """The fields read through the locals ``row`` (rows) and ``rows`` (iterables of rows) of ``code``."""
+    """The fields read through the locals ``row`` (rows) and ``rows`` (iterables of rows) of ``code``.
+
+    Every load of a tracked local must be a pattern below; stores to one are free (a row that
+    is not one only adds fields). Rows reach other locals only as loop targets.
+    """
 
     def __init__(self, code: types.CodeType, rows: tuple[str, ...], row: tuple[str, ...]) -> None:
         if _FRAME_ACCESS & set(code.co_names):
             raise _Unknown
         self.fields: set[str] = set()
-        self._instructions: list[dis.Instruction] = []
-        self._targets: set[int] = set()  # indices of instructions a jump may land on
-        for instruction in dis.get_instructions(code):
-            if instruction.is_jump_target:  # on a skipped one: on the next one kept
-                self._targets.add(len(self._instructions))
-            if instruction.opname not in _SKIPPED:
-                self._instructions.append(instruction)
+        self._ops = _ops(code)
         self._rows = set(rows)
         self._row = set(row)
-        # Loop targets over rows become rows themselves; find them first, then check every use.
-        for index, instruction in enumerate(self._instructions):
-            if instruction.opname in ("LOAD_FAST", "LOAD_FAST_CHECK") and instruction.argval in self._rows:
+        for index, op in enumerate(self._ops):  # loop targets over rows hold rows
+            if op.opname in _LOADS and op.argval in self._rows:
                 target = self._loop_target(index)
                 if target is not None:
                     self._row.add(target)
         tracked = self._rows | self._row
         if tracked & set(code.co_cellvars + code.co_freevars):
             raise _Unknown  # captured by an inner function
-        for index, instruction in enumerate(self._instructions):
-            if "FAST" not in instruction.opname:
+        for index, op in enumerate(self._ops):
+            if "FAST" not in op.opname:
                 continue
-            names = instruction.argval if isinstance(instruction.argval, tuple) else (instruction.argval,)
-            if not tracked & set(names):
-                continue
-            if isinstance(instruction.argval, tuple):
-                raise _Unknown  # a superinstruction on two locals (Python 3.13)
-            if instruction.opname in ("STORE_FAST", "DELETE_FAST"):
-                if not (instruction.argval in self._row and self._stored_by_loop(index)):
+            if isinstance(op.argval, tuple):  # a superinstruction not split above
+                if tracked & set(op.argval):
                     raise _Unknown
-            elif instruction.opname not in ("LOAD_FAST", "LOAD_FAST_CHECK"):
-                raise _Unknown  # a superinstruction, a load-and-clear: a pattern not followed here
-            elif instruction.argval in self._row:
+                continue
+            if op.argval not in tracked or op.opname in ("STORE_FAST", "DELETE_FAST"):
+                continue
+            if op.opname == "LOAD_FAST_AND_CLEAR" and op.argval in self._row and self._comprehension_at(index):
+                continue  # the value before an inlined comprehension, stored back after it
+            if op.opname not in _LOADS:
+                raise _Unknown
+            if op.argval in self._row:
                 self._read_field(index)
             else:
                 self._iterate(index)
 
-    def _at(self, index: int) -> dis.Instruction | None:
-        return self._instructions[index] if 0 <= index < len(self._instructions) else None
+    def _at(self, index: int) -> _Op | None:
+        return self._ops[index] if 0 <= index < len(self._ops) else None
 
     def _opname(self, index: int) -> str:
-        instruction = self._at(index)
-        return instruction.opname if instruction is not None else ""
+        op = self._at(index)
+        return op.opname if op is not None else ""
+
+    def _comprehension_at(self, index: int) -> bool:
+        """Whether ``index`` starts an inlined comprehension's set-up (Python 3.12+): save the
+        loop variable, build the result, then the loop."""
+        names = [self._opname(index + step) for step in range(5)]
+        return names[0] == "LOAD_FAST_AND_CLEAR" and names[1] == names[3] == "SWAP" and names[2].startswith("BUILD_") and names[4] == "FOR_ITER"
 
     def _loop_target(self, index: int) -> str | None:
         """The local that ``for target in rows`` stores each row in, for ``rows`` loaded at ``index``."""
         step = index + 1
         if self._opname(step) == "GET_ITER":
             step += 1
+            if self._comprehension_at(step):
+                step += 4
         if self._opname(step) == "FOR_ITER" and self._opname(step + 1) == "STORE_FAST":
             return self._at(step + 1).argval
         return None
-
-    def _stored_by_loop(self, index: int) -> bool:
-        """Whether the store at ``index`` is ``for row in rows`` storing each row."""
-        if self._opname(index - 1) != "FOR_ITER":
-            return False
-        load = index - 2 if self._opname(index - 2) != "GET_ITER" else index - 3
-        return self._opname(load) in ("LOAD_FAST", "LOAD_FAST_CHECK") and self._at(load).argval in self._rows
 
     def _read_field(self, index: int) -> None:
         """A row loaded at ``index``: only ``row[const]``, ``row.get(const[, const])`` or ``const in row``."""
@@ -174,16 +202,13 @@ class _Reads:
             and self._opname(index + 1) == "GET_ITER" and self._opname(index + 2) in _CALLS
             and code.argval.co_varnames[:1] == (".0",)
         ):
-            try:
-                self.fields |= _Reads(code.argval, rows=(".0",), row=()).fields
-            except RecursionError:
-                raise _Unknown from None
+            self.fields |= _Reads(code.argval, rows=(".0",), row=()).fields
             return
         raise _Unknown
 
     def _jumped_into(self, start: int, stop: int) -> bool:
         """Whether a jump lands on an instruction in ``start..stop``: the stack there may come from elsewhere."""
-        return any(index in self._targets for index in range(start, stop + 1))
+        return any(self._at(index).target for index in range(start, stop + 1))
 
 
 def _is_str_constant(instruction: dis.Instruction | None) -> bool:
