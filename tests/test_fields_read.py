@@ -6,7 +6,9 @@ import functools
 import json
 import operator
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from zephyr_arrow.fields_read import fields_of_row, fields_of_rows
 
@@ -164,3 +166,39 @@ def test_the_fields_a_reducer_reads_from_each_row(fn, fields):
 @pytest.mark.parametrize("fn", REDUCERS_UNKNOWN)
 def test_a_reducer_that_keeps_or_passes_on_rows_has_unknown_fields(fn):
     assert fields_of_rows(fn) is None
+
+
+# Generated functions: whenever fields are found, a row of just those fields gives the same
+# result (or raises the same exception) as the whole row.
+
+_LEAVES = ['d["a"]', 'd["b"]', 'd.get("c")', 'd.get("a", 0)', '("b" in d)', '("z" in d)', "d", "len(d)", "sorted(d)", "1", '"s"']
+_SHAPES = [
+    "({0} if {1} else {2})", "({0}, {1})", "({0} == {1})", "str({0})", "[{0} for _ in range(2)]",
+    "({0} or {1})", "(lambda: {0})()", "sum(1 for _ in [{0}])", "{{'k': {0}}}", "[v for v in [{0}] if {1}]",
+]
+
+
+@st.composite
+def _expressions(draw, depth=3):
+    if depth == 0 or draw(st.booleans()):
+        return draw(st.sampled_from(_LEAVES))
+    shape = draw(st.sampled_from(_SHAPES))
+    return shape.format(*(draw(_expressions(depth - 1)) for _ in range(3)))
+
+
+def _outcome(fn, row):
+    try:
+        return ("value", fn(row))
+    except Exception as error:  # noqa: BLE001 - the same error either way is what is checked
+        return ("error", type(error))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_expressions())
+def test_generated_row_functions_get_the_same_result_from_a_row_of_their_fields(source):
+    fn = eval(f"lambda d: {source}")  # noqa: S307 - test-generated code
+    fields = fields_of_row(fn)
+    if fields is None:
+        return
+    for row in ({"a": 1, "b": None, "c": "x", "e": 2.5}, {"a": 0, "c": None}, {"b": [1], "e": {"f": 1}}, {}):
+        assert _outcome(fn, {k: v for k, v in row.items() if k in fields}) == _outcome(fn, row), (source, fields)
