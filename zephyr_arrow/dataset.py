@@ -387,7 +387,7 @@ class Dataset:
     def count(self) -> Dataset:
         """The number of rows, as one value (counted on Arrow batches, no Python rows); empty gives empty.
 
-        Counting reads no column: a deduplicate on columns just before it moves only its key.
+        Counting reads no column: a deduplicate just before it moves only its key.
         """
         return self._then(ops.MapBatchesOp(_count_rows, reads=())).reshard(1).map_shard(_FoldShard("count", sum))
 

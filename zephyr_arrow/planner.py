@@ -14,10 +14,11 @@ passes:
 - ``fold_reshard_into_items``: ``from_list(...).reshard(k)`` re-cuts the items instead;
 - ``push_down_into_load``: a Polars filter and a select directly after a load are
   handed to the file reader (fewer bytes read, no rows built only to be dropped);
-- ``push_used_columns_into_load``: the columns the rest of a stage uses (when its ops are
-  columnar: selects, Polars filters and with_columns, a shuffle's scatter whose key and
-  reduce read known columns) are handed to the reader, which skips the others. A stage that reads chunks gets the same set as
-  ``Stage.input_columns``: its tasks read only those columns of the chunk files.
+- ``push_used_columns_into_load``: the columns the rest of a stage uses (when they are
+  known: selects, Polars filters and with_columns, row functions whose code shows the fields
+  they read, a shuffle's scatter) are handed to the reader, which skips the others. A stage
+  that reads chunks gets the same set as ``Stage.input_columns``: its tasks read only those
+  columns of the chunk files.
 - ``narrow_deduplicate_runs`` (after the stages are cut): a deduplicate moves only its key
   and the columns the ops of its reduce stage read, and its scatter stage reads only those.
   A group_by needs no pass: what it moves is what its key and reducer read.

@@ -6,10 +6,10 @@ the row's input position), and buffers up to ``SORT_BUFFER_BYTES``; each full bu
 sorted by (output shard, order) and written as one *run*: one Parquet file per task, one
 row-group-aligned segment per output shard, each returned as a ranged ``ChunkRef``. So
 M map tasks write M files (more only when a combiner changes the schema), not M x N.
-Only the columns the reduce side reads are moved (``carried_columns``): an aggregate's
-expressions', a group_by's key and reducer's, a deduplicate's key and those the ops after it
-read, where the planner knows them. Deduplicate drops
-repeated keys within a run before writing; a group_by combiner folds each key's rows of a run.
+Only the columns the reduce side reads are moved (``carried_columns``, where they are
+known): an aggregate's expressions', a group_by's key's and reducer's, a deduplicate's key and
+those the ops after it read. Deduplicate drops repeated keys within a run before writing; a
+group_by combiner folds each key's rows of a run.
 
 The reduce side, and helpers the map side shares with it, are in ``shuffle_reduce.py``.
 Like ``worker.run_task``, nothing here knows about backends.
