@@ -638,6 +638,20 @@ def test_row_functions_that_show_their_reads_move_only_those_fields(ctx, tmp_pat
     assert sorted(r["id"] for r in ctx.execute(ids).to_pylist()) == [r["id"] for r in rows if r["lang"] == "en"]
 
 
+def test_a_group_by_sorts_by_a_field_it_does_not_carry(ctx, tmp_path):
+    # The sort key is read on the map side only: the runs carry the key's and the reducer's fields.
+    docs, rows = _wide_docs(tmp_path)
+    grouped = docs.group_by(
+        lambda d: d["url"].split("/")[2], reducer=lambda key, rs: {"domain": key, "ids": [r["id"] for r in rs]}, sort_by=lambda d: -d["score"]
+    )
+    assert _kept(grouped) == {"url", "id", "score"} and plan(grouped).stages[0].boundary.carried_columns() == ("url", "id")
+    expected = collections.defaultdict(list)
+    in_input_order = [row for part in range(3) for row in rows[part::3]]  # file by file
+    for row in sorted(in_input_order, key=lambda r: -r["score"]):  # stable: input order within a score
+        expected[row["url"].split("/")[2]].append(row["id"])
+    assert {r["domain"]: r["ids"] for r in ctx.execute(grouped).to_pylist()} == expected
+
+
 def test_a_key_function_reading_a_field_no_file_has_sees_every_row(ctx, tmp_path):
     # The reader has none of the fields the functions read: it reads every field rather than
     # none (a batch of no columns has no rows), so every row reaches the key function.
