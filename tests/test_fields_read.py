@@ -10,6 +10,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
+from zephyr_arrow import fields_read
 from zephyr_arrow.fields_read import fields_of_row, fields_of_rows
 
 SAMPLE_ROWS = [
@@ -107,6 +108,27 @@ def test_reads_the_code_may_not_show_plainly_are_all_found_or_unknown(fn, fields
     # answer may be None, never a set missing a field.
     found = fields_of_row(fn)
     assert found is None or found == fields
+
+
+def _getter(row):
+    return row["text"]
+
+
+@pytest.mark.parametrize(
+    "fn, field",
+    [
+        (lambda d: d["text"], "text"),
+        (_getter, "text"),
+        (lambda d: d["text"].lower(), None),
+        (lambda d: d.get("text"), None),  # None for a missing field, where d["text"] raises
+        (lambda d, default="x": d["text"] or default, None),
+        (lambda d: (d["text"]), "text"),
+        (lambda d: _getter(d), None),
+        (operator.itemgetter("text"), None),
+    ],
+)
+def test_a_function_that_only_returns_a_field(fn, field):
+    assert fields_read.field_getter(fn) == field
 
 
 def _loop(key, rows):

@@ -652,6 +652,30 @@ def test_a_group_by_sorts_by_a_field_it_does_not_carry(ctx, tmp_path):
     assert {r["domain"]: r["ids"] for r in ctx.execute(grouped).to_pylist()} == expected
 
 
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["b", "a", "b", "c", "a", "é", "b"],  # a string column: its values are the keys, no row decoded
+        ["b", None, "b", None, "a", "a", None],  # nulls: the function runs on rows
+        ["b", 1, "b", 1.0, True, "a", (1,)],  # mixed types, a pickled column: Python's equality (1 == 1.0 == True)
+        [3, 1, 3, 2, 1, 2, 2],  # not strings
+    ],
+)
+def test_a_key_function_returning_a_field_keys_as_python_would(ctx, texts):
+    rows = [{"id": i, "t": t, "pad": "x" * i} for i, t in enumerate(texts * 3)]
+    first: dict = {}
+    for row in rows:
+        first.setdefault(row["t"], row)
+    ds = Dataset.from_list(rows, num_shards=3)
+    kept = ctx.execute(ds.deduplicate(lambda r: r["t"])).to_pylist()
+    assert sorted(r["id"] for r in kept) == sorted(r["id"] for r in first.values())
+    groups = ctx.execute(ds.group_by(lambda r: r["t"], reducer=lambda key, rs: (key, [r["id"] for r in rs]))).to_pylist()
+    expected = collections.defaultdict(list)
+    for row in rows:
+        expected[first[row["t"]]["t"]].append(row["id"])
+    assert sorted(map(tuple, groups), key=repr) == sorted(((k, v) for k, v in expected.items()), key=repr)
+
+
 def test_a_key_function_reading_a_field_no_file_has_sees_every_row(ctx, tmp_path):
     # The reader has none of the fields the functions read: it reads every field rather than
     # none (a batch of no columns has no rows), so every row reaches the key function.

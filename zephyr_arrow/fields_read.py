@@ -67,6 +67,22 @@ def fields_of_rows(fn: Callable[..., Any]) -> frozenset[str] | None:
         return None
 
 
+def field_getter(fn: Callable[..., Any]) -> str | None:
+    """The field ``fn(row)`` returns as it is (its whole code is ``return row[name]``), else None.
+
+    >>> field_getter(lambda d: d["text"]), field_getter(lambda d: d["text"].lower())
+    ('text', None)
+    """
+    code = _code(fn, 1)
+    if code is None:
+        return None
+    body = [op for op in _ops(code) if op.opname not in ("RESUME", "NOP")]
+    if [op.opname for op in body] != ["LOAD_FAST", "LOAD_CONST", "BINARY_SUBSCR", "RETURN_VALUE"]:
+        return None
+    row, name = body[0].argval, body[1].argval
+    return name if row == code.co_varnames[0] and isinstance(name, str) else None
+
+
 def _code(fn: Callable[..., Any], arguments: int) -> types.CodeType | None:
     """The code of a plain Python function taking ``arguments`` positionally, else None."""
     if type(fn) is not types.FunctionType:

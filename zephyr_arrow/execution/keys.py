@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zephyr_arrow import ops
+from zephyr_arrow import fields_read, ops
 from zephyr_arrow.execution.key_encoding import BYTES_TAG, NONE_TAG, STR_TAG, encode_key
 from zephyr_arrow.rows import is_item_schema, is_pickled, table_to_rows
 
@@ -284,6 +284,21 @@ class ShuffleKeys:
         functions = [fn for fn in (self.function, self.sort_by) if callable(fn)]
         return ops.union(*(ops.key_reads(fn) for fn in functions)) if functions else None
 
+    @cached_property
+    def getter(self) -> str | None:
+        """The field the key function returns as it is (``lambda d: d["text"]``), if it does only that."""
+        return fields_read.field_getter(self.function) if self.function is not None else None
+
+    def key_column(self, table: pa.Table) -> pa.Array | None:
+        """The keys of ``table``'s rows without decoding a row, where the key function returns a
+        string column of it (no nulls, not pickled: then each key is that str); else None."""
+        name = self.getter
+        index = table.schema.get_field_index(name) if name is not None else -1
+        if index < 0 or not pa.types.is_string(table.schema.field(index).type) or is_pickled(table.schema.field(index)):
+            return None
+        column = table.column(index)
+        return None if column.null_count else column.combine_chunks()
+
     def rows(self, table: pa.Table) -> list[Any]:
         """The rows the key and sort functions are called with: only the columns they read,
         when known (a table of no columns would have no rows, so then every column)."""
@@ -331,17 +346,21 @@ def add_shuffle_columns(table: pa.Table, keys: ShuffleKeys, num_shards: int, fir
         hashes, targets = hash_columns(key_table(table, keys.columns), num_shards)
         added[HASH] = hashes
     else:
-        rows = keys.rows(table) if keys.function is not None or callable(keys.sort_by) else None
+        # A key function that only returns a string column needs no rows decoded: the column is the keys.
+        key_text = keys.key_column(table) if keys.function is not None else None
+        call_function = keys.function is not None and key_text is None
+        rows = keys.rows(table) if call_function or callable(keys.sort_by) else None
+        values = [keys.function(row) for row in rows] if call_function else []
         if keys.columns is not None:
             encoded = hashed = encoded_keys(key_table(table, keys.columns), keys.columns)
         elif keys.by_encoded_key:  # group_by: runs are ordered by the encoded key
-            values = [keys.function(row) for row in rows]
-            encoded = hashed = encode_keys(values)
+            encoded = hashed = encode_keys(values, key_text)
         else:
-            values = [keys.function(row) for row in rows]
-            text = text_array(values)
+            text = key_text if key_text is not None else text_array(values)
             in_string = text is not None and pa.types.is_string(text.type)
-            source = key_in_column(table, text) if in_string and len(text) else None
+            source = None
+            if in_string and len(text):
+                source = keys.getter if key_text is not None else key_in_column(table, text)
             if source is not None:
                 added[KEY_COLUMN] = pa.repeat(pa.scalar(source), table.num_rows).dictionary_encode()
             # A key that is a column of the row is not held twice: KEY is null, KEY_COLUMN names the column.
