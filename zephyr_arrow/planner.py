@@ -330,7 +330,7 @@ def _used_before(op: ops.Op, used: tuple[str, ...] | None) -> tuple[str, ...] | 
     if isinstance(op, (ops.MapOp, ops.FlatMapOp)):
         return ops.key_reads(op.fn)  # its output rows are made from what it reads
     if isinstance(op, ops.FilterOp):  # its rows pass on
-        return None if used is None else ops.union(used, ops.key_reads(op.predicate))
+        return ops.union(used, ops.key_reads(op.predicate))
     if isinstance(op, ops.BroadcastJoinOp):  # the left side's part (see narrow_broadcast_sides)
         return None if used is None else ops.union(op.left_on, used, _unsuffixed(used, op.suffix))
     if used is None or not isinstance(op, (ops.FilterExprOp, ops.WithColumnsOp)):

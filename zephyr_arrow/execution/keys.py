@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 from zephyr_arrow import fields_read, ops
 from zephyr_arrow.execution.key_encoding import BYTES_TAG, NONE_TAG, STR_TAG, encode_key
 from zephyr_arrow.rows import is_item_schema, is_pickled, table_to_rows
+from zephyr_arrow.store.tables import kept
 
 if TYPE_CHECKING:
     import polars as pl  # imported where a hash is computed: the coordinator reads only the names below
@@ -227,13 +228,12 @@ def key_source_columns(table: pa.Table) -> list[str]:
 
 
 def carried(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
-    """``table`` (with its shuffle columns added) cut to what a shuffle carries: ``columns``, the
-    shuffle columns and the columns keys were found in; as it is if no column of the row would
-    remain (a table without columns has no rows)."""
-    kept = {*columns, *key_source_columns(table)}
-    if not kept & set(table.column_names):
-        return table
-    return table.select([name for name in table.column_names if name in kept or name in INTERNAL])
+    """``table`` (with its shuffle columns added) cut to what a shuffle carries: ``columns`` and
+    the columns keys were found in (every column of the row if it has none, see ``kept``), and
+    the shuffle columns."""
+    row_columns = [name for name in table.column_names if name not in INTERNAL]
+    shuffle_columns = [name for name in table.column_names if name in INTERNAL]
+    return table.select([*kept(row_columns, [*columns, *key_source_columns(table)]), *shuffle_columns])
 
 
 def keys_from_columns(table: pa.Table) -> pa.Array:
@@ -300,12 +300,9 @@ class ShuffleKeys:
         return None if column.null_count else column.combine_chunks()
 
     def rows(self, table: pa.Table) -> list[Any]:
-        """The rows the key and sort functions are called with: only the columns they read,
-        when known (a table of no columns would have no rows, so then every column)."""
+        """The rows the key and sort functions are called with: only the columns they read, when known (``kept``)."""
         if self.reads is not None and not is_item_schema(table.schema):
-            names = [name for name in table.column_names if name in self.reads]
-            if names:
-                return table_to_rows(table.select(names))
+            table = table.select(kept(table.column_names, self.reads))
         return table_to_rows(table)
 
     @property
