@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from zephyr_arrow import ops
 from zephyr_arrow.execution import keys as K
+from zephyr_arrow.execution import partial_aggregate
 from zephyr_arrow.execution.merge import merged
 from zephyr_arrow.execution import operators
 from zephyr_arrow.execution.operators import Stream
@@ -39,7 +40,7 @@ from zephyr_arrow.planner import Stage
 from zephyr_arrow.rows import table_to_rows
 from zephyr_arrow.store import ChunkRef, layout
 from zephyr_arrow.store.chunk_writer import ChunkWriter
-from zephyr_arrow.store.schema import normalize
+from zephyr_arrow.store.schema import normalize, restore_metadata
 from zephyr_arrow.store.tables import take
 
 ROWS_PER_DECODE = 4096  # rows turned into Python objects at a time
@@ -131,6 +132,7 @@ def _deduplicate(keys: K.ShuffleKeys, tables: Iterator[pa.Table], schema: pa.Sch
 
 
 def _aggregate(op: ops.AggregateOp, tables: Iterator[pa.Table], schema: pa.Schema) -> Iterator[pa.Table]:
+    parts = partial_aggregate.split(op.exprs)
     pending: pa.Table | None = None  # rows of the last hash seen: the group may go on
     for table in tables:
         if pending is not None:
@@ -138,14 +140,18 @@ def _aggregate(op: ops.AggregateOp, tables: Iterator[pa.Table], schema: pa.Schem
         hashes = table.column(K.HASH)
         complete = pc.index(hashes, hashes[-1]).as_py()
         if complete:
-            yield _aggregated(op, table.slice(0, complete))
+            yield _aggregated(op, parts, table.slice(0, complete))
         pending = table.slice(complete)
-    yield _aggregated(op, pending if pending is not None else schema.empty_table())
+    yield _aggregated(op, parts, pending if pending is not None else schema.empty_table())
 
 
-def _aggregated(op: ops.AggregateOp, table: pa.Table) -> pa.Table:
+def _aggregated(op: ops.AggregateOp, parts: tuple[partial_aggregate.Part, ...] | None, table: pa.Table) -> pa.Table:
+    """The aggregation of ``table``'s rows: over partials when the runs were folded."""
     frame = pl.from_arrow(without_shuffle_columns(table))
-    result = frame.group_by(list(op.by), maintain_order=True).agg(*op.exprs).to_arrow()
+    exprs = op.exprs
+    if parts is not None and partial_aggregate.is_folded(frame.schema, parts):
+        exprs = partial_aggregate.final_exprs(parts, frame.schema)
+    result = frame.group_by(list(op.by), maintain_order=True).agg(*exprs).to_arrow()
     return restore_metadata(normalize(result), {name: table.schema.field(name) for name in op.by})
 
 
@@ -320,16 +326,6 @@ def joined(op: ops.JoinOp | ops.BroadcastJoinOp, left: pa.Table, right: pa.Table
             fields[name] = field.with_name(name)
     names = [name for name in fields if name not in K.INTERNAL]
     return restore_metadata(normalize(frame.select(names).to_arrow()), fields)
-
-
-def restore_metadata(table: pa.Table, sources: dict[str, pa.Field]) -> pa.Table:
-    """Give columns that came through Polars their source field's metadata back (pickled columns)."""
-    fields = []
-    for field in table.schema:
-        source = sources.get(field.name)
-        fields.append(field.with_metadata(source.metadata) if source is not None and source.metadata and source.type == field.type else field)
-    schema = pa.schema(fields)
-    return table if schema.equals(table.schema, check_metadata=True) else pa.Table.from_arrays(table.columns, schema=schema)
 
 
 # Sorted merge join ------------------------------------------------------------------------

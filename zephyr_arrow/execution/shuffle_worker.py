@@ -9,7 +9,8 @@ M map tasks write M files (more only when a combiner changes the schema), not M 
 Only the columns the reduce side reads are moved (``carried_columns``, where they are
 known): an aggregate's expressions', a group_by's key's and reducer's, a deduplicate's key and
 those the ops after it read. Deduplicate drops repeated keys within a run before writing; a
-group_by combiner folds each key's rows of a run.
+group_by combiner folds each key's rows of a run, and so does an aggregate whose expressions
+split into partials (``partial_aggregate.py``).
 
 The reduce side, and helpers the map side shares with it, are in ``shuffle_reduce.py``.
 Like ``worker.run_task``, nothing here knows about backends.
@@ -27,7 +28,7 @@ import pyarrow.compute as pc
 
 from zephyr_arrow import counters, ops
 from zephyr_arrow.execution import keys as K
-from zephyr_arrow.execution import shuffle_reduce
+from zephyr_arrow.execution import partial_aggregate, shuffle_reduce
 from zephyr_arrow.execution.merge import FILES_COUNTER, RUN_ROW_GROUP_BYTES, SortedFile, sort_table, sorted_indices
 from zephyr_arrow.execution.shuffle_reduce import first_of_each_key, flatten, keyed_rows, task_path, without_shuffle_columns
 from zephyr_arrow.execution.stats import StageStats
@@ -110,6 +111,9 @@ def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> tupl
         return table, first_of_each_key(table, order, keys.identity)[0]
     if isinstance(op, ops.GroupByOp) and op.combiner is not None:
         return _combine(op, keys, sort_table(table, order)), None
+    parts = partial_aggregate.split(op.exprs) if isinstance(op, ops.AggregateOp) else None
+    if parts is not None:
+        table = partial_aggregate.partials(op.by, parts, table)
     return table, sorted_indices(table, order)
 
 

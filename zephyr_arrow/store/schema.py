@@ -133,3 +133,13 @@ def normalize(table: pa.Table) -> pa.Table:
     fields = [f.with_type(_plain_type(f.type)) for f in table.schema]
     schema = pa.schema(fields, metadata=table.schema.metadata)
     return table if schema == table.schema else table.cast(schema)
+
+
+def restore_metadata(table: pa.Table, sources: dict[str, pa.Field]) -> pa.Table:
+    """Give columns that came through Polars their source field's metadata back (pickled columns)."""
+    fields = []
+    for field in table.schema:
+        source = sources.get(field.name)
+        fields.append(field.with_metadata(source.metadata) if source is not None and source.metadata and source.type == field.type else field)
+    schema = pa.schema(fields)
+    return table if schema.equals(table.schema, check_metadata=True) else pa.Table.from_arrays(table.columns, schema=schema)
