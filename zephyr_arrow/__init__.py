@@ -2,7 +2,7 @@
 
 The data flows through the package in this order:
 
-    Dataset (dataset.py, ops.py)                    what the user asked for
+    Dataset (dataset.py, ops.py, shuffle_ops.py)    what the user asked for
       -> Plan (planner.py)                          fused into stages
       -> ShardTasks (execution/tasks.py)            one per shard, run by the scheduler loop
          (execution/scheduler.py, coordinator.py)   on a backend (execution/backends/)

@@ -32,7 +32,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from zephyr_arrow import ops
+from zephyr_arrow import ops, shuffle_ops
 from zephyr_arrow.errors import PlanError
 
 if TYPE_CHECKING:
@@ -70,13 +70,13 @@ class Stage:
             return " -> ".join([repr(self.boundary), *(repr(op) for op in self.ops)])
         parts = ([repr(self.source)] if self.source is not None else []) + [repr(op) for op in self.ops]
         if self.kind is StageKind.SCATTER:
-            parts.append(f"scatter by {ops.describe_key(self.boundary.key_of(self.side))}")
+            parts.append(f"scatter by {shuffle_ops.describe_key(self.boundary.key_of(self.side))}")
         return " -> ".join(parts) or "pass"
 
     def for_worker(self) -> Stage:
         """The stage as workers need it: without the source's items (tasks carry their own) or a join's right side."""
         without_right = getattr(self.boundary, "without_right", None)
-        stage_ops = tuple(op.without_right() if isinstance(op, ops.BroadcastJoinOp) else op for op in self.ops)
+        stage_ops = tuple(op.without_right() if isinstance(op, shuffle_ops.BroadcastJoinOp) else op for op in self.ops)
         return replace(self, source=None, boundary=without_right() if without_right else self.boundary, ops=stage_ops)
 
     @property
@@ -145,7 +145,7 @@ class _Builder:
         for op in operations:
             if op.kind is ops.Kind.BOUNDARY and _has_scatter(op):
                 sides = [close(StageKind.SCATTER, boundary=op)]
-                if isinstance(op, ops.JoinOp):
+                if isinstance(op, shuffle_ops.JoinOp):
                     sides.append(self.build(op.right, scatter_for=op, side=1))
                 upstream = (self.add(_boundary_kind(op), inputs=tuple(sides), boundary=op),)
             elif op.kind is ops.Kind.BOUNDARY:
@@ -156,7 +156,7 @@ class _Builder:
                 fused.append(op)
                 close()
             else:
-                if isinstance(op, ops.BroadcastJoinOp):
+                if isinstance(op, shuffle_ops.BroadcastJoinOp):
                     broadcast.append(self.build(op.right))
                 fused.append(op)
         if scatter_for is not None:
@@ -180,7 +180,7 @@ class _Builder:
 
 def _has_scatter(op: ops.Op) -> bool:
     """Shuffles partition their inputs by key first; a reshard and a sorted_merge_join do not."""
-    return isinstance(op, (ops.GroupByOp, ops.DeduplicateOp, ops.AggregateOp, ops.JoinOp))
+    return isinstance(op, (shuffle_ops.GroupByOp, shuffle_ops.DeduplicateOp, shuffle_ops.AggregateOp, shuffle_ops.JoinOp))
 
 
 def _boundary_kind(op: ops.Op) -> StageKind:
@@ -233,7 +233,7 @@ def narrow_deduplicate_runs(stages: list[Stage]) -> None:
     and ``deduplicate(lambda d: d["text"]).count()``: the text)."""
     for stage in stages:
         op = stage.boundary
-        if stage.kind is not StageKind.SHUFFLE or not isinstance(op, ops.DeduplicateOp):
+        if stage.kind is not StageKind.SHUFFLE or not isinstance(op, shuffle_ops.DeduplicateOp):
             continue
         used = _used_by(stage.ops, None)
         if used is None:
@@ -258,10 +258,10 @@ def narrow_broadcast_sides(stages: list[Stage]) -> None:
         joins = iter(reversed(stage.broadcast))  # the right side of each broadcast join, last first
         used = needed_by(stage.boundary)
         for op in reversed(stage.ops):
-            if isinstance(op, ops.BroadcastJoinOp):
+            if isinstance(op, shuffle_ops.BroadcastJoinOp):
                 right = stages[next(joins)]
                 if used is not None and right.kind is StageKind.MAP and right.sink is None:
-                    stages[right.index] = _reading_only(right, ops.union(op.right_on, used, _unsuffixed(used, op.suffix)))
+                    stages[right.index] = _reading_only(right, shuffle_ops.union(op.right_on, used, _unsuffixed(used, op.suffix)))
             used = _used_before(op, used)
 
 
@@ -294,7 +294,7 @@ def push_used_columns_into_load(stage_ops: tuple[ops.Op, ...], end: tuple[str, .
 def needed_by(boundary: ops.Op | None) -> tuple[str, ...] | None:
     """What a stage's end needs of its rows: a scatter for an aggregate, a deduplicate or a
     group_by, the columns its key reads and the shuffle moves; anything else, every column (None)."""
-    return boundary.input_columns() if isinstance(boundary, (ops.AggregateOp, ops.DeduplicateOp, ops.GroupByOp)) else None
+    return boundary.input_columns() if isinstance(boundary, (shuffle_ops.AggregateOp, shuffle_ops.DeduplicateOp, shuffle_ops.GroupByOp)) else None
 
 
 def used_columns(stage_ops: tuple[ops.Op, ...], end: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -328,11 +328,11 @@ def _used_before(op: ops.Op, used: tuple[str, ...] | None) -> tuple[str, ...] | 
     if isinstance(op, ops.MapBatchesOp) and op.reads is not None:
         return op.reads
     if isinstance(op, (ops.MapOp, ops.FlatMapOp)):
-        return ops.key_reads(op.fn)  # its output rows are made from what it reads
+        return shuffle_ops.key_reads(op.fn)  # its output rows are made from what it reads
     if isinstance(op, ops.FilterOp):  # its rows pass on
-        return ops.union(used, ops.key_reads(op.predicate))
-    if isinstance(op, ops.BroadcastJoinOp):  # the left side's part (see narrow_broadcast_sides)
-        return None if used is None else ops.union(op.left_on, used, _unsuffixed(used, op.suffix))
+        return shuffle_ops.union(used, shuffle_ops.key_reads(op.predicate))
+    if isinstance(op, shuffle_ops.BroadcastJoinOp):  # the left side's part (see narrow_broadcast_sides)
+        return None if used is None else shuffle_ops.union(op.left_on, used, _unsuffixed(used, op.suffix))
     if used is None or not isinstance(op, (ops.FilterExprOp, ops.WithColumnsOp)):
         return None
     exprs = (op.expr,) if isinstance(op, ops.FilterExprOp) else op.exprs

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from zephyr_arrow import ops
+from zephyr_arrow import shuffle_ops
 from zephyr_arrow.execution.shuffle import check_key_columns, common_key_types, with_fields
 from zephyr_arrow.execution.shuffle_reduce import joined
 from zephyr_arrow.store import ChunkRef
@@ -27,7 +27,7 @@ LEFT_BATCH_BYTES = 16 << 20
 _last_side: tuple[tuple, pa.Table] | None = None  # (the chunks, their rows) of the last right side read
 
 
-def broadcast_join(op: ops.BroadcastJoinOp, tables: Iterator[pa.Table], right_chunks: tuple[ChunkRef, ...]) -> Iterator[pa.Table]:
+def broadcast_join(op: shuffle_ops.BroadcastJoinOp, tables: Iterator[pa.Table], right_chunks: tuple[ChunkRef, ...]) -> Iterator[pa.Table]:
     """The rows of ``tables`` (the left side) joined with the rows of ``right_chunks``.
 
     Key columns are checked and cast as the shuffle join's are (``shuffle.py``): a missing
@@ -64,7 +64,7 @@ def _whole(chunks: tuple[ChunkRef, ...]) -> pa.Table:
     return contiguous(concat_unified([chunk.read() for chunk in chunks], [chunk.path for chunk in chunks]))
 
 
-def _join(op: ops.BroadcastJoinOp, left: pa.Table, right: pa.Table) -> pa.Table:
+def _join(op: shuffle_ops.BroadcastJoinOp, left: pa.Table, right: pa.Table) -> pa.Table:
     if left.num_rows:
         check_key_columns(op, op.left_on, left.schema, "left")
     # A side with no rows may lack its key columns (from_list([])): conform adds them as nulls.

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zephyr_arrow import fields_read, ops
+from zephyr_arrow import fields_read, ops, shuffle_ops
 from zephyr_arrow.execution.key_encoding import BYTES_TAG, NONE_TAG, STR_TAG, encode_key
 from zephyr_arrow.rows import is_item_schema, is_pickled, table_to_rows
 from zephyr_arrow.store.tables import kept
@@ -282,7 +282,7 @@ class ShuffleKeys:
     def reads(self) -> tuple[str, ...] | None:
         """The columns the key and sort functions read (None: any), decoded into their rows."""
         functions = [fn for fn in (self.function, self.sort_by) if callable(fn)]
-        return ops.union(*(ops.key_reads(fn) for fn in functions)) if functions else None
+        return shuffle_ops.union(*(shuffle_ops.key_reads(fn) for fn in functions)) if functions else None
 
     @cached_property
     def getter(self) -> str | None:
@@ -319,15 +319,15 @@ class ShuffleKeys:
 
 def shuffle_keys(op: ops.Op, side: int = 0) -> ShuffleKeys:
     """The keys of input ``side`` (0 left or only, 1 right) of a shuffle op."""
-    if isinstance(op, ops.GroupByOp):
+    if isinstance(op, shuffle_ops.GroupByOp):
         columns = op.key if isinstance(op.key, tuple) else None
         return ShuffleKeys(columns, None if columns else op.key, op.sort_by, by_encoded_key=True)
-    if isinstance(op, ops.DeduplicateOp):
+    if isinstance(op, shuffle_ops.DeduplicateOp):
         columns = op.key if isinstance(op.key, tuple) else None
         return ShuffleKeys(columns, None if columns else op.key)
-    if isinstance(op, ops.AggregateOp):
+    if isinstance(op, shuffle_ops.AggregateOp):
         return ShuffleKeys(op.by, None)
-    if isinstance(op, ops.JoinOp):
+    if isinstance(op, shuffle_ops.JoinOp):
         return ShuffleKeys(op.right_on if side else op.left_on, None)
     raise TypeError(f"{op!r} is not a shuffle")
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from zephyr_arrow import ops
+from zephyr_arrow import ops, shuffle_ops
 from zephyr_arrow.errors import PlanError, ZephyrError
 from zephyr_arrow.execution import keys as K
 from zephyr_arrow.execution.stats import sum_counters
@@ -47,7 +47,7 @@ def run(runner: Runner, stage: Stage, inputs: list[ShardRefs]) -> tuple[ShardRef
     op = stage.boundary
     # The right side's Dataset (maybe a long list of items) stays here; workers get the op without it.
     worker_stage = stage.for_worker()
-    if isinstance(op, ops.SortedMergeJoinOp):
+    if isinstance(op, shuffle_ops.SortedMergeJoinOp):
         left, right = inputs
         tasks = [JoinInput(tuple(l), tuple(r)) for l, r in zip(left.shards, right.shards, strict=True)]
         results = runner.run_map(worker_stage, tasks)
@@ -55,7 +55,7 @@ def run(runner: Runner, stage: Stage, inputs: list[ShardRefs]) -> tuple[ShardRef
 
     _check_hashed_alike(op, inputs)
     schemas = [run_schema(op, side, runs, len(inputs)) for side, runs in enumerate(inputs)]
-    if isinstance(op, ops.JoinOp):
+    if isinstance(op, shuffle_ops.JoinOp):
         schemas = common_key_types(op, schemas)
         reduce_inputs = [
             JoinInput(tuple(left), tuple(right), schemas[0], schemas[1])
@@ -103,7 +103,7 @@ def with_fields(schema: pa.Schema, fields: dict[str, pa.DataType]) -> pa.Schema:
     return pa.schema([*schema, *missing], metadata=schema.metadata) if missing else schema
 
 
-def common_key_types(op: ops.JoinOp | ops.BroadcastJoinOp, schemas: list[pa.Schema]) -> list[pa.Schema]:
+def common_key_types(op: shuffle_ops.JoinOp | shuffle_ops.BroadcastJoinOp, schemas: list[pa.Schema]) -> list[pa.Schema]:
     """Both sides' schemas with each pair of key columns cast to one type, so the join compares like with like."""
     left, right = schemas
     for left_name, right_name in zip(op.left_on, op.right_on, strict=True):

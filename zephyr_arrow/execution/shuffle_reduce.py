@@ -29,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zephyr_arrow import ops
+from zephyr_arrow import ops, shuffle_ops
 from zephyr_arrow.execution import keys as K
 from zephyr_arrow.execution import partial_aggregate
 from zephyr_arrow.execution.merge import merged
@@ -53,11 +53,11 @@ def reduce(stage: Stage, task: ShardTask) -> tuple[int, list[ChunkRef]]:
     after it (``stage.ops``); return (rows read, chunks)."""
     op = stage.boundary
     counted = _Counted()
-    if isinstance(op, ops.SortedMergeJoinOp):
+    if isinstance(op, shuffle_ops.SortedMergeJoinOp):
         spec: JoinInput = task.input
         rows = _sorted_merge_join(op, counted.rows(_rows(spec.left)), counted.rows(_rows(spec.right)), task.shard_index)
         return counted.count, _write(stage, task, Stream(rows=rows))
-    if isinstance(op, ops.JoinOp):
+    if isinstance(op, shuffle_ops.JoinOp):
         spec = task.input
         with (
             merged(list(spec.left), K.shuffle_keys(op, 0).order, spec.left_schema, _spill(task, 0)) as left,
@@ -68,12 +68,12 @@ def reduce(stage: Stage, task: ShardTask) -> tuple[int, list[ChunkRef]]:
             return counted.count, chunks
     spec: MergeInput = task.input
     keys = K.shuffle_keys(op)
-    sort = not isinstance(op, ops.DeduplicateOp)  # deduplicate sorts only the order columns of a round
+    sort = not isinstance(op, shuffle_ops.DeduplicateOp)  # deduplicate sorts only the order columns of a round
     with merged(list(spec.runs), keys.order, spec.schema, _spill(task, 0), sort) as tables:
         tables = counted.tables(tables)
-        if isinstance(op, ops.GroupByOp):
+        if isinstance(op, shuffle_ops.GroupByOp):
             output = Stream(rows=_group_by(op, tables))
-        elif isinstance(op, ops.DeduplicateOp):
+        elif isinstance(op, shuffle_ops.DeduplicateOp):
             output = Stream(tables=_deduplicate(keys, tables, spec.schema))
         else:
             output = Stream(tables=_aggregate(op, tables, spec.schema))
@@ -113,7 +113,7 @@ class _Counted:
             yield row
 
 
-def _group_by(op: ops.GroupByOp, tables: Iterator[pa.Table]) -> Iterator[Any]:
+def _group_by(op: shuffle_ops.GroupByOp, tables: Iterator[pa.Table]) -> Iterator[Any]:
     key_of = K.key_function(op.key)
     for _, group in itertools.groupby(keyed_rows(tables, [K.KEY]), key=itemgetter(0)):
         rows = map(itemgetter(1), group)
@@ -131,7 +131,7 @@ def _deduplicate(keys: K.ShuffleKeys, tables: Iterator[pa.Table], schema: pa.Sch
     yield without_shuffle_columns(schema.empty_table())  # an empty shard still has the columns
 
 
-def _aggregate(op: ops.AggregateOp, tables: Iterator[pa.Table], schema: pa.Schema) -> Iterator[pa.Table]:
+def _aggregate(op: shuffle_ops.AggregateOp, tables: Iterator[pa.Table], schema: pa.Schema) -> Iterator[pa.Table]:
     parts = partial_aggregate.split(op.exprs)
     pending: pa.Table | None = None  # rows of the last hash seen: the group may go on
     for table in tables:
@@ -145,7 +145,7 @@ def _aggregate(op: ops.AggregateOp, tables: Iterator[pa.Table], schema: pa.Schem
     yield _aggregated(op, parts, pending if pending is not None else schema.empty_table())
 
 
-def _aggregated(op: ops.AggregateOp, parts: tuple[partial_aggregate.Part, ...] | None, table: pa.Table) -> pa.Table:
+def _aggregated(op: shuffle_ops.AggregateOp, parts: tuple[partial_aggregate.Part, ...] | None, table: pa.Table) -> pa.Table:
     """The aggregation of ``table``'s rows: over partials when the runs were folded."""
     frame = pl.from_arrow(without_shuffle_columns(table))
     exprs = op.exprs
@@ -275,7 +275,7 @@ class _JoinSide:
 
 
 def _join(
-    op: ops.JoinOp, left_tables: Iterator[pa.Table], right_tables: Iterator[pa.Table], left_schema: pa.Schema, right_schema: pa.Schema
+    op: shuffle_ops.JoinOp, left_tables: Iterator[pa.Table], right_tables: Iterator[pa.Table], left_schema: pa.Schema, right_schema: pa.Schema
 ) -> Iterator[pa.Table]:
     sides = [_JoinSide(left_tables, left_schema), _JoinSide(right_tables, right_schema)]
     while True:
@@ -303,7 +303,7 @@ def _has_output(how: str, left: pa.Table, right: pa.Table) -> bool:
     }[how] > 0
 
 
-def joined(op: ops.JoinOp | ops.BroadcastJoinOp, left: pa.Table, right: pa.Table, keep_left_order: bool = False) -> pa.Table:
+def joined(op: shuffle_ops.JoinOp | shuffle_ops.BroadcastJoinOp, left: pa.Table, right: pa.Table, keep_left_order: bool = False) -> pa.Table:
     """``left`` joined with ``right`` as ``op`` says (Polars), with the columns named and typed alike
     whatever rows there are; ``keep_left_order``: in the order of ``left``'s rows."""
     left_frame = pl.from_arrow(without_shuffle_columns(left))
@@ -336,7 +336,7 @@ def _rows(chunks: tuple[ChunkRef, ...]) -> Iterator[Any]:
     return Stream(tables=tables).as_rows()
 
 
-def _sorted_merge_join(op: ops.SortedMergeJoinOp, left_rows: Iterator[Any], right_rows: Iterator[Any], shard_index: int) -> Iterator[Any]:
+def _sorted_merge_join(op: shuffle_ops.SortedMergeJoinOp, left_rows: Iterator[Any], right_rows: Iterator[Any], shard_index: int) -> Iterator[Any]:
     combiner = op.combiner or merge_dicts
     right = _groups(right_rows, op.right_key, "right", shard_index)
     right_group = next(right, None)

@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zephyr_arrow import counters, ops
+from zephyr_arrow import counters, ops, shuffle_ops
 from zephyr_arrow.execution import keys as K
 from zephyr_arrow.execution import partial_aggregate, shuffle_reduce
 from zephyr_arrow.execution.merge import FILES_COUNTER, RUN_ROW_GROUP_BYTES, SortedFile, sort_table, sorted_indices
@@ -65,7 +65,7 @@ def scatter(stage: Stage, task: ShardTask, tables: Iterable[pa.Table]) -> list[S
     """Cut ``tables`` (the task's shard, after the stage's ops) into sorted runs, one segment per output shard."""
     op = stage.boundary
     keys = K.shuffle_keys(op, stage.side)
-    columns = op.carried_columns() if isinstance(op, (ops.AggregateOp, ops.DeduplicateOp, ops.GroupByOp)) else None
+    columns = op.carried_columns() if isinstance(op, (shuffle_ops.AggregateOp, shuffle_ops.DeduplicateOp, shuffle_ops.GroupByOp)) else None
     num_output_shards = task.input.num_output_shards
     files = _RunFiles(lambda index: task_path(task, index))
     position = task.shard_index << K.POSITION_BITS
@@ -107,11 +107,11 @@ def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> tupl
     table = _combined(tables)
     tables.clear()
     order = [K.TARGET, *keys.order]
-    if isinstance(op, ops.DeduplicateOp):  # sorted and deduplicated in one order
+    if isinstance(op, shuffle_ops.DeduplicateOp):  # sorted and deduplicated in one order
         return table, first_of_each_key(table, order, keys.identity)[0]
-    if isinstance(op, ops.GroupByOp) and op.combiner is not None:
+    if isinstance(op, shuffle_ops.GroupByOp) and op.combiner is not None:
         return _combine(op, keys, sort_table(table, order)), None
-    parts = partial_aggregate.split(op.exprs) if isinstance(op, ops.AggregateOp) else None
+    parts = partial_aggregate.split(op.exprs) if isinstance(op, shuffle_ops.AggregateOp) else None
     if parts is not None:
         table = partial_aggregate.partials(op.by, parts, table)
     return table, sorted_indices(table, order)
@@ -122,7 +122,7 @@ def _combined(tables: list[pa.Table]) -> pa.Table:
     return contiguous(concat_unified(tables, [f"batch {index} of the run" for index in range(len(tables))]))
 
 
-def _combine(op: ops.GroupByOp, keys: K.ShuffleKeys, table: pa.Table) -> pa.Table:
+def _combine(op: shuffle_ops.GroupByOp, keys: K.ShuffleKeys, table: pa.Table) -> pa.Table:
     """Fold each key's rows of a sorted run with the combiner (map-side pre-aggregation)."""
     key_of = K.key_function(op.key)
     sort_of = K.key_function(op.sort_by) if op.sort_by is not None else None

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from zephyr_arrow import counters, ops
+from zephyr_arrow import counters, ops, shuffle_ops
 from zephyr_arrow.execution import operators
 from zephyr_arrow.execution.operators import Stream
 from zephyr_arrow.execution.stats import StageStats
@@ -117,7 +117,7 @@ def _apply(stage_ops: tuple[ops.Op, ...], stream: Stream, shard: ops.ShardInfo, 
     """The stream after ``stage_ops``; a broadcast join reads the task's next broadcast side."""
     sides = iter(task.broadcast)
     for op in stage_ops:
-        if isinstance(op, ops.BroadcastJoinOp):
+        if isinstance(op, shuffle_ops.BroadcastJoinOp):
             from zephyr_arrow.execution.broadcast import broadcast_join
 
             stream = Stream(tables=broadcast_join(op, stream.as_tables(), next(sides)))
