@@ -2,6 +2,7 @@
 answer must be what Polars gives over all the rows at once, types included."""
 
 import datetime
+import decimal
 import math
 import re
 
@@ -130,3 +131,33 @@ def test_folded_aggregate_over_shards_without_rows(ctx):
     assert got == [{"k": k, "m": sum(range(300 + k, 400, 4)) / 25, "len": 25} for k in range(4)]
     nothing = Dataset.from_list(rows, num_shards=4).filter(pl.col("n") < 0).aggregate("k", pl.col("x").mean().alias("m"))
     assert ctx.execute(nothing).load().num_rows == 0
+
+
+def test_folded_means_and_sums_keep_polars_types_for_dates_times_durations_decimals(ctx, tmp_path):
+    n = 40
+    table = pa.table(
+        {
+            "k": [i % 3 for i in range(n)],
+            "d": pa.array([datetime.date(2020, 1, 1) + datetime.timedelta(days=i * 37) for i in range(n)]),
+            "du": pa.array([datetime.timedelta(seconds=i * 1001) for i in range(n)]),
+            "tm": pa.array([datetime.time(i % 24, i % 60) for i in range(n)]),
+            "dec": pa.array([decimal.Decimal(i * 10000 // 7) / 10000 for i in range(n)], pa.decimal128(12, 4)),
+            "tz": pa.array(
+                [datetime.datetime(2021, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(hours=i * 5) for i in range(n)],
+                pa.timestamp("ms", "UTC"),
+            ),
+        }
+    )
+    for index, (start, length) in enumerate([(0, 13), (13, 14), (27, 13)]):
+        pq.write_table(table.slice(start, length), tmp_path / f"part-{index}.parquet")
+    exprs = [
+        *(pl.col(name).mean().alias(f"{name}_mean") for name in ["d", "du", "tm", "dec", "tz"]),
+        *(pl.col(name).sum().alias(f"{name}_sum") for name in ["du", "dec"]),
+        *(pl.col(name).min().alias(f"{name}_min") for name in ["d", "tm", "tz"]),
+    ]
+    ds = Dataset.from_files(str(tmp_path / "*.parquet")).load_parquet().aggregate("k", *exprs)
+    got = pl.from_arrow(ctx.execute(ds).load()).sort("k")
+    assert re.search(r"scatter by k: 3 shards, [\d,]+ rows in, 9 rows out", ctx.last_stage_summaries[0])
+    expected = pl.from_arrow(table).group_by("k").agg(*exprs).sort("k")
+    assert got.schema == expected.schema
+    assert got.to_dicts() == expected.to_dicts()

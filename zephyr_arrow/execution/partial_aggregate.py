@@ -89,7 +89,7 @@ def final_exprs(parts: tuple[Part, ...], schema: pl.Schema) -> list[pl.Expr]:
         else:
             count = pl.col(f"{PREFIX}{index}_n")
             dtype = schema[f"{PREFIX}{index}"]  # what Polars' mean gives for the column
-            mean = (value.to_physical().cast(pl.Float64) * count).sum() / count.sum()
-            expr = pl.when(count.sum() > 0).then(mean.cast(pl.Int64) if dtype.is_temporal() else mean).cast(dtype)
+            mean = (value.cast(pl.Float64) * count).sum() / count.sum()
+            expr = pl.when(count.sum() > 0).then(mean).cast(dtype)
         exprs.append(expr.alias(part.name))
     return exprs
