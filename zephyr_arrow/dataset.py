@@ -283,6 +283,10 @@ class Dataset:
     def aggregate(self, by: str | list[str], *exprs: pl.Expr, num_output_shards: int | None = None) -> Dataset:
         """Polars aggregations per group of the ``by`` columns: one row per group, no Python rows.
 
+        When every expression is ``pl.len()`` or a column's ``len``, ``count``, ``sum``, ``min``,
+        ``max`` or ``mean``, each map task folds its rows per key before the shuffle
+        (``execution/partial_aggregate.py``); other expressions see every row of a group.
+
         >>> import polars as pl
         >>> from zephyr_arrow import Dataset, ZephyrContext
         >>> ds = Dataset.from_list([{"lang": "en", "s": 1.0}, {"lang": "en", "s": 3.0}, {"lang": "de", "s": 2.0}])
