@@ -104,9 +104,11 @@ def test_a_deduplicate_carries_only_its_key_and_the_columns_read_after_it():
     docs = Dataset.from_files("x/*.jsonl").load_jsonl()
     stages = plan(docs.deduplicate("text").count()).stages
     assert stages[0].boundary.carries == stages[1].boundary.carries == ("text",)
+    assert stages[1].boundary.read_after == ()  # count() reads no column: the reduce gathers none
     assert _load_of(docs.deduplicate("text").count()).keep == ("text",)
     filtered = docs.deduplicate("text").filter(pl.col("lang") == "en").select("id")
     assert set(_load_of(filtered).keep) == {"text", "lang", "id"}
+    assert set(plan(filtered).stages[1].boundary.read_after) == {"lang", "id"}
     # A key function may read any column: every column is read (its runs keep what is carried).
     keyed = docs.filter(pl.col("score") > 0).deduplicate(_never).count()
     assert plan(keyed).stages[0].boundary.carries == () and _load_of(keyed).keep is None
@@ -126,6 +128,7 @@ def test_a_deduplicate_carries_only_its_key_and_the_columns_read_after_it():
 def test_a_deduplicate_carries_every_column_where_any_may_be_read(build):
     stages = plan(build(Dataset.from_files("x/*.jsonl").load_jsonl())).stages
     assert stages[0].boundary.carries is None and _load_of(build(Dataset.from_files("x/*.jsonl").load_jsonl())).keep is None
+    assert stages[1].boundary.read_after is None
 
 
 def test_a_stage_reading_chunks_reads_only_the_columns_it_uses():

@@ -567,6 +567,20 @@ def test_deduplicate_before_count_scatters_only_the_columns_after_it_read(ctx):
     assert scattered_mb() > 0.1
 
 
+def test_a_deduplicate_gathers_only_the_columns_read_after_it(ctx):
+    rows = [{"k": f"key {i % 50}", "n": i, "x": [i, -i]} for i in range(400)]
+    ds = Dataset.from_list(rows, num_shards=4)
+    first = list({row["k"]: row for row in reversed(rows)}.values())  # each key's first row
+    by_n = lambda found: sorted(found, key=lambda r: r["n"])  # noqa: E731
+    # The map reads n only: its rows are made from each key's first n.
+    assert by_n(ctx.execute(ds.deduplicate("k").map(lambda r: {"n": r["n"]})).to_pylist()) == by_n({"n": r["n"]} for r in first)
+    # As the output, every column is gathered, the key and the list too.
+    evens = ctx.execute(ds.deduplicate("k").filter(lambda r: r["n"] % 2 == 0)).to_pylist()
+    assert by_n(evens) == by_n(r for r in first if r["n"] % 2 == 0)
+    # A key function's column, then a count: nothing is read after the shuffle.
+    assert ctx.execute(ds.deduplicate(lambda r: r["k"]).count()).to_pylist() == [50]
+
+
 def test_deduplicate_count_over_jsonl_matches_duckdb(ctx, tmp_path):
     # 450 texts; the rows of one text alternate languages, so which row is first matters.
     rows = [{"id": i, "text": f"doc {i * 7 % 450}", "lang": ["en", "de"][i // 450 % 2], "score": i / 100} for i in range(3000)]

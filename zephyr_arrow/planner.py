@@ -230,7 +230,8 @@ def narrow_deduplicate_runs(stages: list[Stage]) -> None:
     """Let a deduplicate carry through its shuffle only its key and the columns the ops of its
     reduce stage read (``DeduplicateOp.carries``), when they are known. Its scatter stage then
     reads, parses and moves just those and what its key reads (``deduplicate("text").count()``
-    and ``deduplicate(lambda d: d["text"]).count()``: the text)."""
+    and ``deduplicate(lambda d: d["text"]).count()``: the text), and its reduce gathers only
+    those the ops after it read (``read_after``; ``count()``: none)."""
     for stage in stages:
         op = stage.boundary
         if stage.kind is not StageKind.SHUFFLE or not isinstance(op, shuffle_ops.DeduplicateOp):
@@ -239,7 +240,7 @@ def narrow_deduplicate_runs(stages: list[Stage]) -> None:
         if used is None:
             continue
         key_columns = op.key if isinstance(op.key, tuple) else ()
-        narrowed = replace(op, carries=tuple(dict.fromkeys([*key_columns, *used])))
+        narrowed = replace(op, carries=tuple(dict.fromkeys([*key_columns, *used])), read_after=used)
         stages[stage.index] = replace(stage, boundary=narrowed)
         (scatter,) = (stages[index] for index in stage.inputs)
         stages[scatter.index] = _reading_only(replace(scatter, boundary=narrowed), needed_by(narrowed))

@@ -84,6 +84,9 @@ class DeduplicateOp(Op):
     # (those the ops after it read; a key column is one of them, and so is the column a key
     # function's keys are found in, at run time); None: every column.
     carries: tuple[str, ...] | None = None
+    # Set by the planner: the columns the ops after it read; its output has the others as nulls
+    # (a key column no op reads is not gathered for nothing); None: every column.
+    read_after: tuple[str, ...] | None = None
 
     def key_of(self, side: int = 0) -> Key:
         return self.key

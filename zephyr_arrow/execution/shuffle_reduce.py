@@ -74,7 +74,7 @@ def reduce(stage: Stage, task: ShardTask) -> tuple[int, list[ChunkRef]]:
         if isinstance(op, shuffle_ops.GroupByOp):
             output = Stream(rows=_group_by(op, tables))
         elif isinstance(op, shuffle_ops.DeduplicateOp):
-            output = Stream(tables=_deduplicate(keys, tables, spec.schema))
+            output = Stream(tables=_deduplicate(keys, tables, spec.schema, op.read_after))
         else:
             output = Stream(tables=_aggregate(op, tables, spec.schema))
         chunks = _write(stage, task, output)
@@ -122,13 +122,26 @@ def _group_by(op: shuffle_ops.GroupByOp, tables: Iterator[pa.Table]) -> Iterator
         yield from flatten(op.reducer(key_of(first), itertools.chain([first], rows)))
 
 
-def _deduplicate(keys: K.ShuffleKeys, tables: Iterator[pa.Table], schema: pa.Schema) -> Iterator[pa.Table]:
+def _deduplicate(
+    keys: K.ShuffleKeys, tables: Iterator[pa.Table], schema: pa.Schema, read_after: tuple[str, ...] | None
+) -> Iterator[pa.Table]:
     carry: pa.Table | None = None  # keys already kept whose hash is the last one seen
     for table in tables:
         keep, carry = first_of_each_key(table, keys.order, keys.identity, carry)
         # Kept in the round's order: a gather in ascending order reads memory sequentially.
-        yield without_shuffle_columns(take(table, keep.sort()))
+        yield _gathered(without_shuffle_columns(table), keep.sort(), read_after)
     yield without_shuffle_columns(schema.empty_table())  # an empty shard still has the columns
+
+
+def _gathered(table: pa.Table, rows: pa.Array, read: tuple[str, ...] | None) -> pa.Table:
+    """The ``rows`` of ``table``, with the columns not in ``read`` (None: every column) as nulls of
+    their type: a key no op after a deduplicate reads (its text, before ``count()``) is not copied."""
+    if read is None:
+        return take(table, rows)
+    names = [name for name in table.column_names if name in read]
+    taken = take(table.select(names), rows) if names else None  # a table of no columns has no rows to take
+    columns = [taken.column(f.name) if f.name in names else pa.nulls(len(rows), f.type) for f in table.schema]
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 def _aggregate(op: shuffle_ops.AggregateOp, tables: Iterator[pa.Table], schema: pa.Schema) -> Iterator[pa.Table]:
