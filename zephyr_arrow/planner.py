@@ -295,7 +295,7 @@ def push_used_columns_into_load(stage_ops: tuple[ops.Op, ...], end: tuple[str, .
 def needed_by(boundary: ops.Op | None) -> tuple[str, ...] | None:
     """What a stage's end needs of its rows: a scatter for an aggregate, a deduplicate or a
     group_by, the columns its key reads and the shuffle moves; anything else, every column (None)."""
-    return boundary.input_columns() if isinstance(boundary, (shuffle_ops.AggregateOp, shuffle_ops.DeduplicateOp, shuffle_ops.GroupByOp)) else None
+    return boundary.input_columns() if isinstance(boundary, shuffle_ops.KNOWS_ITS_COLUMNS) else None
 
 
 def used_columns(stage_ops: tuple[ops.Op, ...], end: tuple[str, ...] | None) -> tuple[str, ...] | None:

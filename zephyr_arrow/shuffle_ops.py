@@ -206,3 +206,7 @@ class SortedMergeJoinOp(Op):
 
     def __repr__(self) -> str:
         return f"sorted_merge_join({self.how}, {describe_fn(self.left_key)} = {describe_fn(self.right_key)})"
+
+
+# The shuffles that know the columns they read and move (``input_columns``, ``carried_columns``).
+KNOWS_ITS_COLUMNS = (GroupByOp, DeduplicateOp, AggregateOp)

@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 from zephyr_arrow.execution import keys as K
-from zephyr_arrow.store.schema import normalize, restore_metadata
+from zephyr_arrow.store.schema import from_polars
 
 PREFIX = "__zephyr_partial_"  # partial columns: PREFIX + index, and a mean's count PREFIX + index + "_n"
 _KINDS = ("len", "count", "sum", "min", "max", "mean")
@@ -68,13 +68,13 @@ def partials(by: tuple[str, ...], parts: tuple[Part, ...], run: pa.Table) -> pa.
         exprs.append(expr.alias(f"{PREFIX}{index}"))
         if part.kind == "mean":
             exprs.append(pl.col(part.column).count().alias(f"{PREFIX}{index}_n"))
-    folded = frame.group_by(keys).agg(*exprs, pl.col(K.POSITION).min()).to_arrow()
-    return restore_metadata(normalize(folded), {name: run.schema.field(name) for name in by if name in run.column_names})
+    folded = frame.group_by(keys).agg(*exprs, pl.col(K.POSITION).min())
+    return from_polars(folded, {name: run.schema.field(name) for name in by if name in run.column_names})
 
 
-def is_folded(schema: pl.Schema, parts: tuple[Part, ...]) -> bool:
+def is_folded(schema: pl.Schema) -> bool:
     """Whether rows of ``schema`` are partials (runs of a shuffle with no rows keep the input's columns)."""
-    return bool(parts) and f"{PREFIX}0" in schema
+    return f"{PREFIX}0" in schema
 
 
 def final_exprs(parts: tuple[Part, ...], schema: pl.Schema) -> list[pl.Expr]:

@@ -40,7 +40,7 @@ from zephyr_arrow.planner import Stage
 from zephyr_arrow.rows import table_to_rows
 from zephyr_arrow.store import ChunkRef, layout
 from zephyr_arrow.store.chunk_writer import ChunkWriter
-from zephyr_arrow.store.schema import normalize, restore_metadata
+from zephyr_arrow.store.schema import from_polars
 from zephyr_arrow.store.tables import take
 
 ROWS_PER_DECODE = 4096  # rows turned into Python objects at a time
@@ -162,10 +162,10 @@ def _aggregated(op: shuffle_ops.AggregateOp, parts: tuple[partial_aggregate.Part
     """The aggregation of ``table``'s rows: over partials when the runs were folded."""
     frame = pl.from_arrow(without_shuffle_columns(table))
     exprs = op.exprs
-    if parts is not None and partial_aggregate.is_folded(frame.schema, parts):
+    if parts is not None and partial_aggregate.is_folded(frame.schema):
         exprs = partial_aggregate.final_exprs(parts, frame.schema)
-    result = frame.group_by(list(op.by), maintain_order=True).agg(*exprs).to_arrow()
-    return restore_metadata(normalize(result), {name: table.schema.field(name) for name in op.by})
+    result = frame.group_by(list(op.by), maintain_order=True).agg(*exprs)
+    return from_polars(result, {name: table.schema.field(name) for name in op.by})
 
 
 # Shared with the map side (a combiner, and deduplicate within a run, reduce early) -----
@@ -338,7 +338,7 @@ def joined(op: shuffle_ops.JoinOp | shuffle_ops.BroadcastJoinOp, left: pa.Table,
             name = field.name + op.suffix if field.name in left_frame.columns else field.name
             fields[name] = field.with_name(name)
     names = [name for name in fields if name not in K.INTERNAL]
-    return restore_metadata(normalize(frame.select(names).to_arrow()), fields)
+    return from_polars(frame.select(names), fields)
 
 
 # Sorted merge join ------------------------------------------------------------------------

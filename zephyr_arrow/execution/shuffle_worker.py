@@ -65,7 +65,7 @@ def scatter(stage: Stage, task: ShardTask, tables: Iterable[pa.Table]) -> list[S
     """Cut ``tables`` (the task's shard, after the stage's ops) into sorted runs, one segment per output shard."""
     op = stage.boundary
     keys = K.shuffle_keys(op, stage.side)
-    columns = op.carried_columns() if isinstance(op, (shuffle_ops.AggregateOp, shuffle_ops.DeduplicateOp, shuffle_ops.GroupByOp)) else None
+    columns = op.carried_columns() if isinstance(op, shuffle_ops.KNOWS_ITS_COLUMNS) else None
     num_output_shards = task.input.num_output_shards
     files = _RunFiles(lambda index: task_path(task, index))
     position = task.shard_index << K.POSITION_BITS

@@ -10,11 +10,15 @@ the column, both types and a chunk file of each.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from zephyr_arrow.errors import SchemaConflictError
 from zephyr_arrow.rows import is_pickled, pickled_column
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 def unify(schemas: Sequence[pa.Schema], sources: Sequence[str]) -> pa.Schema:
@@ -135,8 +139,10 @@ def normalize(table: pa.Table) -> pa.Table:
     return table if schema == table.schema else table.cast(schema)
 
 
-def restore_metadata(table: pa.Table, sources: dict[str, pa.Field]) -> pa.Table:
-    """Give columns that came through Polars their source field's metadata back (pickled columns)."""
+def from_polars(frame: pl.DataFrame, sources: dict[str, pa.Field]) -> pa.Table:
+    """``frame`` as an Arrow table of plain types (``normalize``), its columns given their source
+    field's metadata back where the type is the same (pickled columns lose it in Polars)."""
+    table = normalize(frame.to_arrow())
     fields = []
     for field in table.schema:
         source = sources.get(field.name)
