@@ -384,10 +384,15 @@ def test_workers_are_long_lived_across_stages_and_runs(tmp_path):
     def pid(_):
         return os.getpid()
 
+    # Which worker takes which task is up to the scheduler (a worker that starts late may get none),
+    # so the test asserts on the pool: the same two processes before and after, and every task in one.
     with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=str(tmp_path)) as ctx:
         first = set(ctx.execute(Dataset.from_list(list(range(8))).map(pid)).to_pylist())
+        workers = set(ctx._get_backend().pids)
         second = set(ctx.execute(Dataset.from_list(list(range(8))).map(pid).reshard(4).map(lambda p: p)).to_pylist())
-    assert len(first) == 2 and first == second and os.getpid() not in first
+        assert set(ctx._get_backend().pids) == workers
+    assert len(workers) == 2 and os.getpid() not in workers
+    assert first and second and first | second <= workers
 
 
 def _allocator(_):
