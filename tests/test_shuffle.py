@@ -832,6 +832,34 @@ def test_dedup_aggregate_and_join_across_many_merge_rounds(small_buffers):
     assert all(r["half"] == (r["n"] / 2 if r["n"] % 3 == 0 else None) for r in joined)
 
 
+def test_deduplicate_function_keys_in_a_column_meet_encoded_keys_across_rounds(small_buffers):
+    # Shards whose keys are all str leave them in their column (compared as text); a shard with
+    # None keys encodes its strs. Each run holds one row per key, and each merge round one
+    # row, so keys kept and carried from a round in one form meet the next round's in the other.
+    texts = [f"text {i % 7} " + "x" * (i % 7) * 40 for i in range(600)]
+    with_none = [t if i % 3 else None for i, t in enumerate(texts)]
+    rows = [{"id": i, "k": k} for i, k in enumerate(texts + with_none + texts[::-1])]
+    first: dict = {}
+    for row in rows:
+        first.setdefault(row["k"], row["id"])
+    ds = Dataset.from_list(rows, num_shards=3).deduplicate(lambda r: r["k"], num_output_shards=2)
+    out = small_buffers.execute(ds).to_pylist()
+    assert len(small_buffers.rounds) > 20
+    assert sorted(r["id"] for r in out) == sorted(first.values())
+
+
+def test_deduplicate_a_key_function_that_returns_a_column_in_some_shards_only(ctx):
+    # Shards 0-1's keys are their column "a" (left there); shards 2-3's are a prefix of it
+    # (encoded). Rounds hold rows of all four: 2-3's keys must be compared as keys, not as "a".
+    rows = [{"id": i, "a": f"k{i % 20:02d}-{i}"} for i in range(600)]
+    first: dict = {}
+    key = lambda r: r["a"] if r["id"] < 300 else r["a"][:3]  # noqa: E731
+    for row in rows:
+        first.setdefault(key(row), row["id"])
+    ds = Dataset.from_list(rows, num_shards=4).deduplicate(key, num_output_shards=2)
+    assert sorted(r["id"] for r in ctx.execute(ds).to_pylist()) == sorted(first.values())
+
+
 def _interleaved_runs(directory, num_runs: int, rows_per_run: int) -> tuple[list, pa.Schema]:
     """``num_runs`` sorted runs of ~250-byte rows whose keys interleave, each one row group."""
     schema = pa.schema([("h", pa.uint64()), ("pad", pa.string())])
