@@ -197,12 +197,6 @@ def without_shuffle_columns(table: pa.Table) -> pa.Table:
     return table
 
 
-def first_of_each(table: pa.Table, columns: list[str]) -> pa.Array:
-    """Indices of the first row of each distinct value of ``columns``, in table order."""
-    frame = pl.from_arrow(table.select(columns)).with_row_index("__row")
-    return frame.unique(subset=columns, keep="first", maintain_order=True).get_column("__row").to_arrow()
-
-
 def first_of_each_key(
     table: pa.Table, order: list[str], identity: list[str], prior: pa.Table | None = None
 ) -> tuple[pa.Array, pa.Table]:
@@ -212,49 +206,68 @@ def first_of_each_key(
     The rows need not be sorted: only the small order columns are. And only rows whose hash is
     shared (by another row, or by a key of ``prior``, kept by an earlier round) have their key
     (``identity``, maybe a long text) read and compared; most rows have a hash of their own.
+    Those are picked with a filter, which copies them chunk by chunk: a merge round is slices
+    of many runs, and taking rows from it combined all their text first (twice, with the
+    carry), half of what the reduce of a dedup of web documents allocated.
     Keys are tables of HASH and the key's identity (see ``_keys_of``).
     """
-    frame = pl.from_arrow(table.select(order)).with_row_index(_ROW).sort(order)
+    frame = pl.from_arrow(table.select(order)).with_row_index(_ROW)
     shared = pl.col(K.HASH).is_duplicated()
     if prior is not None and prior.num_rows:
         shared = shared | pl.col(K.HASH).is_in(pl.from_arrow(prior.column(K.HASH)).implode())
     frame = frame.with_columns(shared.alias(_SHARED))
+    keyed = _key_columns(table, identity)
+    candidates = _keys_of(keyed.filter(frame.get_column(_SHARED).to_arrow()))  # in table order
+    frame = frame.sort(order)
     checked = frame.filter(pl.col(_SHARED)).get_column(_ROW)
-    num_prior = prior.num_rows if prior is not None else 0
-    candidates = _keys_of(table, identity, checked.to_arrow())
-    if num_prior:
+    ranks = checked.arg_sort().cast(pl.Int64)  # the place in ``order`` of each candidate, in table order
+    if prior is not None and prior.num_rows:
         candidates = _concat_keys(prior, candidates)
-    first = pl.from_arrow(first_of_each(candidates, candidates.column_names)).cast(pl.Int64)
-    winners = checked.gather(first.filter(first >= num_prior) - num_prior)
+        ranks = pl.concat([pl.int_range(-prior.num_rows, 0, dtype=pl.Int64, eager=True), ranks])
+    first = _first_ranks(candidates, ranks)
+    winners = checked.gather(first.filter(first >= 0))
     kept = frame.filter(~pl.col(_SHARED) | pl.col(_ROW).is_in(winners.implode()))
     keep = kept.get_column(_ROW).to_arrow()
     if not kept.height:
         return keep, prior
     last_hash = kept.get_column(K.HASH).max()
-    at_last = kept.filter(pl.col(K.HASH) == last_hash).get_column(_ROW).to_arrow()
-    carry = _keys_of(table, identity, at_last)
-    if num_prior and prior.column(K.HASH)[0].as_py() == last_hash:
+    at_last = kept.filter(pl.col(K.HASH) == last_hash).get_column(_ROW)
+    carry = _keys_of(keyed.filter(pl.zeros(table.num_rows, pl.Boolean, eager=True).scatter(at_last, True).to_arrow()))
+    if prior is not None and prior.num_rows and prior.column(K.HASH)[0].as_py() == last_hash:
         carry = _concat_keys(prior, carry)
     return keep, carry
 
 
-def _keys_of(table: pa.Table, identity: list[str], rows: pa.Array) -> pa.Table:
-    """HASH and the key's ``identity`` of ``rows``.
+def _first_ranks(keys: pa.Table, ranks: pl.Series) -> pl.Series:
+    """The least of ``ranks`` (one per row of ``keys``) of each distinct key."""
+    frame = pl.from_arrow(keys).with_columns(ranks.alias(_RANK))
+    return frame.filter(pl.col(_RANK) == pl.col(_RANK).min().over(keys.column_names)).get_column(_RANK)
 
-    Keys that a scatter left in a column of the row (a null KEY, see ``keys.key_in_column``) are
-    compared as that column's text (``_KEY_TEXT``) when all of ``rows`` have them in one column:
-    equal strs are equal keys. Encoding them again (``keys.keys_from_columns``), as a mix of
-    such keys and encoded ones needs, copies each text three more times: deduplicating a
-    file of 50k web documents by ``lambda d: d["text"]`` allocated 70 MB here that way and
-    19 MB so, and the peak of two workers doing that at once was 35 MB higher.
+
+def _key_columns(table: pa.Table, identity: list[str]) -> pa.Table:
+    """The columns of ``table`` that its rows' keys are read from: HASH and ``identity``; and,
+    where keys may be in a column of the row (a null KEY, see ``keys.key_in_column``), that
+    column and KEY_COLUMN."""
+    if K.KEY in identity and K.KEY_COLUMN in table.column_names and table.column(K.KEY).null_count:
+        return table.select([K.HASH, K.KEY, K.KEY_COLUMN, *K.key_source_columns(table)])
+    return K.key_table(table, (K.HASH, *identity))
+
+
+def _keys_of(picked: pa.Table) -> pa.Table:
+    """HASH and the key's identity of the rows of ``picked`` (``_key_columns`` of some rows).
+
+    Keys in a column of the row are compared as that column's text (``_KEY_TEXT``) when all
+    of ``picked`` have them in one column: equal strs are equal keys. Encoding them again
+    (``keys.keys_from_columns``), as a mix of such keys and encoded ones needs, copies each
+    text three more times: deduplicating a file of 50k web documents by ``lambda d: d["text"]``
+    allocated 70 MB here that way and 19 MB so, and the peak of two workers doing that at
+    once was 35 MB higher.
     """
-    columns = [K.HASH, *identity]
-    if K.KEY not in identity or K.KEY_COLUMN not in table.column_names or not table.column(K.KEY).null_count:
-        return take(K.key_table(table, tuple(columns)), rows)
-    sources = K.key_source_columns(table)
-    picked = take(table.select([K.HASH, K.KEY, K.KEY_COLUMN, *sources]), rows)
+    if K.KEY_COLUMN not in picked.column_names:
+        return picked
+    sources = picked.column_names[3:]
     # In a merge round a column that also came from runs holding other values is pickled.
-    in_text = len(sources) == 1 and _is_plain_text(table.schema.field(sources[0]))
+    in_text = len(sources) == 1 and _is_plain_text(picked.schema.field(sources[0]))
     if in_text and picked.column(K.KEY).null_count == picked.num_rows:
         return pa.table({K.HASH: picked.column(K.HASH), _KEY_TEXT: picked.column(sources[0]).cast(pa.binary())})
     return pa.table({K.HASH: picked.column(K.HASH), K.KEY: K.keys_from_columns(picked)})
@@ -280,6 +293,7 @@ def _encoded(keys: pa.Table) -> pa.Table:
 
 _ROW = "__zephyr_row"
 _SHARED = "__zephyr_shared"
+_RANK = "__zephyr_rank"
 _KEY_TEXT = "__zephyr_key_text"  # binary: the UTF-8 of a str key found in a column of the row
 
 
