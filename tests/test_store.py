@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import random
 import uuid
 
 import duckdb
@@ -16,6 +17,7 @@ import pytest
 from zephyr_arrow.errors import ChunkMissingError, SchemaConflictError
 from zephyr_arrow.store import ChunkRef, ShardRefs
 from zephyr_arrow.store import layout
+from zephyr_arrow.store.tables import take_by_batch
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -243,3 +245,19 @@ def test_saving_to_another_filesystem_streams_and_leaves_nothing_half_copied(tmp
     with pytest.raises(OSError, match="connection lost"):
         refs.save(broken)
     assert fsspec.filesystem("memory").find(broken.removeprefix("memory://")) == []
+
+
+@pytest.mark.parametrize("rows", [1, 7, 250, 10_000])
+def test_take_by_batch_equals_a_take_in_slices_of_the_combined_table(rows):
+    rng = random.Random(rows)
+    batches = [
+        pa.table({"text": pa.array([None if rng.random() < 0.1 else "x" * rng.randint(0, 90) + str(i) for i in range(size)], pa.string()),
+                  "n": pa.array(range(size), pa.int32())})
+        for size in (300, 1, 0, 450, 250)
+    ]
+    table = pa.concat_tables(batches)
+    table = table.set_column(1, "n", pa.chunked_array([table.column("n").combine_chunks()]))  # chunked unlike "text"
+    indices = pa.array(rng.sample(range(table.num_rows), table.num_rows - 100) + [5, 5, 0], pa.int64())
+    pieces = list(take_by_batch(table, indices, rows))
+    assert [piece.num_rows for piece in pieces[:-1]] == [rows] * (len(pieces) - 1)
+    assert pa.concat_tables(pieces).equals(table.combine_chunks().take(indices))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from zephyr_arrow import counters, ops, shuffle_ops
 from zephyr_arrow.execution import keys as K
 from zephyr_arrow.execution import partial_aggregate, shuffle_reduce
-from zephyr_arrow.execution.merge import FILES_COUNTER, RUN_ROW_GROUP_BYTES, SortedFile, sort_table, sorted_indices
+from zephyr_arrow.execution.merge import FILES_COUNTER, SortedFile, sort_table, sorted_indices
 from zephyr_arrow.execution.shuffle_reduce import first_of_each_key, flatten, keyed_rows, task_path, without_shuffle_columns
 from zephyr_arrow.execution.stats import StageStats
 from zephyr_arrow.execution.tasks import ShardTask, StageResult, TaskResult
@@ -38,9 +38,10 @@ from zephyr_arrow.rows import rows_to_table
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.files import size
 from zephyr_arrow.store.schema import concat_unified
-from zephyr_arrow.store.tables import contiguous, rows_per_slice, take_in_slices
+from zephyr_arrow.store.tables import rows_per_slice, take_by_batch
 
 SORT_BUFFER_BYTES = 32 * 1024 * 1024  # rows a map task sorts at once (Arrow bytes); one run each
+_TAKE_BYTES = 4 * 1024 * 1024  # a run is taken in order this much at a time (written a row group at a time)
 
 
 def run_task(stage: Stage, task: ShardTask) -> TaskResult:
@@ -98,13 +99,13 @@ def scatter(stage: Stage, task: ShardTask, tables: Iterable[pa.Table]) -> list[S
 
 
 def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> tuple[pa.Table, pa.Array | None]:
-    """One run from the buffered ``tables`` (emptied, so the batches are freed once combined):
-    its rows and the order to write them in (None: as they are).
+    """One run from the buffered ``tables`` (emptied: the run holds them): its rows and the
+    order to write them in (None: as they are).
 
-    The run is written a row group at a time in that order, so a scatter holds its buffer
-    about twice (the batches and their combined copy, briefly), not three times.
+    The run is taken in that order from the batches as they are (``take_by_batch``) and
+    written a row group at a time, so a scatter holds its buffer once and a few MB more.
     """
-    table = _combined(tables)
+    table = _unified(tables)
     tables.clear()
     order = [K.TARGET, *keys.order]
     if isinstance(op, shuffle_ops.DeduplicateOp):  # sorted and deduplicated in one order
@@ -117,9 +118,9 @@ def _sorted_run(op: ops.Op, keys: K.ShuffleKeys, tables: list[pa.Table]) -> tupl
     return table, sorted_indices(table, order)
 
 
-def _combined(tables: list[pa.Table]) -> pa.Table:
-    """The batches as one contiguous table; batches whose types differ (a file's types widen as it is read) are unified."""
-    return contiguous(concat_unified(tables, [f"batch {index} of the run" for index in range(len(tables))]))
+def _unified(tables: list[pa.Table]) -> pa.Table:
+    """The batches as one table (of their chunks); batches whose types differ (a file's types widen as it is read) are unified."""
+    return concat_unified(tables, [f"batch {index} of the run" for index in range(len(tables))])
 
 
 def _combine(op: shuffle_ops.GroupByOp, keys: K.ShuffleKeys, table: pa.Table) -> pa.Table:
@@ -170,17 +171,13 @@ class _RunFiles:
         if self._file is None:
             schema = data.schema.with_metadata({**(data.schema.metadata or {}), K.HASHED_BY: K.hashed_by()})
             self._file = SortedFile(self._path_for(len(self._closed)), schema)
-        start = 0
-        rows = rows_per_slice(data, RUN_ROW_GROUP_BYTES)
-        for target, count in zip(targets.field("values").to_pylist(), targets.field("counts").to_pylist()):
+        pieces = iter([data]) if order is None else take_by_batch(data, order, rows_per_slice(data, _TAKE_BYTES))
+        counts = zip(targets.field("values").to_pylist(), targets.field("counts").to_pylist())
+        for target, parts in itertools.groupby(_cut(pieces, counts), key=lambda part: part[0]):
             offset = self._file.num_rows
-            if order is None:
-                self._file.write(data.slice(start, count))
-            else:
-                for piece in take_in_slices(data, order.slice(start, count), rows):
-                    self._file.write(piece)
-            self._segments.append((target, len(self._closed), offset, offset + count))
-            start += count
+            for _, part in parts:
+                self._file.write(part)
+            self._segments.append((target, len(self._closed), offset, self._file.num_rows))
 
     def close(self, schema: pa.Schema) -> list[StageResult]:
         """The segments written; with none, one empty run of ``schema`` (the columns reach the reduce side)."""
@@ -201,6 +198,19 @@ class _RunFiles:
         if self._file is not None:
             self._file.abort()
             self._file = None
+
+
+def _cut(pieces: Iterator[pa.Table], counts: Iterable[tuple[int, int]]) -> Iterator[tuple[int, pa.Table]]:
+    """The rows of ``pieces`` in turn, cut into (target, rows) parts of ``counts`` rows per target."""
+    piece, used = None, 0
+    for target, count in counts:
+        while count:
+            if piece is None or used == piece.num_rows:
+                piece, used = next(pieces), 0
+            size = min(count, piece.num_rows - used)
+            yield target, piece.slice(used, size)
+            used += size
+            count -= size
 
 
 def _fits(schema: pa.Schema, target: pa.Schema) -> bool:
