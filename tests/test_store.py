@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
-import random
 import uuid
 
 import duckdb
@@ -250,11 +250,11 @@ def test_saving_to_another_filesystem_streams_and_leaves_nothing_half_copied(tmp
 @pytest.mark.parametrize("rows", [1, 7, 250, 10_000])
 def test_take_by_batch_equals_a_take_in_slices_of_the_combined_table(rows):
     rng = random.Random(rows)
-    batches = [
-        pa.table({"text": pa.array([None if rng.random() < 0.1 else "x" * rng.randint(0, 90) + str(i) for i in range(size)], pa.string()),
-                  "n": pa.array(range(size), pa.int32())})
-        for size in (300, 1, 0, 450, 250)
-    ]
+    def batch(size):
+        text = [None if rng.random() < 0.1 else "x" * rng.randint(0, 90) + str(i) for i in range(size)]
+        return pa.table({"text": pa.array(text, pa.string()), "n": pa.array(range(size), pa.int32())})
+
+    batches = [batch(size) for size in (300, 1, 0, 450, 250)]
     table = pa.concat_tables(batches)
     table = table.set_column(1, "n", pa.chunked_array([table.column("n").combine_chunks()]))  # chunked unlike "text"
     indices = pa.array(rng.sample(range(table.num_rows), table.num_rows - 100) + [5, 5, 0], pa.int64())
