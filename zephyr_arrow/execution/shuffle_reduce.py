@@ -211,9 +211,10 @@ def first_of_each_key(
     carry), half of what the reduce of a dedup of web documents allocated.
     Keys are tables of HASH and the key's identity (see ``_keys_of``).
     """
+    num_prior = prior.num_rows if prior is not None else 0
     frame = pl.from_arrow(table.select(order)).with_row_index(_ROW)
     shared = pl.col(K.HASH).is_duplicated()
-    if prior is not None and prior.num_rows:
+    if num_prior:
         shared = shared | pl.col(K.HASH).is_in(pl.from_arrow(prior.column(K.HASH)).implode())
     frame = frame.with_columns(shared.alias(_SHARED))
     keyed = _key_columns(table, identity)
@@ -221,9 +222,9 @@ def first_of_each_key(
     frame = frame.sort(order)
     checked = frame.filter(pl.col(_SHARED)).get_column(_ROW)
     ranks = checked.arg_sort().cast(pl.Int64)  # the place in ``order`` of each candidate, in table order
-    if prior is not None and prior.num_rows:
+    if num_prior:
         candidates = _concat_keys(prior, candidates)
-        ranks = pl.concat([pl.int_range(-prior.num_rows, 0, dtype=pl.Int64, eager=True), ranks])
+        ranks = pl.concat([pl.int_range(-num_prior, 0, dtype=pl.Int64, eager=True), ranks])
     first = _first_ranks(candidates, ranks)
     winners = checked.gather(first.filter(first >= 0))
     kept = frame.filter(~pl.col(_SHARED) | pl.col(_ROW).is_in(winners.implode()))
@@ -233,7 +234,7 @@ def first_of_each_key(
     last_hash = kept.get_column(K.HASH).max()
     at_last = kept.filter(pl.col(K.HASH) == last_hash).get_column(_ROW)
     carry = _keys_of(keyed.filter(pl.zeros(table.num_rows, pl.Boolean, eager=True).scatter(at_last, True).to_arrow()))
-    if prior is not None and prior.num_rows and prior.column(K.HASH)[0].as_py() == last_hash:
+    if num_prior and prior.column(K.HASH)[0].as_py() == last_hash:
         carry = _concat_keys(prior, carry)
     return keep, carry
 
@@ -265,7 +266,7 @@ def _keys_of(picked: pa.Table) -> pa.Table:
     """
     if K.KEY_COLUMN not in picked.column_names:
         return picked
-    sources = picked.column_names[3:]
+    sources = [name for name in picked.column_names if name not in (K.HASH, K.KEY, K.KEY_COLUMN)]
     # In a merge round a column that also came from runs holding other values is pickled.
     in_text = len(sources) == 1 and _is_plain_text(picked.schema.field(sources[0]))
     if in_text and picked.column(K.KEY).null_count == picked.num_rows:
@@ -287,7 +288,7 @@ def _concat_keys(prior: pa.Table, keys: pa.Table) -> pa.Table:
 def _encoded(keys: pa.Table) -> pa.Table:
     if _KEY_TEXT not in keys.column_names:
         return keys
-    text = keys.select([_KEY_TEXT]).cast(pa.schema([pa.field(_KEY_TEXT, pa.string())]))
+    text = pa.table({_KEY_TEXT: keys.column(_KEY_TEXT).cast(pa.string())})
     return pa.table({K.HASH: keys.column(K.HASH), K.KEY: K.encoded_keys(text, (_KEY_TEXT,))})
 
 
