@@ -107,7 +107,7 @@ def _canonical(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray | pa
     type_ = column.type
     if pa.types.is_dictionary(type_):
         column, type_ = column.cast(type_.value_type), type_.value_type
-    if is_pickled(field) or _is_text(type_) or _is_bytes(type_):
+    if is_pickled(field) or is_text(type_) or _is_bytes(type_):
         return column  # Polars hashes str and bytes by their bytes; pickled values as their pickles
     if any(is_kind(type_) for is_kind in _NUMERIC_KINDS):
         return column.cast(pa.float64(), safe=False)
@@ -159,7 +159,7 @@ def encoded_keys(table: pa.Table, columns: tuple[str, ...]) -> pa.Array:
     """``encode_key`` of each row's key from its key columns; vectorised for one str or bytes column."""
     if len(columns) == 1:
         field = table.schema.field(columns[0])
-        tag = STR_TAG if _is_text(field.type) else BYTES_TAG if _is_bytes(field.type) else None
+        tag = STR_TAG if is_text(field.type) else BYTES_TAG if _is_bytes(field.type) else None
         if tag is not None and not is_pickled(field):
             # The same bytes as _encode_str / _encode_bytes: tag, escaped data, terminator.
             blob = pa.large_binary()
@@ -248,7 +248,8 @@ def keys_from_columns(table: pa.Table) -> pa.Array:
     return key
 
 
-def _is_text(type_: pa.DataType) -> bool:
+def is_text(type_: pa.DataType) -> bool:
+    """Whether Arrow values of ``type_`` are str (string, large_string or string_view)."""
     return pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_string_view(type_)
 
 

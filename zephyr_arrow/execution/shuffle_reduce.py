@@ -268,14 +268,10 @@ def _keys_of(picked: pa.Table) -> pa.Table:
         return picked
     sources = [name for name in picked.column_names if name not in (K.HASH, K.KEY, K.KEY_COLUMN)]
     # In a merge round a column that also came from runs holding other values is pickled.
-    in_text = len(sources) == 1 and _is_plain_text(picked.schema.field(sources[0]))
+    in_text = len(sources) == 1 and K.is_text(picked.field(sources[0]).type) and not is_pickled(picked.field(sources[0]))
     if in_text and picked.column(K.KEY).null_count == picked.num_rows:
         return pa.table({K.HASH: picked.column(K.HASH), _KEY_TEXT: picked.column(sources[0]).cast(pa.binary())})
     return pa.table({K.HASH: picked.column(K.HASH), K.KEY: K.keys_from_columns(picked)})
-
-
-def _is_plain_text(field: pa.Field) -> bool:
-    return (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)) and not is_pickled(field)
 
 
 def _concat_keys(prior: pa.Table, keys: pa.Table) -> pa.Table:
