@@ -13,11 +13,11 @@ from zephyr_arrow.execution.coordinator import (
     TaskFinished,
     WorkerDied,
 )
-from zephyr_arrow.execution.stats import StageStats
-from zephyr_arrow.execution.tasks import ItemsInput, RunInfo, ShardTask, StageResult, TaskError, TaskResult
+from zephyr_arrow.execution.stats import TaskStats
+from zephyr_arrow.execution.tasks import ItemsInput, ExecutionInfo, ShardTask, StageResult, TaskError, TaskResult
 from zephyr_arrow.store import ChunkRef
 
-RUN = RunInfo("/tmp/none", "run-test")
+RUN = ExecutionInfo("/tmp/none", "run-test")
 
 
 def tasks(n: int) -> list[ShardTask]:
@@ -26,7 +26,7 @@ def tasks(n: int) -> list[ShardTask]:
 
 def finished(worker: int, task: ShardTask, counters=None) -> TaskFinished:
     chunk = ChunkRef(f"/tmp/none/{task.shard_index}-{task.attempt}.parquet", 1, pa.schema([]))
-    result = TaskResult(0, task.shard_index, task.attempt, (StageResult(task.shard_index, chunk),), StageStats(rows_out=1), counters or {})
+    result = TaskResult(0, task.shard_index, task.attempt, (StageResult(task.shard_index, chunk),), TaskStats(rows_out=1), counters or {})
     return TaskFinished(worker, result)
 
 

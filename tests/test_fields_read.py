@@ -10,8 +10,8 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from zephyr_arrow import fields_read
-from zephyr_arrow.fields_read import fields_of_row, fields_of_rows
+from zephyr_arrow.ops import fields_read
+from zephyr_arrow.ops.fields_read import fields_of_row, fields_of_rows
 
 SAMPLE_ROWS = [
     {"url": "https://a.org/x", "lang": "en", "score": 0.7, "text": "one two", "meta": {"k": 1}, "n": 3},

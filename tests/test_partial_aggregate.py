@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from zephyr_arrow import Dataset
-from zephyr_arrow.execution.partial_aggregate import split
+from zephyr_arrow.execution.shuffle.partial_aggregate import split
 
 SCHEMA = pa.schema(
     [

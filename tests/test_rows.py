@@ -1,4 +1,4 @@
-"""Tests for zephyr_arrow.rows: every rule of the codec, in memory and through Parquet."""
+"""Tests for zephyr_arrow.arrow.rows: every rule of the codec, in memory and through Parquet."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zephyr_arrow import rows as rows_module
-from zephyr_arrow.rows import (
+from zephyr_arrow.arrow import rows as rows_module
+from zephyr_arrow.arrow.rows import (
     ITEM_COLUMN,
     ITEM_METADATA_KEY,
     PICKLED_METADATA_KEY,

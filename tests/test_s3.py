@@ -27,7 +27,7 @@ from zephyr_arrow import (
     worker_ctx,
 )
 from zephyr_arrow.store.chunk_writer import ChunkWriter
-from zephyr_arrow.store.files import atomic_output
+from zephyr_arrow.fs import atomic_output
 
 # Chunks disagree on schema: "score" is missing from some rows, and from the last shard's chunks altogether.
 ROWS = [{"id": i, "lang": ["en", "de", None][i % 3], **({"score": i / 2} if i % 5 and i < 30 else {})} for i in range(40)]

@@ -30,8 +30,8 @@ import pytest
 from hypothesis import given, settings
 
 from zephyr_arrow import Dataset, PlanError, ShardFailedError, ZephyrContext, ZephyrError
-from zephyr_arrow.execution import merge, shuffle_worker
-from zephyr_arrow.execution.keys import encode_key, encoded_keys, hash_columns, key_table
+from zephyr_arrow.execution.shuffle import exchange, merge
+from zephyr_arrow.execution.shuffle.keys import encode_key, encoded_keys, hash_columns, key_table
 from zephyr_arrow.planner import StageKind, plan
 
 KEYS = [None, "a", "b", "", "é", 0, 1, 2, -5, 2.5, (1, "x"), (1, None), b"\x00raw"]
@@ -365,7 +365,7 @@ def test_a_broadcast_side_reads_only_its_keys_and_the_columns_used_after_the_joi
 
 
 def test_a_broadcast_side_is_read_once_per_process_and_dropped_when_the_sync_context_closes(tmp_path, monkeypatch):
-    from zephyr_arrow.execution import broadcast
+    from zephyr_arrow.execution.shuffle import join as broadcast
 
     reads = []
     whole = broadcast._whole
@@ -750,7 +750,7 @@ def test_column_keys_on_plain_values_are_a_plan_error(ctx):
 @pytest.fixture
 def small_buffers(monkeypatch, tmp_path):
     """A sync context whose shuffles sort 64 KB at a time and merge 2 runs at once, 16 KB of each at a time, one round at a time."""
-    monkeypatch.setattr(shuffle_worker, "SORT_BUFFER_BYTES", 64 * 1024)
+    monkeypatch.setattr(exchange, "SORT_BUFFER_BYTES", 64 * 1024)
     monkeypatch.setattr(merge, "MERGE_FAN_IN", 2)
     monkeypatch.setattr(merge, "RUN_ROW_GROUP_BYTES", 16 * 1024)
     monkeypatch.setattr(merge, "ROUND_BYTES", 1)
@@ -896,7 +896,7 @@ def test_an_open_run_holds_its_row_group_once(tmp_path):
 
 def test_keys_that_share_a_hash_stay_apart(small_buffers, monkeypatch):
     # Four hash values for all keys: every round holds keys of one hash that must be told apart.
-    from zephyr_arrow.execution import keys
+    from zephyr_arrow.execution.shuffle import keys
 
     hash_columns_ = keys.hash_columns
 
@@ -935,7 +935,7 @@ def test_keys_that_share_a_hash_stay_apart(small_buffers, monkeypatch):
 _HASH_PROBE = """
 import json, sys
 import pyarrow as pa
-from zephyr_arrow.execution.keys import encode_key, encoded_keys, hash_columns
+from zephyr_arrow.execution.shuffle.keys import encode_key, encoded_keys, hash_columns
 table = pa.table({"s": ["a", None, "héllo"], "i": [1, None, -7]})
 hashes, targets = hash_columns(table, 13)
 keys = hash_columns(pa.table({"k": [encode_key(v) for v in [None, "a", 1, 2.5, (1, "x"), b"z"]]}), 7)[0]
@@ -1055,7 +1055,7 @@ def test_vectorised_encoding_of_str_and_bytes_columns_matches_encode_key(values)
     ids=["deduplicate", "group_by", "join"],
 )
 def test_runs_hashed_by_different_polars_fail_before_the_reduce(tmp_path, monkeypatch, build):
-    from zephyr_arrow.execution import keys
+    from zephyr_arrow.execution.shuffle import keys
 
     # As on a cluster whose workers have different Polars: the scatter tasks' run files disagree.
     versions = itertools.cycle([b"polars 1.0.0, seed 0x5a3f2c71", b"polars 2.0.0, seed 0x5a3f2c71"])

@@ -17,7 +17,7 @@ import pytest
 from zephyr_arrow.errors import ChunkMissingError, SchemaConflictError
 from zephyr_arrow.store import ChunkRef, ShardRefs
 from zephyr_arrow.store import layout
-from zephyr_arrow.store.tables import take_by_batch
+from zephyr_arrow.arrow.tables import take_by_batch
 
 
 @pytest.fixture(params=["local", "memory"])

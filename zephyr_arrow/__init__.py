@@ -2,15 +2,17 @@
 
 The data flows through the package in this order:
 
-    Dataset (dataset.py, ops.py, shuffle_ops.py)    what the user asked for
-      -> Plan (planner.py)                          fused into stages
-      -> ShardTasks (execution/tasks.py)            one per shard, run by the scheduler loop
-         (execution/scheduler.py, coordinator.py)   on a backend (execution/backends/)
-      -> workers (execution/worker.py, operators.py) read chunks -> ops -> write chunks
-         shuffles (execution/shuffle*.py, keys.py, key_encoding.py, merge.py) scatter runs, merge them
-      -> Parquet chunks (store/)                    ChunkRef, rows <-> Arrow in rows.py
-         file formats (io/), user-facing record helpers (records.py)
-      -> ShardRefs -> pyarrow / Polars / DuckDB / rows
+    Dataset (dataset.py; ops/: base, transforms, shuffles)   what the user asked for: one op per call
+      -> Plan (planner/: cut.py, then passes.PASSES)          ops fused into stages; pure, no I/O
+      -> ShardTasks (execution/executor.py, tasks.py)         one per shard, every stage through one run_tasks,
+         (execution/scheduler.py, coordinator.py)             one scheduler loop, on a backend (execution/backends/)
+      -> workers (execution/worker/task.py, operators.py)     input reader -> ops -> output writer
+         shuffles (execution/shuffle/: one module per op)     scatter runs -> reduce_inputs -> merge and reduce
+      -> Parquet chunks (store/: chunk_ref, chunk_writer)     written atomically (fs.py), laid out by store/layout.py
+      -> ShardRefs (store/shard_refs.py, views.py) -> pyarrow / Polars / DuckDB / rows
+
+    Under them all: arrow/ (the row codec, schemas, tables, streams) and fs.py (filesystems,
+    atomic writes, the one Parquet opener). Users' file formats are io/; the command line, cli/.
 
     >>> from zephyr_arrow import Dataset, ZephyrContext
     >>> with ZephyrContext(backend="sync") as ctx:
@@ -55,21 +57,14 @@ _LAZY = {
 
 def read_parquet(paths: str | list[str]) -> ShardRefs:
     """Existing Parquet files (a path, a glob or a list) as ShardRefs, one shard per file; nothing is copied."""
-    import pyarrow.parquet as pq
-
+    from zephyr_arrow.fs import glob_files, open_parquet
     from zephyr_arrow.store import ChunkRef, ShardRefs
-    from zephyr_arrow.store.files import filesystem, glob_files, is_local
 
     files = [p for pattern in ([paths] if isinstance(paths, str) else paths) for p in glob_files(pattern)]
     shards = []
     for path in files:
-        if is_local(path):
-            metadata = pq.read_metadata(path.removeprefix("file://"))
-        else:
-            fs, fs_path = filesystem(path)
-            with fs.open(fs_path, "rb") as source:
-                metadata = pq.read_metadata(source)
-        shards.append([ChunkRef(path, metadata.num_rows, metadata.schema.to_arrow_schema())])
+        with open_parquet(path) as parquet:
+            shards.append([ChunkRef(path, parquet.metadata.num_rows, parquet.schema_arrow)])
     return ShardRefs(shards)
 
 

@@ -17,15 +17,12 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from zephyr_arrow.execution.tasks import RunInfo
+from typing import Any
 
 
 @dataclass
 class _Collected:
-    run: RunInfo
+    shared: dict[str, str]  # what ctx.put shared: name -> path of the pickled object
     totals: dict[str, int | float] = field(default_factory=dict)
 
 
@@ -34,9 +31,9 @@ _shared_cache: dict[str, Any] = {}
 
 
 @contextlib.contextmanager
-def collecting(run: RunInfo) -> Iterator[_Collected]:
-    """Collect the counters of one task (used by the worker around each task)."""
-    collected = _Collected(run)
+def collecting(shared: dict[str, str]) -> Iterator[_Collected]:
+    """Collect the counters of one task (used by the worker around each task); ``shared``: the run's ``ctx.put`` objects."""
+    collected = _Collected(shared)
     token = _current.set(collected)
     try:
         yield collected
@@ -61,13 +58,13 @@ def get_counters() -> dict[str, int | float]:
 class WorkerContext:
     """What a user function can reach while it runs on a worker."""
 
-    run: RunInfo
+    shared: dict[str, str]  # name -> path of the pickled object
 
     def get_shared(self, name: str) -> Any:
         """The object put with ``ctx.put(name, obj)``; loaded once per worker process."""
-        path = self.run.shared.get(name)
+        path = self.shared.get(name)
         if path is None:
-            known = ", ".join(sorted(self.run.shared)) or "none"
+            known = ", ".join(sorted(self.shared)) or "none"
             raise KeyError(f"no shared object named {name!r} (ctx.put names: {known})")
         if path not in _shared_cache:
             import cloudpickle
@@ -86,4 +83,4 @@ def worker_ctx() -> WorkerContext:
     collected = _current.get()
     if collected is None:
         raise RuntimeError("worker_ctx() is only available inside a function run by ZephyrContext.execute()")
-    return WorkerContext(collected.run)
+    return WorkerContext(collected.shared)

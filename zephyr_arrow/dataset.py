@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from zephyr_arrow import ops, shuffle_ops
+from zephyr_arrow import ops
 from zephyr_arrow.arguments import check_callable, check_columns, check_key, check_num_output_shards, check_positive_int, is_polars_expr
 from zephyr_arrow.errors import PlanError
 
@@ -258,7 +258,7 @@ class Dataset:
         if combiner is not None:
             check_callable("group_by", "combiner", combiner)
         return self._then(
-            shuffle_ops.GroupByOp(
+            ops.GroupByOp(
                 check_key("group_by", "key", key),
                 reducer,
                 None if sort_by is None else check_key("group_by", "sort_by", sort_by),
@@ -278,7 +278,7 @@ class Dataset:
         ...     sorted(r["v"] for r in ctx.execute(ds.deduplicate("id")).to_pylist())
         ['a', 'b']
         """
-        return self._then(shuffle_ops.DeduplicateOp(check_key("deduplicate", "key", key), check_num_output_shards("deduplicate", num_output_shards)))
+        return self._then(ops.DeduplicateOp(check_key("deduplicate", "key", key), check_num_output_shards("deduplicate", num_output_shards)))
 
     def aggregate(self, by: str | list[str], *exprs: pl.Expr, num_output_shards: int | None = None) -> Dataset:
         """Polars aggregations per group of the ``by`` columns: one row per group, no Python rows.
@@ -297,7 +297,7 @@ class Dataset:
         bad = [e for e in exprs if not is_polars_expr(e)]
         if bad or not exprs:
             raise PlanError(f"aggregate() needs Polars aggregation expressions after the key columns, got {bad or 'none'!r}")
-        return self._then(shuffle_ops.AggregateOp(check_columns("aggregate", by), exprs, check_num_output_shards("aggregate", num_output_shards)))
+        return self._then(ops.AggregateOp(check_columns("aggregate", by), exprs, check_num_output_shards("aggregate", num_output_shards)))
 
     def join(
         self,
@@ -339,12 +339,12 @@ class Dataset:
         if len(left_columns) != len(right_columns):
             raise PlanError(f"join() needs as many left_on as right_on columns, got {list(left_columns)} and {list(right_columns)}")
         if not broadcast:
-            return self._then(shuffle_ops.JoinOp(right, left_columns, right_columns, how, check_num_output_shards("join", num_output_shards)))
+            return self._then(ops.JoinOp(right, left_columns, right_columns, how, check_num_output_shards("join", num_output_shards)))
         if how not in ("inner", "left"):
             raise PlanError(f"join(broadcast=True) does inner and left joins, got how={how!r}: leave broadcast off for {how} joins")
         if num_output_shards is not None:
             raise PlanError("join(broadcast=True) keeps the left side's shards: num_output_shards does not apply")
-        return self._then(shuffle_ops.BroadcastJoinOp(right, left_columns, right_columns, how))
+        return self._then(ops.BroadcastJoinOp(right, left_columns, right_columns, how))
 
     def sorted_merge_join(
         self,
@@ -370,7 +370,7 @@ class Dataset:
             check_callable("sorted_merge_join", "combiner", combiner)
         if how not in ("inner", "left"):
             raise PlanError(f"sorted_merge_join() supports how='inner' or 'left', got {how!r}; join() does right and outer joins")
-        return self._then(shuffle_ops.SortedMergeJoinOp(right, left_key, right_key, combiner, how))
+        return self._then(ops.SortedMergeJoinOp(right, left_key, right_key, combiner, how))
 
     def reduce(self, local_reducer: Callable[[Iterator[Any]], Any], global_reducer: Callable[[Iterator[Any]], Any] | None = None) -> Dataset:
         """One value: ``local_reducer`` folds each shard, ``global_reducer`` (default: the same) folds those.
@@ -411,6 +411,6 @@ class _FoldShard:
 
 
 def _count_rows(table: pa.Table) -> pa.Table:
-    from zephyr_arrow.rows import rows_to_table
+    from zephyr_arrow.arrow.rows import rows_to_table
 
     return rows_to_table([table.num_rows] if table.num_rows else [])

@@ -7,6 +7,9 @@
     ├── ChunkMissingError      a ChunkRef's file is gone (names the path and why it may be gone)
     └── ShardFailedError       a shard task failed: user code raised, or its worker died (names stage and shard)
 
+    UsageError                 the ``zephyr-arrow`` command line was wrong (exit code 2)
+    CommandError               a ``zephyr-arrow`` command was right but its work failed (exit code 1)
+
 Every message says what failed and where; a user's own exception is chained as ``__cause__``.
 """
 
@@ -40,3 +43,11 @@ class ShardFailedError(ZephyrError):
         super().__init__(message)
         self.stage = stage
         self.shard_index = shard_index
+
+
+class UsageError(Exception):
+    """The command line was wrong: exit code 2."""
+
+
+class CommandError(Exception):
+    """The command was right but its work failed: exit code 1."""

@@ -15,13 +15,13 @@ from typing import Any
 
 def _tables(records: Iterable[Any]) -> Iterator[Any]:
     """Records encoded to Arrow a batch at a time, as a pipeline stage does."""
-    from zephyr_arrow.execution.operators import Stream
+    from zephyr_arrow.arrow.stream import Stream
 
     return Stream(rows=iter(records)).as_tables()
 
 
 def _rows(tables: Iterable[Any]) -> Iterator[Any]:
-    from zephyr_arrow.rows import table_to_rows
+    from zephyr_arrow.arrow.rows import table_to_rows
 
     for table in tables:
         yield from table_to_rows(table)

@@ -12,11 +12,11 @@ from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.coordinator import RetryPolicy
 from zephyr_arrow.execution.progress import Progress
-from zephyr_arrow.execution.runner import Runner
-from zephyr_arrow.execution.tasks import RunInfo
+from zephyr_arrow.execution.executor import Executor
+from zephyr_arrow.execution.tasks import ExecutionInfo
 from zephyr_arrow.planner import plan as make_plan
 from zephyr_arrow.store import ShardRefs, layout
-from zephyr_arrow.store.files import filesystem, remove_tree
+from zephyr_arrow.fs import filesystem, remove_tree
 
 BACKENDS = ("sync", "local", "ray")
 
@@ -118,9 +118,8 @@ class ZephyrContext:
         self._executions.append(layout.execution_dir(self.chunk_storage_prefix, execution_id))
         progress = Progress(self.progress)
         try:
-            run = RunInfo(self.chunk_storage_prefix, execution_id, self._write_shared(execution_id), _fsspec_config())
-            runner = Runner(self._get_backend(), run, self.policy, progress, self.max_workers)
-            return runner.execute(plan)
+            execution = ExecutionInfo(self.chunk_storage_prefix, execution_id, self._write_shared(execution_id), _fsspec_config())
+            return Executor(self._get_backend(), execution, self.policy, progress, self.max_workers).execute(plan)
         except BaseException:
             remove_tree(self._executions.pop())
             raise

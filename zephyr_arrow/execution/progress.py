@@ -12,7 +12,7 @@ import sys
 import time
 
 from zephyr_arrow.execution.coordinator import Event, TaskFinished
-from zephyr_arrow.execution.stats import StageStats
+from zephyr_arrow.execution.stats import TaskStats
 from zephyr_arrow.execution.tasks import TaskResult
 from zephyr_arrow.planner import Stage
 
@@ -49,8 +49,8 @@ class Progress:
             self._last_line = now
             logger.info("%s", line)
 
-    def finish_stage(self, stage: Stage, results: list[TaskResult]) -> StageStats:
-        stats = sum((r.stats for r in results), StageStats())
+    def finish_stage(self, stage: Stage, results: list[TaskResult]) -> TaskStats:
+        stats = sum((r.stats for r in results), TaskStats())
         seconds = time.monotonic() - self._started
         summary = (
             f"[{stage.index}] {shorten(stage.name)}: {len(results)} shards, {stats.rows_in:,} rows in, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from zephyr_arrow import ops
 from zephyr_arrow.execution.tasks import ChunksInput, ItemsInput, ShardInput
-from zephyr_arrow.store.files import glob_files
+from zephyr_arrow.fs import glob_files
 
 
 def source_inputs(source: ops.Source) -> list[ShardInput]:

@@ -1,4 +1,4 @@
-"""Per-task and per-stage statistics; they add up with ``+`` (so ``sum(results, StageStats())``)."""
+"""What a task did, and counters; both add up (a stage's is ``sum(results, TaskStats())``)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True, slots=True)
-class StageStats:
+class TaskStats:
     rows_in: int = 0
     rows_out: int = 0
     chunks_out: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
 
-    def __add__(self, other: StageStats) -> StageStats:
-        return StageStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+    def __add__(self, other: TaskStats) -> TaskStats:
+        return TaskStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
 def add_counters(total: dict[str, int | float], more: dict[str, int | float]) -> dict[str, int | float]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from zephyr_arrow.execution.stats import StageStats
-from zephyr_arrow.store import ChunkRef
+from zephyr_arrow.execution.stats import TaskStats
+from zephyr_arrow.store import ChunkRef, layout
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -57,11 +57,12 @@ class JoinInput:
 
 
 ShardInput = ItemsInput | ChunksInput | ScatterInput | MergeInput | JoinInput
+ReduceInput = MergeInput | JoinInput  # what a shuffle's or join's reduce task reads
 
 
 @dataclass(frozen=True, slots=True)
-class RunInfo:
-    """Where a run writes, and what its workers need from the driver: the same for every task of the run."""
+class ExecutionInfo:
+    """Where one ``execute`` writes, and what its workers need from the driver: the same for every task of it."""
 
     chunk_prefix: str
     execution_id: str
@@ -79,12 +80,19 @@ class ShardTask:
     num_shards: int
     attempt: int
     input: ShardInput
-    run: RunInfo
+    execution: ExecutionInfo
     broadcast: tuple[tuple[ChunkRef, ...], ...] = ()  # each broadcast join's right side, in the stage's order
 
     @property
     def key(self) -> tuple[int, int]:
         return (self.stage_index, self.shard_index)
+
+    def chunk_path(self, index: int, stage_dir: str | None = None) -> str:
+        """Where this attempt writes its ``index``-th file (``stage_dir`` defaults to its stage's)."""
+        execution = self.execution
+        return layout.chunk_path(
+            execution.chunk_prefix, execution.execution_id, stage_dir or self.stage_dir, self.shard_index, index, self.attempt
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +109,7 @@ class TaskResult:
     shard_index: int
     attempt: int
     outputs: tuple[StageResult, ...]
-    stats: StageStats
+    stats: TaskStats
     counters: dict[str, int | float]
 
 

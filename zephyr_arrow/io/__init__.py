@@ -38,7 +38,7 @@ from zephyr_arrow.io.formats import format_of
 from zephyr_arrow.io.parquet import read_parquet
 from zephyr_arrow.io.text import read_csv, read_jsonl
 from zephyr_arrow.io.writers import write_csv_file, write_jsonl_file, write_parquet_file
-from zephyr_arrow.store.tables import kept
+from zephyr_arrow.arrow.tables import kept
 
 if TYPE_CHECKING:
     import polars as pl

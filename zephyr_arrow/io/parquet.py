@@ -8,15 +8,13 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec import AbstractFileSystem
-from fsspec.core import url_to_fs
 
 from zephyr_arrow.errors import InputFileError, PlanError
 from zephyr_arrow.io.batches import BATCH_ROWS, filter_and_project, needed_columns
 from zephyr_arrow.io.formats import input_errors
 from zephyr_arrow.store.chunk_ref import row_groups_covering
-from zephyr_arrow.store.files import pre_buffer
-from zephyr_arrow.store.tables import kept
+from zephyr_arrow.fs import open_parquet
+from zephyr_arrow.arrow.tables import kept
 
 if TYPE_CHECKING:
     import polars as pl
@@ -42,9 +40,9 @@ def read_parquet(
 
 
 @contextlib.contextmanager
-def _open_parquet(fs: AbstractFileSystem, fs_path: str, path: str) -> Iterator[pq.ParquetFile]:
+def _open_parquet(path: str) -> Iterator[pq.ParquetFile]:
     try:
-        parquet_file = pq.ParquetFile(fs_path, filesystem=fs, pre_buffer=pre_buffer(path))
+        parquet_file = open_parquet(path)
     except pa.ArrowInvalid as error:
         raise InputFileError(f"{path} is not a valid Parquet file: {error}") from error
     with parquet_file:
@@ -58,8 +56,7 @@ def _read_parquet(
     row_range: tuple[int, int] | None,
     keep: frozenset[str] | None,
 ) -> Iterator[pa.Table]:
-    fs, fs_path = url_to_fs(path)
-    with input_errors(path), _open_parquet(fs, fs_path, path) as parquet_file:
+    with input_errors(path), _open_parquet(path) as parquet_file:
         if columns is None and keep is not None:
             columns = kept(parquet_file.schema_arrow.names, keep)
         needed = needed_columns(columns, filter)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zephyr_arrow.errors import ChunkMissingError
-from zephyr_arrow.store.files import atomic_output, exists, filesystem, is_local, pre_buffer
+from zephyr_arrow.fs import atomic_output, exists, is_local, open_parquet
 
 if TYPE_CHECKING:
     import polars as pl
@@ -121,10 +121,7 @@ class ChunkRef:
 
     def _open(self) -> pq.ParquetFile:
         try:
-            if is_local(self.path):
-                return pq.ParquetFile(self.path.removeprefix("file://"), pre_buffer=pre_buffer(self.path))
-            fs, fs_path = filesystem(self.path)
-            return pq.ParquetFile(fs_path, filesystem=fs)
+            return open_parquet(self.path)
         except FileNotFoundError as error:
             raise self._missing() from error
 
@@ -162,7 +159,7 @@ def as_table(data: Any) -> pa.Table:
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
     if isinstance(data, list):
-        from zephyr_arrow.rows import rows_to_table
+        from zephyr_arrow.arrow.rows import rows_to_table
 
         return rows_to_table(data)
     if type(data).__module__.startswith("polars"):

@@ -61,8 +61,3 @@ def shared_object_path(prefix: str, execution_id: str, name: str) -> str:
 
 def saved_chunk_path(directory: str, shard_index: int, chunk_index: int) -> str:
     return join(directory, f"shard={shard_index:05d}", f"chunk-{chunk_index:05d}.parquet")
-
-
-def temp_path(path: str) -> str:
-    """A sibling name for an atomic write: written first, then moved onto ``path``."""
-    return f"{path}.tmp-{uuid.uuid4().hex[:8]}"

@@ -14,9 +14,9 @@ import pyarrow as pa
 
 from zephyr_arrow.store import views
 from zephyr_arrow.store.chunk_ref import ChunkRef
-from zephyr_arrow.store.files import atomic_output, filesystem
+from zephyr_arrow.fs import atomic_output, filesystem
 from zephyr_arrow.store.layout import MANIFEST_NAME, join, saved_chunk_path
-from zephyr_arrow.store.schema import conform, unify
+from zephyr_arrow.arrow.schema import conform, unify
 
 _COPY_BUFFER_BYTES = 8 << 20  # what saving a chunk to another filesystem holds at a time
 
@@ -172,7 +172,7 @@ def _chunk_from_entry(entry: dict[str, Any], directory: str) -> ChunkRef:
 
 
 def _rows(batches: Iterator[pa.RecordBatch]) -> Iterator[Any]:
-    from zephyr_arrow.rows import table_to_rows
+    from zephyr_arrow.arrow.rows import table_to_rows
 
     for batch in batches:
         yield from table_to_rows(pa.Table.from_batches([batch]))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from zephyr_arrow.store.chunk_ref import ChunkRef
-from zephyr_arrow.store.files import filesystem, is_local
+from zephyr_arrow.fs import filesystem, is_local
 
 if TYPE_CHECKING:
     import duckdb
@@ -55,7 +55,7 @@ def arrow_dataset(chunks: list[ChunkRef], schema: pa.Schema) -> ds.Dataset:
 
 
 def _conformed(chunk: ChunkRef, schema: pa.Schema) -> pa.Table:
-    from zephyr_arrow.store.schema import conform
+    from zephyr_arrow.arrow.schema import conform
 
     return conform(chunk.read(), schema)
 

@@ -28,7 +28,7 @@ from zephyr_arrow.errors import ZephyrError
 from zephyr_arrow.execution.backends.base import pickle_stage, task_error
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerDied, WorkerId, describe_exit
 from zephyr_arrow.execution.tasks import ShardTask
-from zephyr_arrow.execution.worker import worker_environment
+from zephyr_arrow.execution.worker.task import worker_environment
 from zephyr_arrow.planner import Stage
 
 _STOP_GRACE_SECONDS = 5.0
@@ -39,7 +39,7 @@ def _worker_main(connection: Connection) -> None:
     # Ctrl-C reaches the whole process group; the driver decides what stops, and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.path[:] = connection.recv()  # import what the driver can import
-    from zephyr_arrow.execution.worker import run_task_in_worker
+    from zephyr_arrow.execution.worker.task import run_task_in_worker
 
     connection.send(("ready", None))  # tasks are given only from now: start-up never counts against a timeout
     stages: dict[tuple[str, int], Stage] = {}
@@ -56,7 +56,7 @@ def _worker_main(connection: Connection) -> None:
             stages[key] = cloudpickle.loads(stage_bytes)
             continue
         task: ShardTask = cloudpickle.loads(payload)
-        stage = stages[(task.run.execution_id, task.stage_index)]
+        stage = stages[(task.execution.execution_id, task.stage_index)]
         try:
             connection.send(("done", run_task_in_worker(stage, task)))
         except Exception as error:
@@ -120,7 +120,7 @@ class LocalBackend:
 
     def submit(self, worker: WorkerId, stage: Stage, task: ShardTask) -> None:
         slot = self._workers[worker]
-        key = (task.run.execution_id, stage.index)
+        key = (task.execution.execution_id, stage.index)
         try:
             if slot.stage_key != key:
                 slot.connection.send(("stage", (key, self._pickled_stage(key, stage))))

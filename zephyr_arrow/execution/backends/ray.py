@@ -33,7 +33,7 @@ from zephyr_arrow.errors import PlanError, ZephyrError
 from zephyr_arrow.execution.backends.base import pickle_stage, task_error
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerDied, WorkerId
 from zephyr_arrow.execution.tasks import ShardTask, TaskError, TaskResult
-from zephyr_arrow.execution.worker import worker_environment
+from zephyr_arrow.execution.worker.task import worker_environment
 from zephyr_arrow.planner import Stage
 
 StageKey = tuple[str, int]  # (execution_id, stage index)
@@ -62,7 +62,7 @@ class _WorkerActor:
         return True
 
     def run(self, stage_bytes: bytes | None, task: ShardTask) -> TaskResult | TaskError:
-        from zephyr_arrow.execution.worker import run_task_in_worker
+        from zephyr_arrow.execution.worker.task import run_task_in_worker
 
         try:
             if stage_bytes is not None:
@@ -156,7 +156,7 @@ class RayBackend:
 
     def submit(self, worker: WorkerId, stage: Stage, task: ShardTask) -> None:
         slot = self._slots[worker]
-        key = (task.run.execution_id, stage.index)
+        key = (task.execution.execution_id, stage.index)
         stage_ref = None
         if slot.stage_key != key:
             stage_ref = self._stage_ref(key, stage)

@@ -7,7 +7,7 @@ import traceback
 
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerId
 from zephyr_arrow.execution.tasks import ShardTask, TaskError
-from zephyr_arrow.execution.worker import run_task
+from zephyr_arrow.execution.worker.task import run_task
 from zephyr_arrow.planner import Stage
 
 
@@ -45,6 +45,6 @@ class SyncBackend:
 
     def shutdown(self) -> None:
         self._events.clear()
-        broadcast = sys.modules.get("zephyr_arrow.execution.broadcast")  # loaded if a broadcast join ran here
+        broadcast = sys.modules.get("zephyr_arrow.execution.shuffle.join")  # loaded if a join ran here
         if broadcast is not None:
             broadcast.forget()

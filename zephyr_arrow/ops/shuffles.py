@@ -1,10 +1,11 @@
-"""Shuffle and join ops: the ops that end a stage by moving rows between shards.
+"""Shuffle and join ops: the ops that move rows between shards, and the joins.
 
-A shuffle's key is a function of the row, or column names (hashed vectorised, no Python
-rows); ``key_of(side)`` is the key of input ``side`` (0, or 1 for a join's right side).
-``num_output_shards=None`` keeps the input's shard count. ``right`` (a Dataset) makes the
-planner build the right side's stages and a JOIN stage; it is never shipped to workers
-(``without_right``).
+A shuffle (``scatters``) has its input cut into sorted runs by key; how each one's runs are
+cut, sorted and reduced is its own module of ``execution/shuffle/``. A shuffle's key is a
+function of the row, or column names (hashed vectorised, no Python rows); ``key_of(side)``
+is the key of input ``side`` (0, or 1 for a join's right side). ``num_output_shards=None``
+keeps the input's shard count. A join's ``right`` (a Dataset, ``TwoSided``) makes the
+planner build the right side's stages first.
 """
 
 from __future__ import annotations
@@ -13,41 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from zephyr_arrow import fields_read
-from zephyr_arrow.ops import Kind, Op, describe_fn, expr_columns
+from zephyr_arrow.ops import fields_read
+from zephyr_arrow.ops.base import Key, Kind, Op, TwoSided, describe_fn, describe_key, expr_columns, key_reads, union
 
 if TYPE_CHECKING:
     import polars as pl
-
-Key = Callable[[Any], Any] | tuple[str, ...]
-
-
-def describe_key(key: Key) -> str:
-    return ", ".join(key) if isinstance(key, tuple) else describe_fn(key)
-
-
-def key_reads(key: Key) -> tuple[str, ...] | None:
-    """The columns a key reads: its columns, or the fields its function's code shows it reads (None: any)."""
-    return key if isinstance(key, tuple) else _fields(fields_read.fields_of_row, key)
-
-
-def _fields(analysis: Callable[[Any], frozenset[str] | None], fn: Callable[..., Any]) -> tuple[str, ...] | None:
-    fields = analysis(fn)
-    return None if fields is None else tuple(sorted(fields))
-
-
-def union(*columns: tuple[str, ...] | None) -> tuple[str, ...] | None:
-    """The columns of every set in order, or None (every column) if any is None."""
-    if any(names is None for names in columns):
-        return None
-    return tuple(dict.fromkeys(name for names in columns for name in names))
-
 
 @dataclass(frozen=True, eq=False, repr=False)
 class GroupByOp(Op):
     """``reducer(key, rows_iterator)`` once per key, the key's rows streamed in ``sort_by`` order."""
 
     kind = Kind.BOUNDARY
+    scatters = True
     key: Key
     reducer: Callable[[Any, Any], Any]
     sort_by: Key | None = None
@@ -63,7 +41,8 @@ class GroupByOp(Op):
         makes new rows, or a function's reads are not known)."""
         if self.combiner is not None:
             return None
-        return union(key_reads(self.key), _fields(fields_read.fields_of_rows, self.reducer))
+        reducer_reads = fields_read.fields_of_rows(self.reducer)
+        return union(key_reads(self.key), None if reducer_reads is None else tuple(sorted(reducer_reads)))
 
     def input_columns(self) -> tuple[str, ...] | None:
         """The columns the scatter reads: those carried and those ``sort_by`` reads; None: every column."""
@@ -78,6 +57,7 @@ class DeduplicateOp(Op):
     """Keep the first row (in input order) of each key."""
 
     kind = Kind.BOUNDARY
+    scatters = True
     key: Key
     num_output_shards: int | None = None
     # Set by the planner: the only columns the rows carry through the shuffle besides the key
@@ -107,6 +87,7 @@ class AggregateOp(Op):
     """Polars aggregations per group of the ``by`` columns."""
 
     kind = Kind.BOUNDARY
+    scatters = True
     by: tuple[str, ...]
     exprs: tuple[pl.Expr, ...]
     num_output_shards: int | None = None
@@ -130,21 +111,17 @@ class AggregateOp(Op):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class JoinOp(Op):
+class JoinOp(TwoSided):
     """Hash join on key columns; the right side's clashing non-key columns get ``suffix``."""
 
     kind = Kind.BOUNDARY
-    right: Any  # Dataset; None once stripped for workers
+    scatters = True
+    right: Any  # Dataset; None in the op workers get
     left_on: tuple[str, ...]
     right_on: tuple[str, ...]
     how: str  # "inner" | "left" | "right" | "outer"
     num_output_shards: int | None = None
     suffix: str = "_right"
-
-    def without_right(self) -> JoinOp:
-        import dataclasses
-
-        return dataclasses.replace(self, right=None)
 
     def key_of(self, side: int = 0) -> Key:
         return self.right_on if side else self.left_on
@@ -155,21 +132,20 @@ class JoinOp(Op):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class BroadcastJoinOp(Op):
+class BroadcastJoinOp(TwoSided):
     """``JoinOp`` without a shuffle (inner or left): each task of the left side reads the whole
     right side, which the planner computes first as a stage of its own, and joins its rows with it."""
 
     kind = Kind.COLUMNAR
-    right: Any  # Dataset; None once stripped for workers
+    right: Any  # Dataset; None in the op workers get
     left_on: tuple[str, ...]
     right_on: tuple[str, ...]
     how: str  # "inner" | "left"
     suffix: str = "_right"
 
-    def without_right(self) -> BroadcastJoinOp:
-        import dataclasses
-
-        return dataclasses.replace(self, right=None)
+    def needs(self, used: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        """Its left side's part (the right side's: see ``plan.passes.narrow_broadcast_sides``)."""
+        return None if used is None else union(self.left_on, used, unsuffixed(used, self.suffix))
 
     def __repr__(self) -> str:
         on = ", ".join(self.left_on) if self.left_on == self.right_on else f"{', '.join(self.left_on)} = {', '.join(self.right_on)}"
@@ -177,36 +153,20 @@ class BroadcastJoinOp(Op):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class SortedMergeJoinOp(Op):
+class SortedMergeJoinOp(TwoSided):
     """Zephyr's streaming join of shard i with shard i of co-partitioned, key-sorted inputs."""
 
     kind = Kind.BOUNDARY
-    right: Any  # Dataset; None once stripped for workers
+    right: Any  # Dataset; None in the op workers get
     left_key: Callable[[Any], Any]
     right_key: Callable[[Any], Any]
     combiner: Callable[[Any, Any], Any] | None = None
     how: str = "inner"  # "inner" | "left"
 
-    def without_right(self) -> SortedMergeJoinOp:
-        import dataclasses
-
-        return dataclasses.replace(self, right=None)
-
-    def check_input_shards(self, shard_counts: list[int]) -> None:
-        """Both sides must have as many shards (checked before anything runs)."""
-        from zephyr_arrow.errors import PlanError
-
-        left, right = shard_counts
-        if left != right:
-            raise PlanError(
-                f"{self!r} needs both sides to have the same number of shards, got {left} on the left and "
-                f"{right} on the right: produce both with group_by(..., num_output_shards=N) on the join key, "
-                "or use join(), which shuffles both sides itself"
-            )
-
     def __repr__(self) -> str:
         return f"sorted_merge_join({self.how}, {describe_fn(self.left_key)} = {describe_fn(self.right_key)})"
 
 
-# The shuffles that know the columns they read and move (``input_columns``, ``carried_columns``).
-KNOWS_ITS_COLUMNS = (GroupByOp, DeduplicateOp, AggregateOp)
+def unsuffixed(names: tuple[str, ...], suffix: str) -> tuple[str, ...]:
+    """The right side's names of ``names`` a join renamed with ``suffix`` (they clashed with a left column)."""
+    return tuple(name[: -len(suffix)] for name in names if suffix and name.endswith(suffix))

@@ -1,12 +1,15 @@
-"""Run one shard task: read its input, apply the stage's ops, write chunks.
+"""Run one shard task: its input's reader -> the stage's ops -> its output's writer.
 
-Knows nothing about backends: ``run_task(stage, task)`` needs only a filesystem, so
-it is tested with a temporary directory alone. Backends call it in-process (sync) or
-in a long-lived worker process (local, ray).
+Every task of every stage kind goes through ``run_task``: a reader per kind of input
+(carried items, an upstream stage's chunks, a shuffle's reduce) and a writer per kind of
+output (chunks, a shuffle's runs, the user's file). Knows nothing about backends: it needs
+only a filesystem, so it is tested with a temporary directory alone. Backends call it
+in-process (sync) or in a long-lived worker process (local, ray).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
@@ -15,16 +18,19 @@ from typing import Any
 
 import pyarrow as pa
 
-from zephyr_arrow import counters, ops, shuffle_ops
-from zephyr_arrow.execution import operators
-from zephyr_arrow.execution.operators import Stream
-from zephyr_arrow.execution.stats import StageStats
-from zephyr_arrow.execution.tasks import ChunksInput, ItemsInput, JoinInput, MergeInput, ScatterInput, ShardTask, StageResult, TaskResult
+from zephyr_arrow import counters, ops
+from zephyr_arrow.arrow.stream import RowCount, Stream
+from zephyr_arrow.arrow.tables import kept
+from zephyr_arrow.execution.shuffle import exchange_for
+from zephyr_arrow.execution.shuffle.join import broadcast_join
+from zephyr_arrow.execution.shuffle.merge import FILES_COUNTER
+from zephyr_arrow.execution.stats import TaskStats
+from zephyr_arrow.execution.tasks import ChunksInput, ItemsInput, ReduceInput, ScatterInput, ShardTask, StageResult, TaskResult
+from zephyr_arrow.execution.worker import operators
+from zephyr_arrow.fs import exists, size
 from zephyr_arrow.planner import Stage
-from zephyr_arrow.store import ChunkRef, layout
+from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.chunk_writer import ChunkWriter
-from zephyr_arrow.store.files import exists, size
-from zephyr_arrow.store.tables import kept
 
 
 def worker_environment() -> dict[str, str]:
@@ -51,7 +57,7 @@ def worker_environment() -> dict[str, str]:
 
 def run_task_in_worker(stage: Stage, task: ShardTask) -> TaskResult:
     """``run_task`` in a worker process (local or Ray): with the driver's fsspec configuration first."""
-    _use_fsspec_config(task.run.fsspec_config)
+    _use_fsspec_config(task.execution.fsspec_config)
     return run_task(stage, task)
 
 
@@ -80,30 +86,13 @@ def _use_fsspec_config(driver: dict[str, dict[str, Any]]) -> None:
 
 
 def run_task(stage: Stage, task: ShardTask) -> TaskResult:
-    """Run ``task`` (one shard of ``stage``) and return what it wrote."""
-    if isinstance(task.input, (MergeInput, JoinInput)):
-        from zephyr_arrow.execution import shuffle_worker
-
-        return shuffle_worker.run_task(stage, task)
+    """Run ``task`` (one shard of ``stage``): its input's reader -> the stage's ops -> its output's writer."""
     started = time.perf_counter()
-    with counters.collecting(task.run) as collected:
-        rows_in = _Counter()
-        stream = _input_stream(task, rows_in, stage.input_columns)
-        shard = ops.ShardInfo(task.shard_index, task.num_shards)
-        sink = stage.sink
-        if sink is not None:
-            outputs = [StageResult(task.shard_index, chunk) for chunk in _write_sink(stage, sink, stream, task, shard)]
-        else:
-            stream = _apply(stage.ops, stream, shard, task)
-            if isinstance(task.input, ScatterInput):
-                from zephyr_arrow.execution import shuffle_worker
-
-                outputs = shuffle_worker.scatter(stage, task, stream.as_tables())
-            else:
-                chunks = ChunkWriter(lambda index: _chunk_path(task, index)).write_all(stream.as_tables())
-                outputs = [StageResult(task.shard_index, chunk) for chunk in chunks]
+    rows_in = RowCount()
+    with counters.collecting(task.execution.shared) as collected, _read(stage, task, rows_in) as stream:
+        outputs = _write(stage, task, stream)
     paths = {output.chunk.path for output in outputs}
-    stats = StageStats(
+    stats = TaskStats(
         rows_in=rows_in.count,
         rows_out=sum(output.chunk.num_rows for output in outputs),
         chunks_out=len(paths),
@@ -113,47 +102,44 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
     return TaskResult(task.stage_index, task.shard_index, task.attempt, tuple(outputs), stats, collected.totals)
 
 
+@contextlib.contextmanager
+def _read(stage: Stage, task: ShardTask, rows_in: RowCount) -> Iterator[Stream]:
+    """The task's input rows, by kind of input: items it carries, an upstream stage's chunks,
+    or (a shuffle's or join's reduce task) its shuffle's reduce."""
+    source = task.input.source if isinstance(task.input, ScatterInput) else task.input
+    if isinstance(source, ItemsInput):
+        yield Stream(rows=rows_in.rows(iter(source.items)))
+    elif isinstance(source, ChunksInput):
+        yield Stream(tables=rows_in.tables(_read_chunks(source, stage.input_columns)))
+    else:
+        with exchange_for(stage.boundary).reduce(stage, task, rows_in) as stream:
+            yield stream
+
+
+def _write(stage: Stage, task: ShardTask, stream: Stream) -> list[StageResult]:
+    """The task's output, by kind: the user's file (a sink), a shuffle's runs (a scatter task), or chunks."""
+    shard = ops.ShardInfo(task.shard_index, task.num_shards)
+    sink = stage.sink
+    if sink is not None:
+        return [StageResult(task.shard_index, _write_sink(stage, sink, stream, task, shard))]
+    tables = _apply(stage.ops, stream, shard, task).as_tables()
+    if isinstance(task.input, ScatterInput):
+        return exchange_for(stage.boundary).scatter(stage, task, tables)
+    chunks = ChunkWriter(task.chunk_path).write_all(tables)
+    if isinstance(task.input, ReduceInput):
+        counters.increment(FILES_COUNTER, len(chunks))
+    return [StageResult(task.shard_index, chunk) for chunk in chunks]
+
+
 def _apply(stage_ops: tuple[ops.Op, ...], stream: Stream, shard: ops.ShardInfo, task: ShardTask) -> Stream:
     """The stream after ``stage_ops``; a broadcast join reads the task's next broadcast side."""
     sides = iter(task.broadcast)
     for op in stage_ops:
-        if isinstance(op, shuffle_ops.BroadcastJoinOp):
-            from zephyr_arrow.execution.broadcast import broadcast_join
-
+        if isinstance(op, ops.BroadcastJoinOp):
             stream = Stream(tables=broadcast_join(op, stream.as_tables(), next(sides)))
         else:
             stream = operators.apply(op, stream, shard)
     return stream
-
-
-def _chunk_path(task: ShardTask, chunk_index: int) -> str:
-    return layout.chunk_path(
-        task.run.chunk_prefix, task.run.execution_id, task.stage_dir, task.shard_index, chunk_index, task.attempt
-    )
-
-
-class _Counter:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def rows(self, rows: Iterator) -> Iterator:
-        for row in rows:
-            self.count += 1
-            yield row
-
-    def tables(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
-        for table in tables:
-            self.count += table.num_rows
-            yield table
-
-
-def _input_stream(task: ShardTask, rows_in: _Counter, columns: tuple[str, ...] | None) -> Stream:
-    source = task.input.source if isinstance(task.input, ScatterInput) else task.input
-    if isinstance(source, ItemsInput):
-        return Stream(rows=rows_in.rows(iter(source.items)))
-    if isinstance(source, ChunksInput):
-        return Stream(tables=rows_in.tables(_read_chunks(source, columns)))
-    raise TypeError(f"a map stage cannot read {type(source).__name__}")
 
 
 def _read_chunks(source: ChunksInput, columns: tuple[str, ...] | None) -> Iterator[pa.Table]:
@@ -163,7 +149,7 @@ def _read_chunks(source: ChunksInput, columns: tuple[str, ...] | None) -> Iterat
             yield pa.Table.from_batches([batch])
 
 
-def _write_sink(stage: Stage, sink: ops.WriteOp, stream: Stream, task: ShardTask, shard: ops.ShardInfo) -> list:
+def _write_sink(stage: Stage, sink: ops.WriteOp, stream: Stream, task: ShardTask, shard: ops.ShardInfo) -> ChunkRef:
     """Write the shard's rows to the user's output file; the stage's output row is its path."""
     from zephyr_arrow import io
 
@@ -179,4 +165,4 @@ def _write_sink(stage: Stage, sink: ops.WriteOp, stream: Stream, task: ShardTask
             io.write_jsonl_file(stream.as_tables(), path)
         else:
             io.write_csv_file(stream.as_tables(), path)
-    return [ChunkRef.write(_chunk_path(task, 0), [path])]
+    return ChunkRef.write(task.chunk_path(0), [path])

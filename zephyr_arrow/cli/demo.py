@@ -25,9 +25,9 @@ from typing import Any
 import polars as pl
 
 from zephyr_arrow import Dataset, ShardRefs, ZephyrContext, counters, read_parquet
-from zephyr_arrow.cli import CommandError, UsageError
+from zephyr_arrow.errors import CommandError, UsageError
 from zephyr_arrow.planner import plan
-from zephyr_arrow.text_table import format_table
+from zephyr_arrow.cli.text_table import format_table
 
 NUM_SHARDS = 4
 LATE_MINUTES = 15
@@ -190,7 +190,7 @@ def answer(index: int, out: Path) -> None:
 
 
 def default_data_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "datasets"
+    return Path(__file__).resolve().parents[2] / "datasets"
 
 
 def run(backend: str = "local", out: str = "zephyr-arrow-demo", data: str | None = None) -> None:

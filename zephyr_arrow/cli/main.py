@@ -29,7 +29,8 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from zephyr_arrow.text_table import format_table, human_bytes
+from zephyr_arrow.cli.text_table import format_table, human_bytes
+from zephyr_arrow.errors import CommandError, UsageError
 
 if TYPE_CHECKING:
     from zephyr_arrow.store import ShardRefs
@@ -39,14 +40,6 @@ PATH_HELP = (
     "a saved ShardRefs directory (with _zephyr_manifest.json), a Parquet file, "
     "a directory of Parquet files, or a quoted glob such as 'out/*.parquet'"
 )
-
-
-class UsageError(Exception):
-    """The command line was wrong: exit code 2."""
-
-
-class CommandError(Exception):
-    """The command was right but its work failed: exit code 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,12 +55,12 @@ class _Parser(argparse.ArgumentParser):
 def open_path(path: str) -> tuple[ShardRefs, str]:
     """PATH as ShardRefs (nothing copied), and a few words saying what kind of PATH it was."""
     from zephyr_arrow import ShardRefs
-    from zephyr_arrow.store.files import filesystem
+    from zephyr_arrow.fs import filesystem
     from zephyr_arrow.store.layout import MANIFEST_NAME, join
 
     fs, fs_path = filesystem(path)
     if any(c in path for c in "*?[{"):
-        from zephyr_arrow.store.files import glob_files
+        from zephyr_arrow.fs import glob_files
 
         files = [p for p in glob_files(path, empty_glob_ok=True) if _is_data_file(p)]
         if not files:
@@ -109,8 +102,8 @@ def _read_files(files: list[str]) -> ShardRefs:
 
 def cmd_inspect(args: argparse.Namespace) -> None:
     refs, kind = open_path(args.path)
-    from zephyr_arrow.rows import is_pickled
-    from zephyr_arrow.store.files import filesystem
+    from zephyr_arrow.arrow.rows import is_pickled
+    from zephyr_arrow.fs import filesystem
 
     # Bytes are file sizes; a file that several shards share (row ranges of it) counts once,
     # in the first shard that references it, so the shard bytes add up to the total.
@@ -201,7 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from zephyr_arrow import demo
+    from zephyr_arrow.cli import demo
 
     demo.run(backend=args.backend, out=args.out, data=args.data)
 
@@ -339,10 +332,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error) if known else f"{type(error).__name__}: {error}"
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    # Through the imported module, not this __main__ copy, so that demo.py's UsageError is ours.
-    from zephyr_arrow.cli import main as _main
-
-    sys.exit(_main())

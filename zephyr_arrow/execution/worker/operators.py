@@ -1,54 +1,20 @@
-"""How each fused op transforms a shard's stream, on the worker.
+"""How each fused op transforms a shard's stream (``arrow/stream.py``), on the worker.
 
-A shard's data flows as a ``Stream``: either Python rows or Arrow tables. Row ops
-take rows, columnar ops take tables; the stream converts between the two only where
-the kind of op changes, so a run of row ops pays the rows <-> Arrow codec once.
 Everything is a lazy generator: ``take_per_shard`` stops reading input early.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
 
 from zephyr_arrow import ops
-from zephyr_arrow.rows import carry_markers, rows_to_table, table_to_rows
-from zephyr_arrow.store.schema import normalize
-
-# Rows are encoded to Arrow this many at a time. Per-batch costs are already gone at 1024
-# (800k two-field rows: 0.118 s in batches of 1024, 0.113 s of 8192), and a batch of web
-# documents then holds ~3 MB of Python objects, not ~25: a row filter+map task's peak RSS
-# fell from ~195 to ~165 MB at the same speed (medium corpus, W1).
-ENCODE_BATCH_ROWS = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Stream:
-    """A shard's data in one of two forms; exactly one of ``rows`` / ``tables`` is set."""
-
-    rows: Iterator[Any] | None = None
-    tables: Iterator[pa.Table] | None = None
-
-    def as_rows(self) -> Iterator[Any]:
-        if self.rows is not None:
-            return self.rows
-        return itertools.chain.from_iterable(table_to_rows(t) for t in self.tables)
-
-    def as_tables(self) -> Iterator[pa.Table]:
-        if self.tables is not None:
-            return self.tables
-        return (rows_to_table(batch) for batch in _batched(self.rows, ENCODE_BATCH_ROWS))
-
-
-def _batched(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(iterable)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
-
+from zephyr_arrow.arrow.rows import carry_markers
+from zephyr_arrow.arrow.stream import Stream, batched
+from zephyr_arrow.arrow.schema import normalize
 
 def apply(op: ops.Op, stream: Stream, shard: ops.ShardInfo) -> Stream:
     """The stream after ``op``."""
@@ -75,7 +41,7 @@ def _map_shard(op: ops.MapShardOp, stream: Stream, shard: ops.ShardInfo) -> Stre
 
 
 def _window(op: ops.WindowOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
-    return Stream(rows=_batched(stream.as_rows(), op.size))
+    return Stream(rows=batched(stream.as_rows(), op.size))
 
 
 def _window_by(op: ops.WindowByOp, stream: Stream, shard: ops.ShardInfo) -> Stream:

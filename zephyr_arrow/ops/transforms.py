@@ -1,63 +1,31 @@
-"""Logical operations: what the user asked for, one frozen value per Dataset method call.
+"""The ops that fuse into a stage: row functions, columnar ops, loads, and the ones that end a stage without a shuffle (reshard, writes).
 
-Each op declares how it runs, which is all the planner needs to fuse ops into stages:
-
-- ``ROW``: a function over the shard's stream of Python rows (fuses with its neighbours);
-- ``COLUMNAR``: a function over Arrow batches, no Python row objects (fuses too);
-- ``LOAD``: turns a stream of file paths into the files' records (fuses; may absorb a
-  following columnar filter or select as pushdown);
-- ``BOUNDARY``: ends the stage (reshard; the shuffles and joins of ``shuffle_ops.py``);
-- ``SINK``: writes the shard to a file and ends the stage.
+Each says what it reads (``reads``): the columns its input must have for the columns
+needed after it to be right, which is all the planner needs to read only those.
 """
 
 from __future__ import annotations
 
-import enum
-import functools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from zephyr_arrow.ops.base import Kind, Op, describe_fn, expr_columns, function_reads, union
 
 if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
 
-class Kind(enum.Enum):
-    ROW = "row"
-    COLUMNAR = "columnar"
-    LOAD = "load"
-    BOUNDARY = "boundary"
-    SINK = "sink"
-
-
-def describe_fn(fn: Any) -> str:
-    """A short readable name for a user function (unwrapping functools.partial)."""
-    if isinstance(fn, functools.partial):
-        return f"partial({describe_fn(fn.func)})"
-    name = getattr(fn, "__qualname__", None) or type(fn).__name__
-    return name.rpartition("<locals>.")[2]
-
-
-@dataclass(frozen=True, eq=False)
-class Op:
-    kind = Kind.ROW
-
-    @property
-    def name(self) -> str:
-        return type(self).__name__.removesuffix("Op").lower()
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-def expr_columns(expr: pl.Expr) -> tuple[str, ...] | None:
-    """The input columns a Polars expression reads, or None when it picks columns by pattern,
-    type or position (``pl.all()``, ``pl.first()``, selectors, regexes): then any column."""
-    if expr.meta.has_multiple_outputs() or expr.meta.is_regex_projection():
+def exprs_need(used: tuple[str, ...] | None, exprs: tuple[pl.Expr, ...], outputs: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The columns needed before Polars expressions that make ``outputs`` (none for a filter)
+    for ``used`` to be right after them; None when ``used`` is or an expression picks columns
+    by pattern, type or position."""
+    reads = [expr_columns(expr) for expr in exprs]
+    if used is None or any(names is None for names in reads):
         return None
-    return tuple(expr.meta.root_names())
+    kept = tuple(name for name in used if name not in outputs)
+    return tuple(dict.fromkeys([*kept, *(name for names in reads for name in names)]))
 
 
 # Row operations ---------------------------------------------------------------------------
@@ -67,6 +35,9 @@ def expr_columns(expr: pl.Expr) -> tuple[str, ...] | None:
 class MapOp(Op):
     fn: Callable[[Any], Any]
 
+    def needs(self, used: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return function_reads(self.fn)  # its output rows are made from what it reads
+
     def __repr__(self) -> str:
         return f"map({describe_fn(self.fn)})"
 
@@ -75,6 +46,9 @@ class MapOp(Op):
 class FlatMapOp(Op):
     fn: Callable[[Any], Any]
 
+    def needs(self, used: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return function_reads(self.fn)
+
     def __repr__(self) -> str:
         return f"flat_map({describe_fn(self.fn)})"
 
@@ -82,6 +56,9 @@ class FlatMapOp(Op):
 @dataclass(frozen=True, eq=False, repr=False)
 class FilterOp(Op):
     predicate: Callable[[Any], Any]
+
+    def needs(self, used: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return union(used, function_reads(self.predicate))  # its rows pass on
 
     def __repr__(self) -> str:
         return f"filter({describe_fn(self.predicate)})"
@@ -116,6 +93,9 @@ class WindowByOp(Op):
 class TakePerShardOp(Op):
     num_rows: int
 
+    def needs(self, used: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return used
+
     def __repr__(self) -> str:
         return f"take_per_shard({self.num_rows})"
 
@@ -128,6 +108,9 @@ class FilterExprOp(Op):
     kind = Kind.COLUMNAR
     expr: pl.Expr
 
+    def needs(self, used: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return exprs_need(used, (self.expr,), outputs=())
+
     def __repr__(self) -> str:
         return f"filter({self.expr})"
 
@@ -139,6 +122,9 @@ class SelectOp(Op):
     kind = Kind.COLUMNAR
     columns: tuple[str, ...]
 
+    def needs(self, used: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return self.columns if used is None else tuple(name for name in self.columns if name in used)
+
     def __repr__(self) -> str:
         return f"select({', '.join(self.columns)})"
 
@@ -147,6 +133,10 @@ class SelectOp(Op):
 class WithColumnsOp(Op):
     kind = Kind.COLUMNAR
     exprs: tuple[pl.Expr, ...]
+
+    def needs(self, used: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        outputs = tuple(expr.meta.output_name(raise_if_undetermined=False) for expr in self.exprs)
+        return None if None in outputs else exprs_need(used, self.exprs, outputs)
 
     def __repr__(self) -> str:
         return f"with_columns({', '.join(str(e) for e in self.exprs)})"
@@ -160,6 +150,9 @@ class MapBatchesOp(Op):
     batch_size: int | None = None
     # The only columns ``fn`` reads, where known (``count()``'s reads none); None: any column.
     reads: tuple[str, ...] | None = None
+
+    def needs(self, used: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return self.reads
 
     def __repr__(self) -> str:
         return f"map_batches({describe_fn(self.fn)}, {self.batch_format})"
@@ -226,57 +219,3 @@ class WriteOp(Op):
         return f"write_{self.format}({self.pattern if isinstance(self.pattern, str) else describe_fn(self.pattern)})"
 
 
-@dataclass(frozen=True)
-class ShardInfo:
-    """Which shard a ``map_shard`` function is processing (Zephyr's names)."""
-
-    shard_idx: int
-    total_shards: int
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a dataset's rows come from before any op."""
-
-
-@dataclass(frozen=True)
-class ItemsSource(Source):
-    """In-memory items, cut into ``num_shards`` contiguous shards (default one per item)."""
-
-    items: tuple[Any, ...] = field(repr=False)
-    num_shards: int
-
-    def __repr__(self) -> str:
-        return f"from_list({len(self.items)} items, {self.num_shards} shards)"
-
-
-@dataclass(frozen=True)
-class FilesSource(Source):
-    """Files matching a glob (resolved when the plan runs), one shard per file."""
-
-    pattern: str
-    empty_glob_ok: bool = False
-
-    def __repr__(self) -> str:
-        return f"from_files({self.pattern!r})"
-
-
-@dataclass(frozen=True)
-class RefsSource(Source):
-    """An existing output (ShardRefs), read in place."""
-
-    refs: Any = field(repr=False)
-
-    def __repr__(self) -> str:
-        return f"from_refs({self.refs.num_shards} shards)"
-
-
-def shard_items(items: Sequence[Any], num_shards: int) -> list[list[Any]]:
-    """Cut ``items`` into ``num_shards`` contiguous runs whose lengths differ by at most one."""
-    base, extra = divmod(len(items), num_shards)
-    shards, start = [], 0
-    for index in range(num_shards):
-        stop = start + base + (1 if index < extra else 0)
-        shards.append(list(items[start:stop]))
-        start = stop
-    return shards

@@ -36,10 +36,11 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zephyr_arrow import fields_read, ops, shuffle_ops
-from zephyr_arrow.execution.key_encoding import BYTES_TAG, NONE_TAG, STR_TAG, encode_key
-from zephyr_arrow.rows import is_item_schema, is_pickled, table_to_rows
-from zephyr_arrow.store.tables import kept
+from zephyr_arrow import ops
+from zephyr_arrow.ops import fields_read
+from zephyr_arrow.execution.shuffle.key_encoding import BYTES_TAG, NONE_TAG, STR_TAG, encode_key
+from zephyr_arrow.arrow.rows import is_item_schema, is_pickled, table_to_rows
+from zephyr_arrow.arrow.tables import kept
 
 if TYPE_CHECKING:
     import polars as pl  # imported where a hash is computed: the coordinator reads only the names below
@@ -272,7 +273,8 @@ def key_function(key: Callable[[Any], Any] | tuple[str, ...]) -> Callable[[Any],
 
 @dataclass(frozen=True)
 class ShuffleKeys:
-    """How one input of a shuffle op is keyed, and the order its runs are sorted in."""
+    """How one input of a shuffle op is keyed, and the order its runs are sorted in (each
+    shuffle's module makes its own: ``Exchange.keys``)."""
 
     columns: tuple[str, ...] | None  # key columns; None when the key is a function
     function: Callable[[Any], Any] | None
@@ -283,7 +285,7 @@ class ShuffleKeys:
     def reads(self) -> tuple[str, ...] | None:
         """The columns the key and sort functions read (None: any), decoded into their rows."""
         functions = [fn for fn in (self.function, self.sort_by) if callable(fn)]
-        return shuffle_ops.union(*(shuffle_ops.key_reads(fn) for fn in functions)) if functions else None
+        return ops.union(*(ops.key_reads(fn) for fn in functions)) if functions else None
 
     @cached_property
     def getter(self) -> str | None:
@@ -319,21 +321,6 @@ class ShuffleKeys:
     def identity(self) -> list[str]:
         """The columns equal exactly for rows of one key (after the shuffle columns are added)."""
         return [KEY] if self.columns is None or self.by_encoded_key else list(self.columns)
-
-
-def shuffle_keys(op: ops.Op, side: int = 0) -> ShuffleKeys:
-    """The keys of input ``side`` (0 left or only, 1 right) of a shuffle op."""
-    if isinstance(op, shuffle_ops.GroupByOp):
-        columns = op.key if isinstance(op.key, tuple) else None
-        return ShuffleKeys(columns, None if columns else op.key, op.sort_by, by_encoded_key=True)
-    if isinstance(op, shuffle_ops.DeduplicateOp):
-        columns = op.key if isinstance(op.key, tuple) else None
-        return ShuffleKeys(columns, None if columns else op.key)
-    if isinstance(op, shuffle_ops.AggregateOp):
-        return ShuffleKeys(op.by, None)
-    if isinstance(op, shuffle_ops.JoinOp):
-        return ShuffleKeys(op.right_on if side else op.left_on, None)
-    raise TypeError(f"{op!r} is not a shuffle")
 
 
 def add_shuffle_columns(table: pa.Table, keys: ShuffleKeys, num_shards: int, first_position: int) -> tuple[pa.Table, pa.Array]:
@@ -381,3 +368,13 @@ def add_shuffle_columns(table: pa.Table, keys: ShuffleKeys, num_shards: int, fir
     for name, column in added.items():
         table = table.append_column(name, column)
     return table, targets
+
+
+def without_shuffle_columns(table: pa.Table) -> pa.Table:
+    """The rows as the user sees them: no shuffle columns, no record of what hashed the run."""
+    table = table.drop_columns([name for name in (*INTERNAL, TARGET) if name in table.column_names])
+    metadata = table.schema.metadata
+    if metadata and HASHED_BY in metadata:
+        rest = {key: value for key, value in metadata.items() if key != HASHED_BY}
+        table = table.replace_schema_metadata(rest or None)
+    return table

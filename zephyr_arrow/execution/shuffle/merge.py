@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 from zephyr_arrow import counters
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.chunk_writer import ChunkFile
-from zephyr_arrow.store.files import filesystem, is_local, pre_buffer, remove_tree
-from zephyr_arrow.store.schema import conform
-from zephyr_arrow.store.tables import contiguous, grouped_by_bytes, rows_per_slice, take, take_in_slices
+from zephyr_arrow.fs import open_parquet, remove_tree
+from zephyr_arrow.arrow.schema import conform
+from zephyr_arrow.arrow.tables import contiguous, grouped_by_bytes, rows_per_slice, take, take_in_slices
 
 MERGE_FAN_IN = 32  # runs merged at once (more are merged in passes first)
 RUN_ROW_GROUP_BYTES = 1024 * 1024  # what a merge holds per run: a merge holds about MERGE_FAN_IN x this
@@ -85,11 +85,7 @@ def read_run(run: ChunkRef, schema: pa.Schema, footers: dict[str, pq.FileMetaDat
 
 def _open(run: ChunkRef, metadata: pq.FileMetaData | None) -> pq.ParquetFile:
     try:
-        if is_local(run.path):
-            path = run.path.removeprefix("file://")
-            return pq.ParquetFile(path, metadata=metadata, buffer_size=_READ_BUFFER_BYTES, pre_buffer=pre_buffer(run.path))
-        fs, fs_path = filesystem(run.path)
-        return pq.ParquetFile(fs.open(fs_path, "rb"), metadata=metadata, buffer_size=_READ_BUFFER_BYTES)
+        return open_parquet(run.path, metadata=metadata, buffer_size=_READ_BUFFER_BYTES)
     except FileNotFoundError:
         run.check_exists()  # raises ChunkMissingError, which says why the file may be gone
         raise

@@ -1,0 +1,7 @@
+"""``python -m zephyr_arrow.cli``: the ``zephyr-arrow`` command."""
+
+import sys
+
+from zephyr_arrow.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,137 @@
+"""Run a plan stage by stage, every stage kind's tasks through one ``run_tasks``; between stages only references move.
+
+A map or scatter stage's tasks read its source or the upstream stage's chunks; a shuffle's
+or join's reduce tasks get their inputs from its module (``exchange_for(op).reduce_inputs``,
+a pure function of the upstream runs' ChunkRefs); a reshard runs no task.
+
+Each stage's output is a ``ShardRefs`` built from the tasks' ``StageResult``s without
+reading data. A stage's chunk files are deleted as soon as no later stage, and not
+the final output, refers to them (a reshard's output points into its input's files,
+so deletion follows references, not stage order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zephyr_arrow.execution.backends.base import Backend
+from zephyr_arrow.execution.coordinator import RetryPolicy
+from zephyr_arrow.execution.progress import Progress
+from zephyr_arrow.execution.reshard import reshard
+from zephyr_arrow.execution.scheduler import run_stage
+from zephyr_arrow.execution.shuffle import exchange_for
+from zephyr_arrow.execution.sources import source_inputs
+from zephyr_arrow.execution.stats import add_counters, sum_counters
+from zephyr_arrow.execution.tasks import ChunksInput, ExecutionInfo, ScatterInput, ShardInput, ShardTask, TaskResult
+from zephyr_arrow.fs import remove_tree
+from zephyr_arrow.planner import Plan, Stage, StageKind, validate
+from zephyr_arrow.store import ChunkRef, ShardRefs, layout
+
+
+@dataclass
+class Executor:
+    backend: Backend
+    execution: ExecutionInfo
+    policy: RetryPolicy
+    progress: Progress
+    max_workers: int
+
+    def execute(self, plan: Plan) -> ShardRefs:
+        source_stage_inputs = {s.index: source_inputs(s.source) for s in plan.stages if s.source is not None}
+        shard_counts = validate.shard_counts(plan, {i: len(inputs) for i, inputs in source_stage_inputs.items()})
+        last_use = _last_use(plan)
+        outputs: dict[int, ShardRefs] = {}
+        counters: dict[str, int | float] = {}
+        for stage in plan.stages:
+            if stage.kind is StageKind.RESHARD:
+                outputs[stage.index] = reshard(outputs[stage.inputs[0]], stage.boundary.num_shards)
+            else:
+                inputs = self._task_inputs(stage, source_stage_inputs, outputs, shard_counts, last_use)
+                broadcast = tuple(tuple(outputs[index].chunks) for index in stage.broadcast)
+                try:
+                    results = self.run_tasks(stage, inputs, broadcast)
+                finally:
+                    if stage.kind in (StageKind.SHUFFLE, StageKind.JOIN):
+                        self._remove_spills(stage)
+                num_output_shards = shard_counts[last_use[stage.index]] if stage.kind is StageKind.SCATTER else len(inputs)
+                outputs[stage.index] = regroup(results, num_output_shards)
+                counters = add_counters(counters, sum_counters(r.counters for r in results))
+            self._release(plan, stage.index, outputs, last_use)
+        final = outputs[plan.output]
+        return ShardRefs(final.shards, counters=counters)
+
+    def _task_inputs(
+        self,
+        stage: Stage,
+        source_stage_inputs: dict[int, list[ShardInput]],
+        outputs: dict[int, ShardRefs],
+        shard_counts: dict[int, int],
+        last_use: dict[int, int],
+    ) -> list[ShardInput]:
+        """One input per task of ``stage``; reads no data (a shuffle's come from its runs' ChunkRefs)."""
+        if stage.kind in (StageKind.SHUFFLE, StageKind.JOIN):
+            upstream = [outputs[index] for index in stage.inputs]
+            return exchange_for(stage.boundary).reduce_inputs(stage.boundary, upstream, shard_counts[stage.index])
+        if stage.index in source_stage_inputs:
+            inputs = source_stage_inputs[stage.index]
+        else:
+            inputs = [ChunksInput(shard) for shard in outputs[stage.inputs[0]].shards]
+        if stage.kind is StageKind.SCATTER:
+            # The shuffle reading this stage (its only consumer) decides how many shards the runs are cut for.
+            return [ScatterInput(shard_input, shard_counts[last_use[stage.index]]) for shard_input in inputs]
+        return inputs
+
+    def run_tasks(self, stage: Stage, inputs: list[ShardInput], broadcast: tuple[tuple[ChunkRef, ...], ...] = ()) -> list[TaskResult]:
+        """Run one task per input of ``stage`` through the scheduler loop; every task gets
+        all of ``broadcast`` (the chunks of each of its broadcast joins' right side)."""
+        stage_dir = _stage_dir_name(stage)
+        tasks = [
+            ShardTask(stage.index, stage_dir, index, len(inputs), 0, shard_input, self.execution, broadcast)
+            for index, shard_input in enumerate(inputs)
+        ]
+        self.backend.start(min(self.max_workers, max(len(tasks), 1)))
+        return run_stage(self.backend, stage, tasks, self.policy, self.progress)
+
+    def _remove_spills(self, stage: Stage) -> None:
+        """Delete what a shuffle's reduce tasks merged in passes (a failed attempt's files too)."""
+        for side in range(len(stage.inputs)):
+            name = layout.spill_dir_name(_stage_dir_name(stage), side)
+            remove_tree(layout.stage_dir(self.execution.chunk_prefix, self.execution.execution_id, name))
+
+    def _release(self, plan: Plan, done: int, outputs: dict[int, ShardRefs], last_use: dict[int, int]) -> None:
+        """Delete the chunk files no remaining stage (nor the final output) refers to."""
+        live = [refs for index, refs in outputs.items() if index == plan.output or last_use.get(index, -1) > done]
+        referenced = {chunk.path for refs in live for chunk in refs.chunks}
+        for index in [i for i in outputs if i != plan.output and last_use.get(i, -1) <= done]:
+            stage_paths = {chunk.path for chunk in outputs[index].chunks}
+            if not stage_paths & referenced:
+                for path in _stage_dirs(stage_paths, self.execution):
+                    remove_tree(path)
+            del outputs[index]
+
+
+def _stage_dir_name(stage: Stage) -> str:
+    return layout.stage_dir_name(stage.index, stage.kind.value)
+
+
+def _stage_dirs(paths: set[str], execution: ExecutionInfo) -> set[str]:
+    """The stage directories (under this execution's own directory) holding ``paths``."""
+    root = layout.execution_dir(execution.chunk_prefix, execution.execution_id) + "/"
+    return {root + path[len(root) :].split("/", 1)[0] for path in paths if path.startswith(root)}
+
+
+def _last_use(plan: Plan) -> dict[int, int]:
+    last: dict[int, int] = {}
+    for stage in plan.stages:
+        for upstream in (*stage.inputs, *stage.broadcast):
+            last[upstream] = stage.index
+    return last
+
+
+def regroup(results: list[TaskResult], num_shards: int) -> ShardRefs:
+    """Group the tasks' output chunks by output shard, in task order; no data is read."""
+    shards: list[list[ChunkRef]] = [[] for _ in range(num_shards)]
+    for result in results:
+        for output in result.outputs:
+            shards[output.shard_index].append(output.chunk)
+    return ShardRefs(shards)
