@@ -280,6 +280,39 @@ class Dataset:
         """
         return self._then(ops.DeduplicateOp(check_key("deduplicate", "key", key), check_num_output_shards("deduplicate", num_output_shards)))
 
+    def sort(
+        self,
+        by: str | list[str] | None = None,
+        *,
+        key: Callable[[Any], Any] | None = None,
+        descending: bool | list[bool] = False,
+        num_output_shards: int | None = None,
+    ) -> Dataset:
+        """Sort every row by column(s) ``by``, or by ``key(row)``: output shard i holds a range of
+        keys before shard i+1's, its rows in order; ties keep input order and nulls come last.
+
+        ``descending`` is one flag, or one per column. Shards are cut from a sample of the keys
+        so they hold about as many rows each (one key's rows stay in one shard).
+
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> ds = Dataset.from_list([{"n": 3}, {"n": None}, {"n": 1}, {"n": 2}], num_shards=2)
+        >>> with ZephyrContext(backend="sync") as ctx:
+        ...     ctx.execute(ds.sort("n", descending=True)).to_pylist()
+        [{'n': 3}, {'n': 2}, {'n': 1}, {'n': None}]
+        """
+        if (by is None) == (key is None):
+            raise PlanError(f"sort() needs either column name(s) or key=, not {'both' if by is not None else 'neither'}")
+        if key is not None:
+            check_callable("sort", "key", key)
+            sort_key: Callable[[Any], Any] | tuple[str, ...] = key
+        else:
+            sort_key = check_columns("sort", by)
+        flags = [descending] * (1 if key is not None else len(sort_key)) if isinstance(descending, bool) else list(descending)
+        if not all(isinstance(flag, bool) for flag in flags) or len(flags) != (1 if key is not None else len(sort_key)):
+            what = "one bool for the key function" if key is not None else f"a bool or {len(sort_key)} bools, one per column"
+            raise PlanError(f"sort() needs descending to be {what}, got {descending!r}")
+        return self._then(ops.SortOp(sort_key, tuple(flags), check_num_output_shards("sort", num_output_shards)))
+
     def aggregate(self, by: str | list[str], *exprs: pl.Expr, num_output_shards: int | None = None) -> Dataset:
         """Polars aggregations per group of the ``by`` columns: one row per group, no Python rows.
 

@@ -56,8 +56,19 @@ class JoinInput:
     right_schema: pa.Schema | None = None
 
 
-ShardInput = ItemsInput | ChunksInput | ScatterInput | MergeInput | JoinInput
-ReduceInput = MergeInput | JoinInput  # what a shuffle's or join's reduce task reads
+@dataclass(frozen=True, slots=True)
+class RangeInput:
+    """A sort's output shard: the rows of its key range, ``lower <= key < upper`` (None: unbounded),
+    from row ranges of every sorted run that may hold them."""
+
+    runs: tuple[ChunkRef, ...]
+    schema: pa.Schema
+    lower: bytes | None
+    upper: bytes | None
+
+
+ShardInput = ItemsInput | ChunksInput | ScatterInput | MergeInput | JoinInput | RangeInput
+ReduceInput = MergeInput | JoinInput | RangeInput  # what a shuffle's or join's reduce task reads
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from zephyr_arrow.ops.shuffles import (
     GroupByOp,
     JoinOp,
     SortedMergeJoinOp,
+    SortOp,
     unsuffixed,
 )
 from zephyr_arrow.ops.transforms import (
@@ -72,6 +73,7 @@ __all__ = [
     "ReshardOp",
     "SelectOp",
     "ShardInfo",
+    "SortOp",
     "SortedMergeJoinOp",
     "Source",
     "TakePerShardOp",

@@ -167,6 +167,26 @@ class SortedMergeJoinOp(TwoSided):
         return f"sorted_merge_join({self.how}, {describe_fn(self.left_key)} = {describe_fn(self.right_key)})"
 
 
+@dataclass(frozen=True, eq=False, repr=False)
+class SortOp(Op):
+    """A global sort: output shards are ranges of the key in order, rows sorted within each,
+    ties in input order, nulls last. ``descending`` has one entry per key column (one for a
+    key function)."""
+
+    kind = Kind.BOUNDARY
+    scatters = True
+    key: Key
+    descending: tuple[bool, ...]
+    num_output_shards: int | None = None
+
+    def key_of(self, side: int = 0) -> Key:
+        return self.key
+
+    def __repr__(self) -> str:
+        order = "" if not any(self.descending) else f", descending={list(self.descending)}"
+        return f"sort({describe_key(self.key)}{order})"
+
+
 def unsuffixed(names: tuple[str, ...], suffix: str) -> tuple[str, ...]:
     """The right side's names of ``names`` a join renamed with ``suffix`` (they clashed with a left column)."""
     return tuple(name[: -len(suffix)] for name in names if suffix and name.endswith(suffix))

@@ -2,7 +2,7 @@
 
 Row, columnar and load ops fuse into one stage; a stage ends at a sink (the sink is
 its last op) and at a boundary (reshard, shuffles, joins), which becomes a stage of
-its own. A shuffle (an op that ``scatters``: group_by, deduplicate, aggregate, join)
+its own. A shuffle (an op that ``scatters``: group_by, deduplicate, aggregate, join, sort)
 has a map side: the ops before it fuse into a SCATTER stage per input, whose tasks run
 them and cut the rows into sorted runs by key. The row and columnar ops after a shuffle
 or join (up to a sink or the next boundary) run in its reduce tasks. So nothing is

@@ -1,6 +1,6 @@
 """Shuffles and joins: each op's map, coordinator and reduce sides in one module of its own.
 
-    group_by.py  deduplicate.py  aggregate.py  join.py  sorted_merge_join.py
+    group_by.py  deduplicate.py  aggregate.py  join.py  sort.py  sorted_merge_join.py
         each an ``Exchange`` (``exchange.py``): scatter -> reduce_inputs -> reduce
     exchange.py   the interface, and the hash shuffle four of them share
     keys.py       shuffle keys: the stable hash, encoded keys (key_encoding.py), the shuffle columns
@@ -28,6 +28,7 @@ _MODULES: dict[type[ops.Op], str] = {
     ops.DeduplicateOp: "deduplicate",
     ops.AggregateOp: "aggregate",
     ops.JoinOp: "join",
+    ops.SortOp: "sort",
     ops.SortedMergeJoinOp: "sorted_merge_join",
 }
 
