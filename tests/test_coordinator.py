@@ -14,7 +14,7 @@ from zephyr_arrow.execution.coordinator import (
     WorkerDied,
 )
 from zephyr_arrow.execution.stats import TaskStats
-from zephyr_arrow.execution.tasks import ItemsInput, ExecutionInfo, ShardTask, StageResult, TaskError, TaskResult
+from zephyr_arrow.execution.tasks import ExecutionInfo, ItemsInput, ShardTask, StageResult, TaskError, TaskResult
 from zephyr_arrow.store import ChunkRef
 
 RUN = ExecutionInfo("/tmp/none", "run-test")

@@ -20,12 +20,12 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zephyr_arrow.store.chunk_ref import row_groups_covering
 from zephyr_arrow import io as zio
+from zephyr_arrow.errors import InputFileError, PlanError, SchemaConflictError
 from zephyr_arrow.io import parquet as zparquet
 from zephyr_arrow.io import text as ztext
 from zephyr_arrow.io import writers as zwriters
-from zephyr_arrow.errors import InputFileError, PlanError, SchemaConflictError
+from zephyr_arrow.store.chunk_ref import row_groups_covering
 
 
 @pytest.fixture(params=["local", "memory"])

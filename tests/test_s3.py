@@ -26,8 +26,8 @@ from zephyr_arrow import (
     read_parquet,
     worker_ctx,
 )
-from zephyr_arrow.store.chunk_writer import ChunkWriter
 from zephyr_arrow.fs import atomic_output
+from zephyr_arrow.store.chunk_writer import ChunkWriter
 
 # Chunks disagree on schema: "score" is missing from some rows, and from the last shard's chunks altogether.
 ROWS = [{"id": i, "lang": ["en", "de", None][i % 3], **({"score": i / 2} if i % 5 and i < 30 else {})} for i in range(40)]

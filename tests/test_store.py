@@ -14,10 +14,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from zephyr_arrow.errors import ChunkMissingError, SchemaConflictError
-from zephyr_arrow.store import ChunkRef, ShardRefs
-from zephyr_arrow.store import layout
 from zephyr_arrow.arrow.tables import take_by_batch
+from zephyr_arrow.errors import ChunkMissingError, SchemaConflictError
+from zephyr_arrow.store import ChunkRef, ShardRefs, layout
 
 
 @pytest.fixture(params=["local", "memory"])

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from zephyr_arrow.errors import SchemaConflictError
 from zephyr_arrow.arrow.rows import is_pickled, pickled_column
+from zephyr_arrow.errors import SchemaConflictError
 
 if TYPE_CHECKING:
     import polars as pl

@@ -25,9 +25,9 @@ from typing import Any
 import polars as pl
 
 from zephyr_arrow import Dataset, ShardRefs, ZephyrContext, counters, read_parquet
+from zephyr_arrow.cli.text_table import format_table
 from zephyr_arrow.errors import CommandError, UsageError
 from zephyr_arrow.planner import plan
-from zephyr_arrow.cli.text_table import format_table
 
 NUM_SHARDS = 4
 LATE_MINUTES = 15

@@ -11,12 +11,12 @@ from zephyr_arrow.dataset import Dataset
 from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.coordinator import RetryPolicy
-from zephyr_arrow.execution.progress import Progress
 from zephyr_arrow.execution.executor import Executor
+from zephyr_arrow.execution.progress import Progress
 from zephyr_arrow.execution.tasks import ExecutionInfo
+from zephyr_arrow.fs import filesystem, remove_tree
 from zephyr_arrow.planner import plan as make_plan
 from zephyr_arrow.store import ShardRefs, layout
-from zephyr_arrow.fs import filesystem, remove_tree
 
 BACKENDS = ("sync", "local", "ray")
 

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from zephyr_arrow.arrow.tables import kept
 from zephyr_arrow.io.batches import BATCH_ROWS, filter_and_project, needed_columns
 from zephyr_arrow.io.formats import format_of
 from zephyr_arrow.io.parquet import read_parquet
 from zephyr_arrow.io.text import read_csv, read_jsonl
 from zephyr_arrow.io.writers import write_csv_file, write_jsonl_file, write_parquet_file
-from zephyr_arrow.arrow.tables import kept
 
 if TYPE_CHECKING:
     import polars as pl

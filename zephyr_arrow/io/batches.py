@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from zephyr_arrow.errors import PlanError, SchemaConflictError
 from zephyr_arrow.arrow.tables import take
+from zephyr_arrow.errors import PlanError, SchemaConflictError
 
 if TYPE_CHECKING:
     # Imported where a filter needs it: a worker that only reads and writes files does without its ~45 MB.

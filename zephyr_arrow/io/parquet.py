@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from zephyr_arrow.arrow.tables import kept
 from zephyr_arrow.errors import InputFileError, PlanError
+from zephyr_arrow.fs import open_parquet
 from zephyr_arrow.io.batches import BATCH_ROWS, filter_and_project, needed_columns
 from zephyr_arrow.io.formats import input_errors
 from zephyr_arrow.store.chunk_ref import row_groups_covering
-from zephyr_arrow.fs import open_parquet
-from zephyr_arrow.arrow.tables import kept
 
 if TYPE_CHECKING:
     import polars as pl

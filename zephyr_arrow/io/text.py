@@ -19,10 +19,10 @@ import pyarrow.json as pjson
 from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 
+from zephyr_arrow.arrow.tables import kept
 from zephyr_arrow.errors import InputFileError
 from zephyr_arrow.io.batches import BATCH_ROWS, align, cast_to_schema, slices, timestamps_as_strings, type_contains, widen
 from zephyr_arrow.io.formats import input_errors, open_stream, split_codec
-from zephyr_arrow.arrow.tables import kept
 
 BATCH_BYTES = 4 << 20  # pieces are gathered into batches of up to this much (see _Batches)
 # Large enough to keep Arrow's parser threads busy (4 parse blocks), small enough that the

@@ -10,11 +10,11 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
+from zephyr_arrow.arrow.tables import grouped_by_bytes
 from zephyr_arrow.errors import SchemaConflictError
+from zephyr_arrow.fs import atomic_output
 from zephyr_arrow.io.batches import align, cast_to_schema, is_binary, reject_types, widen
 from zephyr_arrow.io.formats import open_stream, split_codec
-from zephyr_arrow.fs import atomic_output
-from zephyr_arrow.arrow.tables import grouped_by_bytes
 
 ROW_GROUP_ROWS = 128 * 1024
 ROW_GROUP_BYTES = 128 << 20

@@ -7,8 +7,8 @@ the fields it reads.
 """
 
 from zephyr_arrow.ops.base import (
-    ItemsSource,
     FilesSource,
+    ItemsSource,
     Key,
     Kind,
     Op,

@@ -10,8 +10,8 @@ written between a shuffle and the ops next to it. A broadcast join is no boundar
 fuses into its left side's stage, and its right side is built first as stages of their
 own, whose whole output every task of that stage reads (``Stage.broadcast``).
 
-``plan()`` (``planner/__init__.py``) cuts the stages, then runs the rewrite passes of ``passes.PASSES`` over them in
-order; each is a function of the stages alone, tested alone.
+``plan()`` (``planner/__init__.py``) cuts the stages here, then runs the rewrite passes
+of ``passes.PASSES`` over them in order; each is a function of the stages alone.
 """
 
 from __future__ import annotations

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
 
 from zephyr_arrow import ops
-
-if TYPE_CHECKING:
-    from zephyr_arrow.dataset import Dataset
 
 
 class StageKind(enum.Enum):

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zephyr_arrow.store.chunk_ref import ROW_GROUP_ROWS, ChunkRef, chunk_compression
-from zephyr_arrow.fs import atomic_output
 from zephyr_arrow.arrow.schema import conform
+from zephyr_arrow.fs import atomic_output
+from zephyr_arrow.store.chunk_ref import ROW_GROUP_ROWS, ChunkRef, chunk_compression
 
 # What a task holds before writing a row group. At 64 MB a reduce task held its whole output shard
 # (50 MB of documents in a medium exact dedup) next to its merge: 16 MB took 30 MB off that

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from zephyr_arrow.arrow.schema import conform, unify
+from zephyr_arrow.fs import atomic_output, filesystem
 from zephyr_arrow.store import views
 from zephyr_arrow.store.chunk_ref import ChunkRef
-from zephyr_arrow.fs import atomic_output, filesystem
 from zephyr_arrow.store.layout import MANIFEST_NAME, join, saved_chunk_path
-from zephyr_arrow.arrow.schema import conform, unify
 
 _COPY_BUFFER_BYTES = 8 << 20  # what saving a chunk to another filesystem holds at a time
 

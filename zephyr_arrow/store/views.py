@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from zephyr_arrow.store.chunk_ref import ChunkRef
 from zephyr_arrow.fs import filesystem, is_local
+from zephyr_arrow.store.chunk_ref import ChunkRef
 
 if TYPE_CHECKING:
     import duckdb

@@ -29,7 +29,14 @@ from zephyr_arrow.arrow.stream import RowCount, Stream
 from zephyr_arrow.arrow.tables import contiguous, grouped_by_bytes
 from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution.shuffle import keys as K
-from zephyr_arrow.execution.shuffle.exchange import HashExchange, check_hashed_alike, check_key_columns, run_schema, spill_path, with_fields
+from zephyr_arrow.execution.shuffle.exchange import (
+    HashExchange,
+    check_hashed_alike,
+    check_key_columns,
+    run_schema,
+    spill_path,
+    with_fields,
+)
 from zephyr_arrow.execution.shuffle.merge import merged
 from zephyr_arrow.execution.tasks import JoinInput, ReduceInput, ShardTask
 from zephyr_arrow.planner import Stage

@@ -37,10 +37,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zephyr_arrow import ops
-from zephyr_arrow.ops import fields_read
-from zephyr_arrow.execution.shuffle.key_encoding import BYTES_TAG, NONE_TAG, STR_TAG, encode_key
 from zephyr_arrow.arrow.rows import is_item_schema, is_pickled, table_to_rows
 from zephyr_arrow.arrow.tables import kept
+from zephyr_arrow.execution.shuffle.key_encoding import BYTES_TAG, NONE_TAG, STR_TAG, encode_key
+from zephyr_arrow.ops import fields_read
 
 if TYPE_CHECKING:
     import polars as pl  # imported where a hash is computed: the coordinator reads only the names below

@@ -28,11 +28,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from zephyr_arrow import counters
-from zephyr_arrow.store import ChunkRef
-from zephyr_arrow.store.chunk_writer import ChunkFile
-from zephyr_arrow.fs import open_parquet, remove_tree
 from zephyr_arrow.arrow.schema import conform
 from zephyr_arrow.arrow.tables import contiguous, grouped_by_bytes, rows_per_slice, take, take_in_slices
+from zephyr_arrow.fs import open_parquet, remove_tree
+from zephyr_arrow.store import ChunkRef
+from zephyr_arrow.store.chunk_writer import ChunkFile
 
 MERGE_FAN_IN = 32  # runs merged at once (more are merged in passes first)
 RUN_ROW_GROUP_BYTES = 1024 * 1024  # what a merge holds per run: a merge holds about MERGE_FAN_IN x this

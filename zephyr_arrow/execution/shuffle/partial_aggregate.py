@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from zephyr_arrow.execution.shuffle import keys as K
 from zephyr_arrow.arrow.schema import from_polars
+from zephyr_arrow.execution.shuffle import keys as K
 
 PREFIX = "__zephyr_partial_"  # partial columns: PREFIX + index, and a mean's count PREFIX + index + "_n"
 _KINDS = ("len", "count", "sum", "min", "max", "mean")

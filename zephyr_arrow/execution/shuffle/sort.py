@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa

@@ -13,8 +13,9 @@ import pyarrow as pa
 
 from zephyr_arrow import ops
 from zephyr_arrow.arrow.rows import carry_markers
-from zephyr_arrow.arrow.stream import Stream, batched
 from zephyr_arrow.arrow.schema import normalize
+from zephyr_arrow.arrow.stream import Stream, batched
+
 
 def apply(op: ops.Op, stream: Stream, shard: ops.ShardInfo) -> Stream:
     """The stream after ``op``."""
