@@ -31,8 +31,9 @@ from zephyr_arrow.arrow.rows import is_item_schema
 from zephyr_arrow.arrow.schema import concat_unified, unify
 from zephyr_arrow.arrow.stream import RowCount, Stream
 from zephyr_arrow.errors import PlanError, ZephyrError
+from zephyr_arrow.execution.shuffle import FILES_COUNTER
 from zephyr_arrow.execution.shuffle import keys as K
-from zephyr_arrow.execution.shuffle.merge import FILES_COUNTER, merged, sorted_indices
+from zephyr_arrow.execution.shuffle.merge import merged, sorted_indices
 from zephyr_arrow.execution.shuffle.runs import RunFiles
 from zephyr_arrow.execution.tasks import MergeInput, ReduceInput, ShardTask, StageResult
 from zephyr_arrow.planner import Stage

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from zephyr_arrow import counters
 from zephyr_arrow.arrow.schema import conform
 from zephyr_arrow.arrow.tables import contiguous, grouped_by_bytes, rows_per_slice, take, take_in_slices
+from zephyr_arrow.execution.shuffle import FILES_COUNTER
 from zephyr_arrow.fs import open_parquet, remove_tree
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.chunk_writer import ChunkFile
@@ -41,7 +42,6 @@ RUN_ROW_GROUP_BYTES = 1024 * 1024  # what a merge holds per run: a merge holds a
 # and 360-364 with 2 MB, at 2-6% more time than 4 MB (4.9 s instead of 4.6-4.8).
 ROUND_BYTES = 2 * 1024 * 1024
 _READ_BUFFER_BYTES = 64 * 1024  # a small read buffer keeps what each open run holds small
-FILES_COUNTER = "zephyr/shuffle/files_written"  # scatter files, merge-pass files and output chunks
 
 
 class SortedFile(ChunkFile):

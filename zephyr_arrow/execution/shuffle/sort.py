@@ -32,9 +32,10 @@ from zephyr_arrow import counters, ops
 from zephyr_arrow.arrow.rows import table_to_rows
 from zephyr_arrow.arrow.stream import RowCount, Stream
 from zephyr_arrow.arrow.tables import rows_per_slice, take_by_batch
+from zephyr_arrow.execution.shuffle import FILES_COUNTER
 from zephyr_arrow.execution.shuffle import keys as K
 from zephyr_arrow.execution.shuffle.exchange import SORT_BUFFER_BYTES, Exchange, buffered_table, run_schema, spill_path
-from zephyr_arrow.execution.shuffle.merge import FILES_COUNTER, SortedFile, merged, sorted_indices
+from zephyr_arrow.execution.shuffle.merge import SortedFile, merged, sorted_indices
 from zephyr_arrow.execution.tasks import RangeInput, ReduceInput, ShardTask, StageResult
 from zephyr_arrow.planner import Stage
 from zephyr_arrow.store import ChunkRef, ShardRefs

@@ -21,9 +21,7 @@ import pyarrow as pa
 from zephyr_arrow import counters, ops
 from zephyr_arrow.arrow.stream import RowCount, Stream
 from zephyr_arrow.arrow.tables import kept
-from zephyr_arrow.execution.shuffle import exchange_for
-from zephyr_arrow.execution.shuffle.join import broadcast_join
-from zephyr_arrow.execution.shuffle.merge import FILES_COUNTER
+from zephyr_arrow.execution.shuffle import FILES_COUNTER, exchange_for
 from zephyr_arrow.execution.stats import TaskStats
 from zephyr_arrow.execution.tasks import ChunksInput, ItemsInput, ReduceInput, ScatterInput, ShardTask, StageResult, TaskResult
 from zephyr_arrow.execution.worker import operators
@@ -136,6 +134,9 @@ def _apply(stage_ops: tuple[ops.Op, ...], stream: Stream, shard: ops.ShardInfo, 
     sides = iter(task.broadcast)
     for op in stage_ops:
         if isinstance(op, ops.BroadcastJoinOp):
+            # Imported here: it imports Polars, ~45 MB a worker that only maps and writes does without.
+            from zephyr_arrow.execution.shuffle.join import broadcast_join
+
             stream = Stream(tables=broadcast_join(op, stream.as_tables(), next(sides)))
         else:
             stream = operators.apply(op, stream, shard)
