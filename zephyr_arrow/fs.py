@@ -11,6 +11,7 @@ import glob
 import itertools
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -147,6 +148,14 @@ def exists(path: str) -> bool:
 
 def remove_tree(path: str) -> None:
     """Delete a file or directory tree if it exists (no error if it is already gone)."""
+    if is_local(path):  # without fsspec, which a run on local disk may never have imported (nor can at exit)
+        local = path.removeprefix("file://")
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.isdir(local) and not os.path.islink(local):
+                shutil.rmtree(local)
+            else:
+                os.remove(local)
+        return
     fs, fs_path = filesystem(path)
     with contextlib.suppress(FileNotFoundError):
         if fs.exists(fs_path):

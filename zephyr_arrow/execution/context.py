@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 import sys
 import tempfile
+import warnings
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 from zephyr_arrow.dataset import Dataset
-from zephyr_arrow.errors import PlanError
+from zephyr_arrow.errors import PlanError, ZephyrError
 from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.coordinator import RetryPolicy
 from zephyr_arrow.execution.executor import Executor
@@ -78,17 +81,16 @@ class ZephyrContext:
             raise PlanError("task_timeout needs a backend that can stop a task (local or ray), not sync")
         self.backend_name = backend
         self._max_workers = max_workers
-        self._owns_prefix = chunk_storage_prefix is None
         self.chunk_storage_prefix = chunk_storage_prefix or tempfile.mkdtemp(prefix="zephyr-arrow-")
-        self.preserve_chunks = preserve_chunks
         self.policy = RetryPolicy(max_task_retries, max_worker_deaths, task_timeout)
         self.progress = progress
         self.name = name
         self._backend_options = backend_options
-        self._backend: Backend | None = None
         self._shared: dict[str, Any] = {}
-        self._executions: list[str] = []
         self.last_stage_summaries: list[str] = []
+        self._resources = _Resources(self.chunk_storage_prefix, chunk_storage_prefix is None, preserve_chunks)
+        # Runs when the context is closed, garbage-collected or left open at exit, whichever comes first.
+        self._cleanup = weakref.finalize(self, self._resources.release)
 
     @property
     def max_workers(self) -> int:
@@ -103,45 +105,50 @@ class ZephyrContext:
 
     def put(self, name: str, obj: Any) -> None:
         """Share ``obj`` with every worker; read it there with ``worker_ctx().get_shared(name)``."""
+        self._check_open("put")
         if not isinstance(name, str) or not name:
             raise PlanError(f"put() needs a non-empty name, got {name!r}")
         self._shared[name] = obj
 
     def execute(self, dataset: Dataset, verbose: bool = False, dry_run: bool = False) -> ShardRefs:
         """Run ``dataset`` and return references to its output chunks (nothing is loaded)."""
+        self._check_open("execute")
         plan = make_plan(dataset)
         if dry_run or verbose:
             print(plan.explain())
         if dry_run:
             return ShardRefs([])
         execution_id = layout.new_execution_id() if not self.name else f"{self.name}-{layout.new_execution_id()}"
-        self._executions.append(layout.execution_dir(self.chunk_storage_prefix, execution_id))
+        executions = self._resources.executions
+        executions.append(layout.execution_dir(self.chunk_storage_prefix, execution_id))
         progress = Progress(self.progress)
         try:
             execution = ExecutionInfo(self.chunk_storage_prefix, execution_id, self._write_shared(execution_id), _fsspec_config())
             return Executor(self._get_backend(), execution, self.policy, progress, self.max_workers).execute(plan)
         except BaseException:
-            remove_tree(self._executions.pop())
+            remove_tree(executions.pop())
             raise
         finally:
             self.last_stage_summaries = progress.summaries
 
     def close(self) -> None:
-        """Stop the workers and delete this context's chunk files (unless preserve_chunks)."""
-        if self._backend is not None:
-            self._backend.shutdown()
-            self._backend = None
-        if not self.preserve_chunks:
-            for path in self._executions:
-                remove_tree(path)
-            if self._owns_prefix:
-                remove_tree(self.chunk_storage_prefix)
-        self._executions.clear()
+        """Stop the workers and delete this context's chunk files (unless preserve_chunks); a
+        closed context runs nothing more. Closing twice does nothing."""
+        self._resources.closed = True
+        self._cleanup()
+
+    def _check_open(self, method: str) -> None:
+        if not self._cleanup.alive:
+            raise ZephyrError(
+                f"{method}() on a closed ZephyrContext: its workers are stopped and its chunks deleted; "
+                "open a new one (with ZephyrContext(...) as ctx: ...)"
+            )
 
     def _get_backend(self) -> Backend:
-        if self._backend is None:
-            self._backend = _make_backend(self.backend_name, self._backend_options)
-        return self._backend
+        self._check_open("execute")
+        if self._resources.backend is None:
+            self._resources.backend = _make_backend(self.backend_name, self._backend_options)
+        return self._resources.backend
 
     def _write_shared(self, execution_id: str) -> dict[str, str]:
         import cloudpickle
@@ -155,6 +162,37 @@ class ZephyrContext:
                 cloudpickle.dump(obj, out)
             paths[name] = path
         return paths
+
+
+@dataclass
+class _Resources:
+    """What a context holds that must be released: its workers and its chunk files. Apart from
+    the context, so a context dropped without ``close()`` (or open at exit) still releases them."""
+
+    chunk_storage_prefix: str
+    owns_prefix: bool
+    preserve_chunks: bool
+    backend: Backend | None = None
+    executions: list[str] = field(default_factory=list)
+    closed: bool = False  # by close(), not found open at exit or by the garbage collector
+
+    def release(self) -> None:
+        if not self.closed:
+            warnings.warn(
+                f"a ZephyrContext was never closed; its workers are stopped and its chunks under "
+                f"{self.chunk_storage_prefix} deleted now (use 'with ZephyrContext(...) as ctx:' or call close())",
+                ResourceWarning,
+                stacklevel=2,
+            )
+        if self.backend is not None:
+            self.backend.shutdown()
+            self.backend = None
+        if not self.preserve_chunks:
+            for path in self.executions:
+                remove_tree(path)
+            if self.owns_prefix:
+                remove_tree(self.chunk_storage_prefix)
+        self.executions.clear()
 
 
 def _fsspec_config() -> dict[str, dict[str, Any]]:
