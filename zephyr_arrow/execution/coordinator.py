@@ -88,7 +88,13 @@ class StageCoordinator:
 
     @property
     def busy_workers(self) -> list[WorkerId]:
+        """Workers running a task (one killed for running late included, until its death is reported)."""
         return list(self._running)
+
+    @property
+    def late_workers(self) -> list[WorkerId]:
+        """Busy workers already handed to the caller to kill for running past the timeout."""
+        return [worker for worker, running in self._running.items() if running.timed_out]
 
     def results(self) -> list[TaskResult]:
         """Accepted results in shard order (one per shard)."""

@@ -46,10 +46,14 @@ def _stop_running(backend: Backend, coordinator: StageCoordinator) -> None:
     """Stop tasks still running for a stage that will not finish (their output is never used).
 
     The deaths this causes are reported at once and dropped here: left for the next stage,
-    they would be taken for deaths of the fresh workers now in those slots.
+    they would be taken for deaths of the fresh workers now in those slots. A worker already
+    killed for running late is not killed again: its slot now holds a replacement that is
+    still starting, and killing that would report a start-up failure instead of the stage's.
     """
     busy = coordinator.busy_workers
+    late = coordinator.late_workers
     for worker in busy:
-        backend.kill(worker)
+        if worker not in late:
+            backend.kill(worker)
     if busy:
         backend.poll(timeout=0)
