@@ -149,6 +149,19 @@ def test_a_replaced_worker_takes_tasks_only_once_it_is_up(backend, request):
         workers.shutdown()
 
 
+def test_killing_a_worker_still_starting_is_a_death_not_a_start_up_failure():
+    from zephyr_arrow.execution.backends.local import LocalBackend
+
+    workers = LocalBackend()
+    try:
+        workers.start(1)
+        assert workers.ready_workers == []  # it says it is ready only through poll()
+        workers.kill(0)
+        assert [(type(e).__name__, e.worker, e.reason) for e in workers.poll(timeout=0)] == [("WorkerDied", 0, "killed by SIGKILL")]
+    finally:
+        workers.shutdown()
+
+
 def test_max_workers_defaults_to_the_cpu_count_locally(tmp_path):
     with ZephyrContext(backend="local", chunk_storage_prefix=str(tmp_path)) as ctx:
         assert ctx.max_workers == os.cpu_count()

@@ -162,15 +162,17 @@ class LocalBackend:
 
     def kill(self, worker: WorkerId) -> None:
         self._workers[worker].process.kill()
-        self._pending.append(WorkerDied(worker, self._replace(worker)))
+        self._pending.append(WorkerDied(worker, self._replace(worker, killed=True)))
 
-    def _replace(self, worker: WorkerId) -> str:
-        """Reap the dead (or killed) worker, start a fresh one in its slot; say how the old one ended."""
+    def _replace(self, worker: WorkerId, killed: bool = False) -> str:
+        """Reap the dead (or ``killed``) worker, start a fresh one in its slot; say how the old one ended."""
         slot = self._workers[worker]
         reason = describe_exit(_reap(slot))
         slot.close()
         self._workers[worker] = self._spawn()
-        if not slot.ready:  # it would fail again, and again: stop the run instead of retrying forever
+        # One that died starting would fail again, and again: stop the run instead of retrying
+        # forever. One the driver killed while it started says nothing about start-up.
+        if not slot.ready and not killed:
             raise ZephyrError(
                 f"a local worker process {reason} before it was ready to run tasks (its error output is above); "
                 "it runs the driver's interpreter with the driver's sys.path and environment"
