@@ -214,6 +214,30 @@ def test_from_files_rejects_pattern_passed_as_empty_glob_ok():
         Dataset.from_files("dir", "**/*.jsonl")
 
 
+@pytest.mark.parametrize("build", [
+    lambda files: files.map(lambda doc: {**doc, "n": len(doc["text"])}),
+    lambda files: files.filter(lambda doc: doc.get("lang") == "en"),
+    lambda files: files.select("text"),
+    lambda files: files.filter(pl.col("lang") == "en"),
+    lambda files: files.group_by("lang", reducer=lambda lang, docs: lang),
+    lambda files: files.aggregate("lang", pl.len()),
+], ids=["map", "filter-get", "select", "filter-expr", "group_by", "aggregate"])
+def test_records_ops_on_from_files_paths_say_to_load_them(build):
+    files = Dataset.from_files("docs/*.jsonl")
+    with pytest.raises(PlanError) as error:
+        build(files)
+    assert str(error.value).endswith(
+        "but the rows of from_files('docs/*.jsonl') are file paths; add .load_jsonl() / .load_parquet() / .load_csv() to read them"
+    )
+
+
+def test_path_functions_on_from_files_still_run(ctx, write_jsonl, tmp_path):
+    write_jsonl("a.jsonl", [{"n": 1}])
+    write_jsonl("b.jsonl", [{"n": 2}])
+    paths = Dataset.from_files(str(tmp_path / "*.jsonl")).filter(lambda path: "b" not in os.path.basename(path))
+    assert ctx.execute(paths.map(os.path.basename)).to_pylist() == ["a.jsonl"]
+
+
 def test_malformed_jsonl_names_file_and_line(ctx, write_jsonl):
     path = write_jsonl("bad.jsonl", [], raw_lines=['{"a": 1}', '{"a": 2}', '{"a": oops}'])
     with pytest.raises(ShardFailedError) as error:

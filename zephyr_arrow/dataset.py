@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from zephyr_arrow import ops
 from zephyr_arrow.arguments import check_callable, check_columns, check_key, check_num_output_shards, check_positive_int, is_polars_expr
 from zephyr_arrow.errors import PlanError
+from zephyr_arrow.ops import fields_read
 
 if TYPE_CHECKING:
     import polars as pl
@@ -42,6 +43,11 @@ class Dataset:
         return " -> ".join([repr(self.source), *(repr(op) for op in self.operations)])
 
     def _then(self, op: ops.Op) -> Dataset:
+        if isinstance(self.source, ops.FilesSource) and not self.operations and _reads_records(op):
+            raise PlanError(
+                f"{op!r} reads fields of its rows, but the rows of {self.source!r} are file paths; "
+                "add .load_jsonl() / .load_parquet() / .load_csv() to read them"
+            )
         return Dataset(self.source, (*self.operations, op))
 
     # Sources ------------------------------------------------------------------------------
@@ -441,6 +447,18 @@ class _FoldShard:
         for first in rows:
             return iter([self.fn(itertools.chain([first], rows))])
         return iter(())
+
+
+def _reads_records(op: ops.Op) -> bool:
+    """Whether ``op`` certainly fails on rows that are strings: it names columns, or its row
+    function's code reads a field by name."""
+    if isinstance(op, (ops.SelectOp, ops.WithColumnsOp, ops.FilterExprOp)):
+        return True
+    if isinstance(op, (ops.MapOp, ops.FlatMapOp)):
+        return fields_read.names_fields(op.fn)
+    if isinstance(op, ops.FilterOp):
+        return fields_read.names_fields(op.predicate)
+    return hasattr(op, "key_of") and isinstance(op.key_of(0), tuple)
 
 
 def _count_rows(table: pa.Table) -> pa.Table:

@@ -83,6 +83,30 @@ def field_getter(fn: Callable[..., Any]) -> str | None:
     return name if row == code.co_varnames[0] and isinstance(name, str) else None
 
 
+def names_fields(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn(row)``'s code reads a field of its row by name (``row["url"]``, ``row.get(...)``),
+    which fails on anything but a dict row; False when the row local is reassigned.
+
+    >>> names_fields(lambda d: {**d, "n": len(d["text"])}), names_fields(lambda path: "2024" in path)
+    (True, False)
+    """
+    code = _code(fn, 1)
+    if code is None:
+        return False
+    row = code.co_varnames[0]
+    body = _ops(code)
+    if any(op.opname in ("STORE_FAST", "DELETE_FAST") and op.argval == row for op in body):
+        return False
+    for index, op in enumerate(body[:-2]):
+        if op.opname in _LOADS and op.argval == row:
+            after = body[index + 1]
+            if _is_str_constant(after) and body[index + 2].opname == "BINARY_SUBSCR":
+                return True
+            if after.opname in ("LOAD_METHOD", "LOAD_ATTR") and after.argval == "get":
+                return True
+    return False
+
+
 def _code(fn: Callable[..., Any], arguments: int) -> types.CodeType | None:
     """The code of a plain Python function taking ``arguments`` positionally, else None."""
     if type(fn) is not types.FunctionType:
