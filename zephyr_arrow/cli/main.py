@@ -3,8 +3,8 @@
     zephyr-arrow --version
     zephyr-arrow demo [--backend local|sync] [--out DIR]
     zephyr-arrow run SCRIPT.py [--backend local|ray|sync] [--max-workers N] [--chunk-prefix URL] [-- ARGS...]
-    zephyr-arrow inspect PATH
-    zephyr-arrow sql PATH "SELECT ... FROM data"
+    zephyr-arrow inspect PATH [--union]
+    zephyr-arrow sql PATH "SELECT ... FROM data" [--union]
 
 PATH is a directory saved with ``ShardRefs.save`` (it holds ``_zephyr_manifest.json``),
 a Parquet file, a directory of Parquet files (searched recursively) or a glob; a quoted
@@ -43,6 +43,11 @@ PATH_HELP = (
     "a directory of Parquet files, or a quoted glob such as 'out/*.parquet'"
 )
 
+UNION_HELP = (
+    "read every output under a directory PATH as one table (without it, several saved outputs, "
+    "or folders of files with different columns, are an error)"
+)
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a wrong command line is one line on stderr (and exit code 2)."""
@@ -54,8 +59,12 @@ class _Parser(argparse.ArgumentParser):
 # Reading PATH ---------------------------------------------------------------------------------
 
 
-def open_path(path: str) -> tuple[ShardRefs, str]:
-    """PATH as ShardRefs (nothing copied), and a few words saying what kind of PATH it was."""
+def open_path(path: str, union: bool = False) -> tuple[ShardRefs, str]:
+    """PATH as ShardRefs (nothing copied), and a few words saying what kind of PATH it was.
+
+    A directory holding several outputs (saved ShardRefs, or folders of files with different
+    columns) is a UsageError naming them, unless ``union``: one table of all of them.
+    """
     from zephyr_arrow import ShardRefs
     from zephyr_arrow.fs import filesystem
     from zephyr_arrow.store.layout import MANIFEST_NAME, join
@@ -77,9 +86,47 @@ def open_path(path: str) -> tuple[ShardRefs, str]:
     files = sorted(p for p in fs.glob(join(fs_path, "**", "*.parquet")) if _is_data_file(p))
     if not files:
         raise UsageError(f"{path}: a directory with no .parquet files in it")
+    manifests = sorted(fs.glob(join(fs_path, "**", MANIFEST_NAME)))
     if "://" in path:
         files = [fs.unstrip_protocol(p) for p in files]
-    return _read_files(files), f"a directory of {len(files)} Parquet file(s)"
+        manifests = [fs.unstrip_protocol(p) for p in manifests]
+    refs = _read_files(files)
+    if not union:
+        _check_one_output(path, refs, [m.rpartition("/")[0] for m in manifests])
+    return refs, f"a directory of {len(files)} Parquet file(s)"
+
+
+def _check_one_output(path: str, refs: ShardRefs, saved_dirs: list[str]) -> None:
+    """Several saved outputs, or folders whose files have different columns, are several outputs:
+    reading them as one table would silently mix unrelated rows."""
+    if len(saved_dirs) > 1:
+        outputs = [f"{d} (saved ShardRefs)" for d in saved_dirs]
+    else:
+        # One output's chunks may differ (a column missing from some); folders that differ are outputs.
+        columns: dict[str, set[str]] = {}
+        for chunk in refs.chunks:
+            columns.setdefault(_output_dir(chunk.path), set()).update(chunk.schema.names)
+        if len({frozenset(names) for names in columns.values()}) == 1:
+            return
+        outputs = [f"{d} ({_columns_text(names)})" for d, names in sorted(columns.items())]
+    raise UsageError(
+        f"{path} holds {len(outputs)} outputs: {'; '.join(outputs)}. "
+        "Name one of them, or pass --union to read them all as one table"
+    )
+
+
+def _output_dir(file: str) -> str:
+    """The folder of one output: the file's, above any hive-style ``key=value`` folders."""
+    parts = file.split("/")[:-1]
+    while len(parts) > 1 and "=" in parts[-1]:
+        parts.pop()
+    return "/".join(parts)
+
+
+def _columns_text(names: set[str]) -> str:
+    columns = sorted(names)
+    shown = ", ".join(columns[:6]) + (f", ... {len(columns) - 6} more" if len(columns) > 6 else "")
+    return f"columns {shown}"
 
 
 def _is_data_file(path: str) -> bool:
@@ -103,7 +150,7 @@ def _read_files(files: list[str]) -> ShardRefs:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    refs, kind = open_path(args.path)
+    refs, kind = open_path(args.path, args.union)
     from zephyr_arrow.arrow.rows import is_pickled
     from zephyr_arrow.fs import filesystem
 
@@ -135,7 +182,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_sql(args: argparse.Namespace) -> None:
-    refs, _ = open_path(args.path)
+    refs, _ = open_path(args.path, args.union)
     import duckdb
 
     try:
@@ -272,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", metavar="PATH", help=PATH_HELP)
     inspect.add_argument("--max-shards", type=_non_negative_int, default=20, metavar="N",
                          help="list at most N shards (default 20; 0 lists all)")
+    inspect.add_argument("--union", action="store_true", help=UNION_HELP)
     inspect.set_defaults(handler=cmd_inspect)
 
     sql = commands.add_parser(
@@ -283,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", metavar="QUERY", help="for example \"select count(*) from data\"")
     sql.add_argument("--max-rows", type=_non_negative_int, default=100, metavar="N",
                      help="print at most N rows (default 100; 0 prints all)")
+    sql.add_argument("--union", action="store_true", help=UNION_HELP)
     sql.set_defaults(handler=cmd_sql)
     return parser
 
