@@ -57,14 +57,20 @@ _LAZY = {
 
 def read_parquet(paths: str | list[str]) -> ShardRefs:
     """Existing Parquet files (a path, a glob or a list) as ShardRefs, one shard per file; nothing is copied."""
+    import pyarrow as pa
+
+    from zephyr_arrow.errors import InputFileError
     from zephyr_arrow.fs import glob_files, open_parquet
     from zephyr_arrow.store import ChunkRef, ShardRefs
 
     files = [p for pattern in ([paths] if isinstance(paths, str) else paths) for p in glob_files(pattern)]
     shards = []
     for path in files:
-        with open_parquet(path) as parquet:
-            shards.append([ChunkRef(path, parquet.metadata.num_rows, parquet.schema_arrow)])
+        try:
+            with open_parquet(path) as parquet:
+                shards.append([ChunkRef(path, parquet.metadata.num_rows, parquet.schema_arrow)])
+        except (OSError, pa.ArrowInvalid) as error:
+            raise InputFileError(f"{path} is not a readable Parquet file: {error}") from error
     return ShardRefs(shards)
 
 

@@ -5,6 +5,7 @@
     ├── InputFileError         an input file is missing, unreadable or malformed (names file and line)
     ├── SchemaConflictError    two chunks disagree on a column's type beyond promotion (names column, types, files)
     ├── ChunkMissingError      a ChunkRef's file is gone (names the path and why it may be gone)
+    ├── ChunkCorruptError      a ChunkRef's file fails its checksums or is not Parquet (names the path)
     └── ShardFailedError       a shard task failed: user code raised, or its worker died (names stage and shard)
 
     UsageError                 the ``zephyr-arrow`` command line was wrong (exit code 2)
@@ -34,6 +35,10 @@ class SchemaConflictError(ZephyrError, TypeError):
 
 class ChunkMissingError(ZephyrError, FileNotFoundError):
     """A chunk file referenced by a ChunkRef no longer exists."""
+
+
+class ChunkCorruptError(ZephyrError):
+    """A chunk file cannot be read as written: a page fails its checksum, or it is truncated or not Parquet."""
 
 
 class ShardFailedError(ZephyrError):

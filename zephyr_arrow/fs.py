@@ -48,14 +48,16 @@ def pre_buffer(path: str) -> bool:
 
 def open_parquet(path: str, *, metadata: pq.FileMetaData | None = None, buffer_size: int = 0) -> pq.ParquetFile:
     """The one way the package opens a Parquet file: a local path directly, any other URL
-    through its fsspec filesystem, pre-buffered where that pays (``pre_buffer``).
+    through its fsspec filesystem, pre-buffered where that pays (``pre_buffer``). Pages written
+    with checksums (every chunk's are) are checked against them as they are read.
     ``metadata``: the file's footer, already read; ``buffer_size``: 0 reads each column chunk whole."""
     import pyarrow.parquet as pq
 
+    options = {"metadata": metadata, "buffer_size": buffer_size, "page_checksum_verification": True}
     if is_local(path):
-        return pq.ParquetFile(path.removeprefix("file://"), metadata=metadata, buffer_size=buffer_size, pre_buffer=False)
+        return pq.ParquetFile(path.removeprefix("file://"), pre_buffer=False, **options)
     fs, fs_path = filesystem(path)
-    return pq.ParquetFile(fs_path, filesystem=fs, metadata=metadata, buffer_size=buffer_size, pre_buffer=True)
+    return pq.ParquetFile(fs_path, filesystem=fs, pre_buffer=True, **options)
 
 
 _BRACES = re.compile(r"\{([^{}]*)\}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zephyr_arrow.errors import ChunkMissingError
+from zephyr_arrow.errors import ChunkCorruptError, ChunkMissingError, ZephyrError
 from zephyr_arrow.fs import atomic_output, exists, is_local, open_parquet
 
 if TYPE_CHECKING:
@@ -61,10 +62,10 @@ class ChunkRef:
         compression = compression or chunk_compression(path)
         with atomic_output(path) as tmp:
             if tmp.is_local:
-                pq.write_table(table, tmp.path, compression=compression, row_group_size=ROW_GROUP_ROWS)
+                pq.write_table(table, tmp.path, compression=compression, row_group_size=ROW_GROUP_ROWS, write_page_checksum=True)
             else:
                 with tmp.open() as sink:
-                    pq.write_table(table, sink, compression=compression, row_group_size=ROW_GROUP_ROWS)
+                    pq.write_table(table, sink, compression=compression, row_group_size=ROW_GROUP_ROWS, write_page_checksum=True)
         return cls(path=path, num_rows=table.num_rows, schema=table.schema)
 
     def slice(self, start: int, stop: int) -> ChunkRef:
@@ -84,7 +85,7 @@ class ChunkRef:
 
     def iter_batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Stream the chunk one row group at a time."""
-        with self._open() as parquet:
+        with self.opened() as parquet:
             row_groups, skip = self._row_groups(parquet.metadata)
             remaining = self.num_rows
             for row_group in row_groups:
@@ -119,11 +120,30 @@ class ChunkRef:
         groups, first_row = row_groups_covering(metadata, start, stop)
         return groups, start - first_row
 
-    def _open(self) -> pq.ParquetFile:
+    @contextlib.contextmanager
+    def opened(self, metadata: pq.FileMetaData | None = None, buffer_size: int = 0) -> Iterator[pq.ParquetFile]:
+        """The chunk's file, open (``fs.open_parquet``: pages are checked against their checksums as
+        they are read). A missing file is ChunkMissingError; one that fails a check, is truncated or
+        is not Parquet, ChunkCorruptError; both name it."""
         try:
-            return open_parquet(self.path)
+            parquet = open_parquet(self.path, metadata=metadata, buffer_size=buffer_size)
         except FileNotFoundError as error:
             raise self._missing() from error
+        except (OSError, pa.ArrowException) as error:
+            raise self._corrupt(error) from error
+        with parquet:
+            try:
+                yield parquet
+            except (OSError, pa.ArrowException) as error:  # from reading pages, in the body
+                if isinstance(error, ZephyrError):
+                    raise
+                raise self._corrupt(error) from error
+
+    def _corrupt(self, error: BaseException) -> ChunkCorruptError:
+        return ChunkCorruptError(
+            f"chunk {self.path} cannot be read as it was written ({error}); it was changed or cut "
+            "short after it was written: rerun what produced it"
+        )
 
     def check_exists(self) -> None:
         """Raise ChunkMissingError if the chunk file is gone."""

@@ -127,7 +127,7 @@ class ChunkFile:
             tmp.path if tmp.is_local else self._sink,
             schema,
             compression=chunk_compression(path),
-            **{"use_dictionary": False, **writer_options},
+            **{"use_dictionary": False, "write_page_checksum": True, **writer_options},
         )
 
     def write(self, table: pa.Table, row_group_size: int | None = None) -> None:

@@ -31,7 +31,7 @@ from zephyr_arrow import counters
 from zephyr_arrow.arrow.schema import conform
 from zephyr_arrow.arrow.tables import contiguous, grouped_by_bytes, rows_per_slice, take, take_in_slices
 from zephyr_arrow.execution.shuffle import FILES_COUNTER
-from zephyr_arrow.fs import open_parquet, remove_tree
+from zephyr_arrow.fs import remove_tree
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.chunk_writer import ChunkFile
 
@@ -68,7 +68,7 @@ def read_run(run: ChunkRef, schema: pa.Schema, footers: dict[str, pq.FileMetaDat
     buffer for each output shard, so one merge opens it several times.
     """
     footers = {} if footers is None else footers
-    with _open(run, footers.get(run.path)) as parquet:
+    with run.opened(footers.get(run.path), _READ_BUFFER_BYTES) as parquet:
         metadata = footers.setdefault(run.path, parquet.metadata)
         start, stop = run.row_range or (0, metadata.num_rows)
         group_start = 0
@@ -81,14 +81,6 @@ def read_run(run: ChunkRef, schema: pa.Schema, footers: dict[str, pq.FileMetaDat
                 yield conform(table.slice(lo, hi - lo), schema)
             if group_start >= stop:
                 return
-
-
-def _open(run: ChunkRef, metadata: pq.FileMetaData | None) -> pq.ParquetFile:
-    try:
-        return open_parquet(run.path, metadata=metadata, buffer_size=_READ_BUFFER_BYTES)
-    except FileNotFoundError:
-        run.check_exists()  # raises ChunkMissingError, which says why the file may be gone
-        raise
 
 
 def merge_runs(runs: list[ChunkRef], order: list[str], schema: pa.Schema, sort: bool = True) -> Iterator[pa.Table]:
