@@ -57,7 +57,9 @@ class ZephyrContext:
         max_task_retries: how often a task whose user code raised is retried (default 0).
         max_worker_deaths: a task that kills its worker this many times aborts the run.
         task_timeout: seconds after which a running task is treated as a dead worker.
-        progress: show progress on stderr (default: only when stderr is a terminal).
+        progress: True: a progress bar on stderr; False: none, and stage summaries only to the
+            ``zephyr_arrow`` logger. Default: a bar on a terminal, else one summary line per stage
+            on stderr (through the logger when logging is configured).
     """
 
     def __init__(

@@ -1,8 +1,12 @@
 """Progress of a run: a bar per stage on a terminal, sparse log lines otherwise, a summary at the end.
 
 On a terminal (stderr is a TTY) the bar redraws in place and each stage ends with one
-summary line. Elsewhere lines go to the ``zephyr_arrow`` logger at INFO, at most one
-every ``LOG_EVERY_SECONDS`` per stage, so a tiny run logs a handful of lines, not a flood.
+summary line. Elsewhere (a batch job, a notebook's log, CI) lines go to the ``zephyr_arrow``
+logger at INFO: each stage's summary, and a progress line at most every ``LOG_EVERY_SECONDS``
+per stage. While nobody has configured logging (no handler on the way to the root logger, no
+level set on ``zephyr_arrow``), the summaries are printed to stderr anyway, one line per stage,
+as Ray Data and Spark do. ``logging.getLogger("zephyr_arrow").setLevel(logging.WARNING)`` or
+``ZephyrContext(progress=False)`` silences them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ LOG_EVERY_SECONDS = 10.0
 
 class Progress:
     def __init__(self, enabled: bool | None = None) -> None:
-        self.terminal = sys.stderr.isatty() if enabled is None else enabled
+        on_terminal = sys.stderr.isatty()
+        self.terminal = on_terminal if enabled is None else enabled
+        # progress=False keeps the summaries in the logger, printed only where logging is configured to.
+        self._print_summaries = enabled is None and not on_terminal
         self.summaries: list[str] = []
         self._stage: Stage | None = None
         self._total = self._done = self._rows = 0
@@ -60,6 +67,8 @@ class Progress:
         if self.terminal:
             sys.stderr.write(f"\r{summary}\033[K\n")
             sys.stderr.flush()
+        elif self._print_summaries and logger.level == logging.NOTSET and not logger.hasHandlers():
+            print(f"zephyr_arrow: {summary}", file=sys.stderr, flush=True)
         else:
             logger.info("%s", summary)
         return stats
