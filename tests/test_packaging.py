@@ -1,4 +1,5 @@
-"""The package as ``pip install zephyr_arrow`` delivers it: a wheel, installed without the source tree.
+"""The package as ``pip install zephyr_arrow`` delivers it: a wheel, installed without the source tree,
+with its demo data and its type annotations.
 
 The wheel is built from a copy of the sources (so the checkout gets no build/ folder) with the
 venv's own setuptools, and installed with ``pip install --target`` into a folder that comes first
@@ -55,9 +56,39 @@ def run_installed(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=300)
 
 
-def test_wheel_ships_the_demo_data(wheel):
+USER_CODE = """
+from zephyr_arrow import Dataset, ZephyrContext
+
+def double(n: int) -> int:
+    return n * 2
+
+pipeline = Dataset.from_list([1, 2]).map(double)
+reveal_type(pipeline)
+with ZephyrContext(backend="sync") as ctx:
+    refs = ctx.execute(pipeline)
+    reveal_type(refs)
+    reveal_type(refs.num_rows)
+count: int = pipeline
+"""
+
+
+def test_wheel_ships_the_demo_data_and_py_typed(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert [name for name in DEMO_DATA if name not in names] == []
+    assert [name for name in [*DEMO_DATA, "zephyr_arrow/py.typed"] if name not in names] == []
+
+
+def test_type_checkers_see_the_installed_packages_types(installed, tmp_path):
+    (tmp_path / "user.py").write_text(USER_CODE)
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "--no-error-summary", "user.py"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(installed)}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.stdout.splitlines() == [
+        'user.py:8: note: Revealed type is "zephyr_arrow.dataset.Dataset"',
+        'user.py:11: note: Revealed type is "zephyr_arrow.store.shard_refs.ShardRefs"',
+        'user.py:12: note: Revealed type is "int"',
+        'user.py:13: error: Incompatible types in assignment (expression has type "Dataset", variable has type "int")  [assignment]',
+    ], result.stdout + result.stderr
 
 
 def test_version(installed, tmp_path):

@@ -24,10 +24,36 @@ The data flows through the package in this order:
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from zephyr_arrow.store import ShardRefs
+    # What the lazy loader below returns, spelled out for type checkers (mypy, pyright), which
+    # cannot follow __getattr__: they see the real classes and functions, not Any.
+    from polars import col as col, lit as lit
+
+    from zephyr_arrow import counters as counters
+    from zephyr_arrow.counters import WorkerContext as WorkerContext, worker_ctx as worker_ctx
+    from zephyr_arrow.counters import worker_ctx as zephyr_worker_ctx
+    from zephyr_arrow.dataset import DEFAULT_FILE_PATH_COLUMN as DEFAULT_FILE_PATH_COLUMN, Dataset as Dataset
+    from zephyr_arrow.errors import (
+        ChunkMissingError as ChunkMissingError,
+        InputFileError as InputFileError,
+        PlanError as PlanError,
+        SchemaConflictError as SchemaConflictError,
+        ShardFailedError as ShardFailedError,
+        ZephyrError as ZephyrError,
+    )
+    from zephyr_arrow.execution.context import ZephyrContext as ZephyrContext
+    from zephyr_arrow.ops import ShardInfo as ShardInfo
+    from zephyr_arrow.planner import Plan as Plan, plan as compute_plan, plan as plan
+    from zephyr_arrow.records import (
+        load_file as load_file,
+        load_jsonl as load_jsonl,
+        load_parquet as load_parquet,
+        write_jsonl_file as write_jsonl_file,
+        write_parquet_file as write_parquet_file,
+    )
+    from zephyr_arrow.store import ChunkRef as ChunkRef, ShardRefs as ShardRefs
 
 # Public names and the modules they live in, imported on first use: `import zephyr_arrow`
 # stays light, and a process that only reads an output (``read_parquet(...).sql(...)``)
@@ -74,7 +100,7 @@ def read_parquet(paths: str | list[str]) -> ShardRefs:
     return ShardRefs(shards)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "counters":
         return importlib.import_module("zephyr_arrow.counters")
     if name not in _LAZY:
