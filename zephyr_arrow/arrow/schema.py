@@ -105,8 +105,20 @@ def conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table | p
         elif table.schema.field(index).type == field.type:
             columns.append(table.column(index))
         else:
-            columns.append(table.column(index).cast(field.type))
+            columns.append(_cast(table.column(index), field))
     return type(table).from_arrays(columns, schema=schema)
+
+
+def _cast(column: pa.Array | pa.ChunkedArray, field: pa.Field) -> pa.Array | pa.ChunkedArray:
+    """``column`` cast to the promoted type of ``field``, which must hold every value exactly."""
+    try:
+        return column.cast(field.type)
+    except pa.ArrowInvalid as error:  # an int above 2**53 meeting floats, say
+        raise SchemaConflictError(
+            f"column {field.name!r}: {column.type} values meet {field.type} ones, and one does not fit {field.type} "
+            f"exactly ({error}); give the column one type in every row (cast the ints to float, or the floats to "
+            "int, where that is what the data means)"
+        ) from error
 
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from zephyr_arrow.arrow.schema import conform, unify
+from zephyr_arrow.errors import SchemaConflictError
 from zephyr_arrow.fs import atomic_output, filesystem
 from zephyr_arrow.store import views
 from zephyr_arrow.store.chunk_ref import ChunkRef
@@ -57,7 +58,9 @@ class ShardRefs:
     def schema(self) -> pa.Schema:
         """The unified schema over every chunk (see ``store/schema.py``)."""
         chunks = self.chunks
-        return unify([c.schema for c in chunks], [c.path for c in chunks])
+        schema = unify([c.schema for c in chunks], [c.path for c in chunks])
+        _check_ints_fit_floats(chunks, schema)
+        return schema
 
     # Lazy views: none of these loads the whole output into Python.
     def to_arrow_dataset(self) -> ds.Dataset:
@@ -176,3 +179,43 @@ def _rows(batches: Iterator[pa.RecordBatch]) -> Iterator[Any]:
 
     for batch in batches:
         yield from table_to_rows(pa.Table.from_batches([batch]))
+
+
+def _check_ints_fit_floats(chunks: list[ChunkRef], schema: pa.Schema) -> None:
+    """Integers of a column that other chunks hold as floats promote to floats only when each
+    fits one exactly: 2**60 + 1 read back as 2**60 would be a wrong answer, and DuckDB would
+    give it where pyarrow and Polars refuse the cast. Footer statistics say so without reading
+    the data, where a chunk has them."""
+    floats = {field.name: field.type for field in schema if pa.types.is_floating(field.type)}
+    for chunk in chunks:
+        for field in chunk.schema:
+            if field.name in floats and pa.types.is_integer(field.type) and chunk.num_rows:
+                exact = 2 ** _MANTISSA_BITS[floats[field.name].bit_width]
+                low, high = _int_range(chunk, field.name)
+                if high > exact or low < -exact:
+                    raise SchemaConflictError(
+                        f"column {field.name!r} holds {field.type} values in {chunk.path} (such as {high if high > exact else low}) "
+                        f"and {floats[field.name]} in other chunks, and {floats[field.name]} cannot hold every such integer "
+                        "exactly; give the column one type in every row (cast where that is what the data means)"
+                    )
+
+
+_MANTISSA_BITS = {16: 11, 32: 24, 64: 53}
+
+
+def _int_range(chunk: ChunkRef, name: str) -> tuple[int, int]:
+    """The least and greatest value of integer column ``name`` in ``chunk``: from its row groups'
+    statistics when every one has them (a chunk that is a row range is read)."""
+    if chunk.row_range is None:
+        with chunk.opened() as parquet:
+            metadata = parquet.metadata
+            groups = [metadata.row_group(g) for g in range(metadata.num_row_groups)]
+        columns = [next((c for c in map(g.column, range(g.num_columns)) if c.path_in_schema == name), None) for g in groups]
+        stats = [None if column is None else column.statistics for column in columns]
+        if all(s is not None and s.has_min_max for s in stats):
+            return min(s.min for s in stats), max(s.max for s in stats)
+    import pyarrow.compute as pc
+
+    bounds = pc.min_max(chunk.read([name]).column(name))
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    return (0, 0) if low is None else (low, high)
