@@ -214,6 +214,16 @@ def _find_bad_json_line(piece: bytes) -> tuple[int, str] | None:
     return None
 
 
+def _first_non_utf8_line(piece: bytes) -> int:
+    """The 0-based index of the first line of ``piece`` that is not valid UTF-8 (0 if none is)."""
+    for index, line in enumerate(piece.split(b"\n")):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return index
+    return 0
+
+
 @dataclass(frozen=True, slots=True)
 class _TextFormat:
     pieces: Callable[[BinaryIO], Iterator[bytes | memoryview]]
@@ -269,6 +279,11 @@ def _read_text(
             except pa.ArrowInvalid as error:
                 line = _line_number(fs, fs_path, codec, offset)
                 raise _parse_error(path, text_format, piece, line, error) from error
+            try:
+                table.validate(full=True)  # Arrow's JSON parser passes invalid UTF-8 into strings no reader accepts
+            except pa.ArrowInvalid as error:
+                line = _line_number(fs, fs_path, codec, offset) + _first_non_utf8_line(bytes(piece))
+                raise InputFileError(f"{path}: line {line}: not valid UTF-8 ({error}); fix or drop the line") from error
             if keep is not None:
                 table = table.select(kept(table.column_names, keep))
             try:
