@@ -75,6 +75,7 @@ class WorkerContext:
         return _shared_cache[path]
 
     def increment(self, name: str, value: int | float = 1) -> None:
+        """Add ``value`` to counter ``name``, as ``counters.increment`` does."""
         increment(name, value)
 
 

@@ -92,10 +92,24 @@ class Dataset:
     # Row operations -----------------------------------------------------------------------
 
     def map(self, fn: Callable[[Any], Any]) -> Dataset:
+        """Replace each row with ``fn(row)``.
+
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> with ZephyrContext(backend="sync") as ctx:
+        ...     ctx.execute(Dataset.from_list([{"n": 1}, {"n": 2}]).map(lambda r: {**r, "sq": r["n"] ** 2})).to_pylist()
+        [{'n': 1, 'sq': 1}, {'n': 2, 'sq': 4}]
+        """
         check_callable("map", "fn", fn)
         return self._then(ops.MapOp(fn))
 
     def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Dataset:
+        """Replace each row with the rows of the iterable ``fn(row)`` (none, one or many).
+
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> with ZephyrContext(backend="sync") as ctx:
+        ...     ctx.execute(Dataset.from_list(["a b", "c"]).flat_map(str.split)).to_pylist()
+        ['a', 'b', 'c']
+        """
         check_callable("flat_map", "fn", fn)
         return self._then(ops.FlatMapOp(fn))
 
@@ -178,6 +192,17 @@ class Dataset:
         return self._load("load_file", "auto", columns, include_file_paths, file_path_column)
 
     def load_jsonl(self, include_file_paths: bool = False, file_path_column: str = DEFAULT_FILE_PATH_COLUMN) -> Dataset:
+        """Read each file path (from ``from_files``) as JSON lines, one record per line (.gz, .zst, .bz2
+        and .xz are decompressed). ``include_file_paths`` adds each record's file as ``file_path_column``.
+
+        >>> import os, tempfile
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> path = os.path.join(tempfile.mkdtemp(), "docs.jsonl")
+        >>> _ = open(path, "w").write('{"id": 1, "text": "hello"}\\n{"id": 2, "text": "world"}\\n')
+        >>> with ZephyrContext(backend="sync") as ctx:
+        ...     ctx.execute(Dataset.from_files(path).load_jsonl()).to_pylist()
+        [{'id': 1, 'text': 'hello'}, {'id': 2, 'text': 'world'}]
+        """
         return self._load("load_jsonl", "jsonl", None, include_file_paths, file_path_column)
 
     def load_parquet(
@@ -186,6 +211,16 @@ class Dataset:
         include_file_paths: bool = False,
         file_path_column: str = DEFAULT_FILE_PATH_COLUMN,
     ) -> Dataset:
+        """Read each file path (from ``from_files``) as a Parquet file; ``columns`` reads only those.
+
+        >>> from pathlib import Path
+        >>> import zephyr_arrow
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> kjv = Path(zephyr_arrow.__file__).parent / "datasets" / "kjv" / "kjv_passages.parquet"
+        >>> with ZephyrContext(backend="sync") as ctx:
+        ...     ctx.execute(Dataset.from_files(str(kjv)).load_parquet(columns=["book", "ref"]).take_per_shard(1)).to_pylist()
+        [{'book': 'Genesis', 'ref': '1:1'}]
+        """
         return self._load("load_parquet", "parquet", columns, include_file_paths, file_path_column)
 
     def load_csv(
@@ -194,6 +229,16 @@ class Dataset:
         include_file_paths: bool = False,
         file_path_column: str = DEFAULT_FILE_PATH_COLUMN,
     ) -> Dataset:
+        """Read each file path (from ``from_files``) as CSV with a header line; ``columns`` keeps only those.
+
+        >>> from pathlib import Path
+        >>> import zephyr_arrow
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> airlines = Path(zephyr_arrow.__file__).parent / "datasets" / "nycflights13" / "airlines.csv"
+        >>> with ZephyrContext(backend="sync") as ctx:
+        ...     ctx.execute(Dataset.from_files(str(airlines)).load_csv().take_per_shard(2)).to_pylist()
+        [{'carrier': '9E', 'name': 'Endeavor Air Inc.'}, {'carrier': 'AA', 'name': 'American Airlines Inc.'}]
+        """
         return self._load("load_csv", "csv", columns, include_file_paths, file_path_column)
 
     # Stage boundaries -------------------------------------------------------------------------
@@ -233,6 +278,7 @@ class Dataset:
         return self._write("jsonl", output_pattern, None, skip_existing)
 
     def write_csv(self, output_pattern: str | Callable[[int, int], str], skip_existing: bool = False) -> Dataset:
+        """Write each shard to one CSV file with a header line; the output rows are the written paths."""
         return self._write("csv", output_pattern, None, skip_existing)
 
     # Shuffles ---------------------------------------------------------------------------------

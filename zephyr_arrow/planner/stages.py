@@ -53,6 +53,8 @@ class Stage:
 
 @dataclass(frozen=True, eq=False)
 class Plan:
+    """A pipeline cut into stages (what ``plan(dataset)`` returns); ``explain()`` prints them."""
+
     stages: tuple[Stage, ...]
     output: int = field(default=-1)  # the stage whose output is the result
 

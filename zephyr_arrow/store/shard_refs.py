@@ -44,14 +44,17 @@ class ShardRefs:
 
     @property
     def num_shards(self) -> int:
+        """How many shards the output has (a shard may hold no rows)."""
         return len(self.shards)
 
     @property
     def chunks(self) -> list[ChunkRef]:
+        """Every chunk, shard by shard, in order."""
         return [chunk for shard in self.shards for chunk in shard]
 
     @property
     def num_rows(self) -> int:
+        """The rows of every chunk, from the counts the refs carry: no file is read."""
         return sum(chunk.num_rows for chunk in self.chunks)
 
     @cached_property
@@ -64,9 +67,11 @@ class ShardRefs:
 
     # Lazy views: none of these loads the whole output into Python.
     def to_arrow_dataset(self) -> ds.Dataset:
+        """A ``pyarrow.dataset.Dataset`` over the chunk files, with the unified schema; nothing is read yet."""
         return views.arrow_dataset(self.chunks, self.schema)
 
     def to_polars(self) -> pl.LazyFrame:
+        """A Polars ``LazyFrame`` over the chunk files, with the unified schema; ``.collect()`` reads them."""
         return views.polars_frame(self.chunks, self.schema)
 
     def sql(self, query: str, connection: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyRelation:
