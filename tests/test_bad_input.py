@@ -34,3 +34,18 @@ def test_invalid_utf8_in_jsonl_is_refused_at_load_naming_file_and_line(ctx, tmp_
 def test_valid_utf8_reads_back_exactly(ctx, tmp_path):
     path = write_lines(tmp_path / "docs.jsonl", [json.dumps(row, ensure_ascii=False).encode() for row in GOOD])
     assert ctx.execute(Dataset.from_files(path).load_jsonl()).to_pylist() == GOOD
+
+
+def nested(depth: int, leaf: object) -> object:
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize("depth", [3, 50])
+def test_rows_nested_deeper_than_readers_accept_round_trip_exactly(ctx, depth):
+    rows = [{"id": i, "deep": nested(depth, i)} for i in range(4)]
+    refs = ctx.execute(Dataset.from_list(rows, num_shards=2).map(lambda row: row))
+    assert refs.to_pylist() == rows
+    assert [row["id"] for row in refs.to_polars().collect().to_dicts()] == [0, 1, 2, 3]  # every reader opens the output
+    assert refs.sql("select count(*) from data").fetchall() == [(4,)]

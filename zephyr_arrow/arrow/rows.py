@@ -152,11 +152,30 @@ def _dict_columns(rows: list[dict]) -> dict:
 def _encode_column(name: str, values: list) -> tuple[pa.Field, pa.Array | pa.ChunkedArray]:
     try:
         arrow_type = _arrow_type(values)
+        if _nesting(arrow_type) > MAX_NESTING:
+            raise _NotNative
         return pa.field(name, arrow_type), pa.array(values, type=arrow_type)
     except (_NotNative, *_CONVERSION_ERRORS):
         pickled = [None if value is None else _pickle(name, value) for value in values]
         field = pa.field(name, pa.binary(), metadata={PICKLED_METADATA_KEY: b"1"})
         return field, pa.array(pickled, type=pa.binary())
+
+
+# Lists and structs nested deeper than this are pickled: Parquet readers refuse files nested
+# much deeper (pyarrow: "Parquet schema too deeply nested" from 50 levels of lists), so a run
+# would write an output nobody could read. 32 leaves room under every reader's limit.
+MAX_NESTING = 32
+
+
+def _nesting(type_: pa.DataType) -> int:
+    """How many lists, maps and structs ``type_`` nests, at its deepest."""
+    if pa.types.is_struct(type_):
+        return 1 + max((_nesting(type_.field(i).type) for i in range(type_.num_fields)), default=0)
+    if pa.types.is_map(type_):
+        return 1 + max(_nesting(type_.key_type), _nesting(type_.item_type))
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
+        return 1 + _nesting(type_.value_type)
+    return 0
 
 
 def pickled_column(column: pa.ChunkedArray | pa.Array) -> pa.Array:
