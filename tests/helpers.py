@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import types
 
 
 def hang_once(marker_dir: str):
@@ -17,3 +18,18 @@ def hang_once(marker_dir: str):
         return x
 
     return run
+
+
+def clock_jumps_once_hung(monkeypatch, marker_dir: str, seconds: float) -> None:
+    """The scheduler's clock runs ``seconds`` ahead from the moment ``hang_once``'s task has
+    started hanging (its marker file exists), and only from then.
+
+    With a task timeout below ``seconds`` the hung task times out as soon as it signals it
+    hangs, while every other attempt gets the whole timeout in real time: a test with a
+    timeout of a minute runs in a second, and a slow machine cannot time out a healthy task.
+    """
+    from zephyr_arrow.execution import scheduler
+
+    hung = os.path.join(marker_dir, "hung-0")
+    monotonic = time.monotonic
+    monkeypatch.setattr(scheduler, "time", types.SimpleNamespace(monotonic=lambda: monotonic() + (seconds if os.path.exists(hung) else 0.0)))
