@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import tempfile
 import warnings
@@ -83,6 +84,9 @@ class ZephyrContext:
             raise PlanError("task_timeout needs a backend that can stop a task (local or ray), not sync")
         self.backend_name = backend
         self._max_workers = max_workers
+        # A relative prefix is made absolute here, so chunks stay where they began if the driver changes directory.
+        if chunk_storage_prefix is not None and "://" not in chunk_storage_prefix:
+            chunk_storage_prefix = os.path.abspath(chunk_storage_prefix)
         self.chunk_storage_prefix = chunk_storage_prefix or tempfile.mkdtemp(prefix="zephyr-arrow-")
         self.policy = RetryPolicy(max_task_retries, max_worker_deaths, task_timeout)
         self.progress = progress
@@ -125,7 +129,9 @@ class ZephyrContext:
         executions.append(layout.execution_dir(self.chunk_storage_prefix, execution_id))
         progress = Progress(self.progress)
         try:
-            execution = ExecutionInfo(self.chunk_storage_prefix, execution_id, self._write_shared(execution_id), _fsspec_config())
+            execution = ExecutionInfo(
+                self.chunk_storage_prefix, execution_id, self._write_shared(execution_id), _fsspec_config(), os.getcwd()
+            )
             return Executor(self._get_backend(), execution, self.policy, progress, self.max_workers).execute(plan)
         except BaseException:
             remove_tree(executions.pop())

@@ -81,6 +81,9 @@ class ExecutionInfo:
     # The driver's fsspec.config.conf (endpoints, credentials set in code): workers in other
     # processes apply it over their own (see worker.run_task_in_worker).
     fsspec_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The driver's working directory: relative paths (inputs, output patterns, files a user
+    # function opens) mean the same on a worker as on the driver (see worker.run_task_in_worker).
+    cwd: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,14 +193,14 @@ def _check_ints_fit_floats(chunks: list[ChunkRef], schema: pa.Schema) -> None:
     the data, where a chunk has them."""
     floats = {field.name: field.type for field in schema if pa.types.is_floating(field.type)}
     for chunk in chunks:
-        for field in chunk.schema:
-            if field.name in floats and pa.types.is_integer(field.type) and chunk.num_rows:
-                exact = 2 ** _MANTISSA_BITS[floats[field.name].bit_width]
-                low, high = _int_range(chunk, field.name)
+        for column in chunk.schema:
+            if column.name in floats and pa.types.is_integer(column.type) and chunk.num_rows:
+                exact = 2 ** _MANTISSA_BITS[floats[column.name].bit_width]
+                low, high = _int_range(chunk, column.name)
                 if high > exact or low < -exact:
                     raise SchemaConflictError(
-                        f"column {field.name!r} holds {field.type} values in {chunk.path} (such as {high if high > exact else low}) "
-                        f"and {floats[field.name]} in other chunks, and {floats[field.name]} cannot hold every such integer "
+                        f"column {column.name!r} holds {column.type} values in {chunk.path} (such as {high if high > exact else low}) "
+                        f"and {floats[column.name]} in other chunks, and {floats[column.name]} cannot hold every such integer "
                         "exactly; give the column one type in every row (cast where that is what the data means)"
                     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,7 @@ import pyarrow as pa
 from zephyr_arrow import counters, ops
 from zephyr_arrow.arrow.stream import RowCount, Stream
 from zephyr_arrow.arrow.tables import kept
+from zephyr_arrow.errors import ZephyrError
 from zephyr_arrow.execution.shuffle import FILES_COUNTER, exchange_for
 from zephyr_arrow.execution.stats import TaskStats
 from zephyr_arrow.execution.tasks import ChunksInput, ItemsInput, ReduceInput, ScatterInput, ShardTask, StageResult, TaskResult
@@ -54,9 +56,23 @@ def worker_environment() -> dict[str, str]:
 
 
 def run_task_in_worker(stage: Stage, task: ShardTask) -> TaskResult:
-    """``run_task`` in a worker process (local or Ray): with the driver's fsspec configuration first."""
+    """``run_task`` in a worker process (local or Ray): with the driver's fsspec configuration
+    first, in the driver's working directory (a Ray worker starts in its node's)."""
     _use_fsspec_config(task.execution.fsspec_config)
+    _use_working_directory(task.execution.cwd)
     return run_task(stage, task)
+
+
+def _use_working_directory(cwd: str) -> None:
+    if not cwd or os.getcwd() == cwd:
+        return
+    if not os.path.isdir(cwd):
+        raise ZephyrError(
+            f"the driver's working directory {cwd} does not exist on this worker ({socket.gethostname()}), so relative "
+            "paths cannot mean what they mean on the driver: give inputs, outputs and the chunk prefix as absolute paths "
+            "or URLs on storage every node shares"
+        )
+    os.chdir(cwd)
 
 
 _own_fsspec_config: dict[str, dict[str, Any]] | None = None  # this process's, before any driver's was applied
