@@ -218,3 +218,24 @@ def test_ctrl_c_stops_workers_and_removes_chunks(tmp_path):
     assert driver.returncode != 0 and "KeyboardInterrupt" in stderr
     assert not [pid for pid in all_workers if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert os.listdir(prefix) == []
+
+
+def _fail_while_writing(out_dir: str):
+    def run(row):
+        if row["i"] == 2500:  # in the third batch: the writer has the first ones in its file
+            raise ValueError(f"failed while the output directory held {sorted(os.listdir(out_dir))}")
+        return row
+
+    return run
+
+
+@pytest.mark.parametrize("writer", ["write_jsonl", "write_csv"])
+def test_a_failing_pipeline_leaves_no_half_written_output_file(ctx, tmp_path, writer):
+    out = tmp_path / "out"
+    out.mkdir()
+    ds = Dataset.from_list([{"i": i, "text": f"row {i}"} for i in range(3000)], num_shards=1).map(_fail_while_writing(str(out)))
+    extension = writer.removeprefix("write_")
+    with pytest.raises(ShardFailedError, match=r"failed while the output directory held \['part-00000\.") as error:
+        ctx.execute(getattr(ds, writer)(str(out / f"part-{{shard:05d}}.{extension}")))
+    assert f"part-00000.{extension}'" not in str(error.value)  # only a temporary file was being written
+    assert os.listdir(out) == []

@@ -60,19 +60,30 @@ def test_write_accepts_batches_polars_and_rows(tmp_path):
         ChunkRef.write(str(tmp_path / "d.parquet"), {"a": 1})
 
 
-def test_failed_write_leaves_nothing(root, monkeypatch):
+@pytest.mark.parametrize("store", ["local", "memory", "s3"])
+def test_a_write_that_fails_part_way_leaves_nothing(store, tmp_path, monkeypatch, request):
+    # A real write: half the rows reach the file Parquet is writing, then the disk "fills up".
+    import fsspec
     import pyarrow.parquet as pq
 
-    def explode(*args, **kwargs):
+    root = {"local": str(tmp_path), "memory": f"memory://zephyr-test-{uuid.uuid4().hex[:8]}"}.get(store)
+    root = root or request.getfixturevalue("s3_prefix")
+    fs, directory = fsspec.core.url_to_fs(f"{root}/dir")
+    write_table, written = pq.write_table, []
+
+    def write_half_then_fail(table, where, **kwargs):
+        write_table(table.slice(0, table.num_rows // 2), where, **kwargs)
+        fs.invalidate_cache()
+        # (bytes written, whether a reader would find a file at the final path now)
+        written.append((os.path.getsize(where) if isinstance(where, str) else where.tell(), fs.exists(f"{directory}/c.parquet")))
         raise OSError("disk full")
 
-    monkeypatch.setattr(pq, "write_table", explode)
+    monkeypatch.setattr(pq, "write_table", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        ChunkRef.write(f"{root}/dir/c.parquet", pa.table({"a": [1]}))
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(f"{root}/dir")
-    assert fs.ls(path) == [] if fs.exists(path) else True
+        ChunkRef.write(f"{root}/dir/c.parquet", pa.table({"a": list(range(10_000))}))
+    assert len(written) == 1 and written[0][0] > 1000 and written[0][1] is False
+    fs.invalidate_cache()
+    assert fs.find(directory) == []
 
 
 def test_row_ranges_read_only_their_rows(tmp_path, monkeypatch):
