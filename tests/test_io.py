@@ -342,12 +342,23 @@ def test_batches_are_bounded(tmp_path: Path) -> None:
     assert sum(sizes) == 200_000 and max(sizes) <= zio.BATCH_ROWS
 
 
-def test_stopping_early_closes_cleanly(tmp_path: Path, small_pieces: None) -> None:
-    path = tmp_path / "many.jsonl"
-    path.write_text('{"a": 1}\n' * 100_000)
-    batches = zio.read_jsonl(str(path))
-    assert next(batches).num_rows > 0
+@pytest.mark.parametrize("name", ["many.jsonl", "many.jsonl.gz", "many.csv"])
+def test_stopping_early_closes_the_file(tmp_path: Path, small_pieces: None, name: str) -> None:
+    import threading
+
+    import psutil
+
+    path = str(tmp_path / name)
+    write = zio.write_jsonl_file if ".jsonl" in name else zio.write_csv_file
+    write([pa.table({"a": [1] * 100_000})], path)
+    open_paths = lambda: [f.path for f in psutil.Process().open_files() if f.path == path]  # noqa: E731
+    batches = zio.read_file(path)
+    first = next(batches)
+    assert first.num_rows > 0 and first.num_rows < 100_000  # stopped part way through the file
+    assert open_paths() == [path]
     batches.close()
+    assert open_paths() == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("zephyr-read-ahead")]  # its reader thread is gone
 
 
 # --- compression -------------------------------------------------------------------------------
