@@ -787,7 +787,7 @@ def test_one_file_per_scatter_task(ctx):
     ds = Dataset.from_list(make_rows(200), num_shards=3).group_by("k", lambda k, rs: k, num_output_shards=5)
     refs = ctx.execute(ds)
     # 3 scatter files (one per input shard, holding a row range per output shard) + 5 outputs
-    assert refs.counters["zephyr/shuffle/files_written"] == 3 + 5
+    assert refs.stats["shuffle/files_written"] == 3 + 5
 
 
 def test_shuffle_summaries_count_the_rows_and_bytes_of_both_passes(ctx):
@@ -871,7 +871,7 @@ def test_many_runs_merge_in_passes_with_the_right_answer(small_buffers):
     ds = Dataset.from_list(rows, num_shards=5)
     counts = small_buffers.execute(ds.group_by(lambda r: r["n"] % 17, lambda k, rs: (k, sum(1 for _ in rs)), num_output_shards=2))
     assert dict(counts.to_pylist()) == collections.Counter(r["n"] % 17 for r in rows)
-    assert counts.counters["zephyr/shuffle/files_written"] > 5 + 2  # runs spilled in merge passes
+    assert counts.stats["shuffle/files_written"] > 5 + 2  # runs spilled in merge passes
 
 
 def test_a_merge_pass_keeps_the_file_it_carries_to_the_next(small_buffers):
@@ -1138,3 +1138,39 @@ def test_runs_hashed_by_different_polars_fail_before_the_reduce(tmp_path, monkey
         with pytest.raises(ZephyrError, match=r"workers hashed keys differently \('polars 1.0.0.*', 'polars 2.0.0.*'\)"):
             ctx.execute(ds)
     assert os.listdir(tmp_path) == []  # nothing of the run is left behind
+
+
+@pytest.mark.parametrize("shuffle", ["group_by", "deduplicate"])
+def test_a_key_function_that_only_returns_a_string_field_is_never_called(shuffle):
+    # The sync backend runs tasks in this thread, where a profiler sees every call of the key's code.
+    import sys
+
+    rows = [{"text": f"t{i % 7}", "n": i} for i in range(200)]
+    getter, computed = (lambda d: d["text"]), (lambda d: d["text"].upper())
+    calls = collections.Counter()
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in (getter.__code__, computed.__code__):
+            calls[frame.f_code] += 1
+
+    def run(key):
+        ds = Dataset.from_list(rows, num_shards=3)
+        if shuffle == "group_by":
+            ds = ds.group_by(key, lambda k, rs: {"key": k, "n": sorted(r["n"] for r in rs)})
+        else:
+            ds = ds.deduplicate(key).map(lambda r: {"key": key(r), "n": [r["n"]]})
+        with ZephyrContext(backend="sync") as ctx:
+            sys.setprofile(profile)
+            try:
+                return sorted(ctx.execute(ds).to_pylist(), key=lambda r: r["key"])
+            finally:
+                sys.setprofile(None)
+
+    groups = _groups(rows, lambda r: r["text"])
+    expected = [
+        {"key": k, "n": [r["n"] for r in rs] if shuffle == "group_by" else [rs[0]["n"]]} for k, rs in sorted(groups.items())
+    ]
+    assert run(getter) == expected
+    assert run(computed) == [{**r, "key": r["key"].upper()} for r in expected]
+    assert calls[computed.__code__] >= len(rows)  # the profiler does see a key function that is called
+    assert calls[getter.__code__] == (0 if shuffle == "group_by" else len(groups))  # (the map after deduplicate calls it)

@@ -27,6 +27,7 @@ rather than leaving equal keys in different shards.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -259,9 +260,14 @@ def _is_bytes(type_: pa.DataType) -> bool:
 
 
 def key_function(key: Callable[[Any], Any] | tuple[str, ...]) -> Callable[[Any], Any]:
-    """A function giving a row's key, for a key function or column names."""
+    """A function giving a row's key, for a key function or column names.
+
+    A key function that only returns a field is read as that field, not called: the scatter
+    takes such keys from the column, and a reducer's key then comes from the row alike.
+    """
     if callable(key):
-        return key
+        name = fields_read.field_getter(key)
+        return key if name is None else operator.itemgetter(name)
     if len(key) == 1:
         (name,) = key
         return lambda row: row[name]
