@@ -12,7 +12,7 @@ third are duplicates. Two pipelines run on the local backend, each in a fresh pr
 
 Reported per run: wall time, the largest worker's peak RSS (``ru_maxrss`` of the reaped
 workers), and the files the shuffle wrote (one per scatter task, merge-pass files, the
-output chunks; counter ``zephyr/shuffle/files_written``). Goal: worker RSS at 4x within
+output chunks; ``refs.stats["shuffle/files_written"]``). Goal: worker RSS at 4x within
 1.3x of 1x.
 """
 
@@ -49,7 +49,7 @@ with ZephyrContext(backend="local", max_workers=workers, chunk_storage_prefix=ou
     ds = Dataset.from_refs(read_parquet(inputs + "/*.parquet"))
     ds = ds.group_by("key", count_group) if op == "group_by" else ds.deduplicate("text")
     refs = ctx.execute(ds)
-    rows_out, files = refs.num_rows, refs.counters["zephyr/shuffle/files_written"]
+    rows_out, files = refs.num_rows, refs.stats["shuffle/files_written"]
     largest_group = refs.sql("select max(rows) from data").fetchall()[0][0] if op == "group_by" else None
 seconds = time.perf_counter() - started
 print(json.dumps({"rows_out": rows_out, "files": files, "largest_group": largest_group, "seconds": seconds,

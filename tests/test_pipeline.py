@@ -349,6 +349,21 @@ def test_counters_are_summed_over_tasks(ctx):
     assert refs.counters == {"seen": 10, "total": 45}
 
 
+def test_counters_hold_the_users_and_stats_the_engines(ctx, tmp_path):
+    def count(x):
+        counters.increment("seen")
+        return {"k": x % 3}
+
+    ds = Dataset.from_list(list(range(10)), num_shards=4).map(count).group_by("k", lambda k, rows: k, num_output_shards=2)
+    refs = ctx.execute(ds)
+    assert refs.counters == {"seen": 10}
+    # 4 scatter files (one per input shard) + 2 output chunks
+    assert refs.stats == {"shuffle/files_written": 4 + 2}
+    refs.save(str(tmp_path / "saved"))
+    reopened = ShardRefs.open(str(tmp_path / "saved"))
+    assert (reopened.counters, reopened.stats) == (refs.counters, refs.stats)
+
+
 def test_put_reaches_workers(backend, tmp_path):
     with ZephyrContext(backend=backend, max_workers=2, chunk_storage_prefix=str(tmp_path)) as ctx:
         ctx.put("vocab", {"a": 1, "b": 2})

@@ -42,6 +42,7 @@ class Executor:
         last_use = _last_use(plan)
         outputs: dict[int, ShardRefs] = {}
         counters: dict[str, int | float] = {}
+        engine_counts: dict[str, int | float] = {}
         for stage in plan.stages:
             if stage.kind is StageKind.RESHARD:
                 outputs[stage.index] = reshard(outputs[stage.inputs[0]], stage.boundary.num_shards)
@@ -56,9 +57,10 @@ class Executor:
                 num_output_shards = shard_counts[last_use[stage.index]] if stage.kind is StageKind.SCATTER else len(inputs)
                 outputs[stage.index] = regroup(results, num_output_shards)
                 counters = add_counters(counters, sum_counters(r.counters for r in results))
+                engine_counts = add_counters(engine_counts, sum_counters(r.engine_counts for r in results))
             self._release(plan, stage.index, outputs, last_use)
         final = outputs[plan.output]
-        return ShardRefs(final.shards, counters=counters)
+        return ShardRefs(final.shards, counters=counters, stats=engine_counts)
 
     def _task_inputs(
         self,

@@ -21,4 +21,4 @@ def reshard(refs: ShardRefs, num_shards: int) -> ShardRefs:
             shards[shard_index].append(chunk.slice(offset, offset + take))
             offset += take
             room -= take
-    return ShardRefs(shards, counters=dict(refs.counters))
+    return ShardRefs(shards, counters=dict(refs.counters), stats=dict(refs.stats))

@@ -1,8 +1,20 @@
-"""What a task did, and counters; both add up (a stage's is ``sum(results, TaskStats())``)."""
+"""What a task did, and counters; both add up (a stage's is ``sum(results, TaskStats())``).
+
+The engine's own counts (``count``: shuffle files written, ...) are collected apart from the
+user's counters (``zephyr_arrow.counters``), so ``refs.counters`` holds only the user's and
+Zephyr's, and the run's statistics, ``refs.stats``, the engine's.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
+
+SHUFFLE_FILES = "shuffle/files_written"  # scatter files, merge-pass files and output chunks
+
+_engine_counts: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar("zephyr_arrow_engine", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +27,24 @@ class TaskStats:
 
     def __add__(self, other: TaskStats) -> TaskStats:
         return TaskStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[dict[str, int]]:
+    """Collect the engine's counts of one task (used by the worker around each task)."""
+    counts: dict[str, int] = {}
+    token = _engine_counts.set(counts)
+    try:
+        yield counts
+    finally:
+        _engine_counts.reset(token)
+
+
+def count(name: str, value: int = 1) -> None:
+    """Add ``value`` to the engine's count ``name`` for the running task (a no-op outside one)."""
+    counts = _engine_counts.get()
+    if counts is not None:
+        counts[name] = counts.get(name, 0) + value
 
 
 def add_counters(total: dict[str, int | float], more: dict[str, int | float]) -> dict[str, int | float]:

@@ -124,7 +124,8 @@ class TaskResult:
     attempt: int
     outputs: tuple[StageResult, ...]
     stats: TaskStats
-    counters: dict[str, int | float]
+    counters: dict[str, int | float]  # the user's (and Zephyr's zephyr/ names)
+    engine_counts: dict[str, int] = field(default_factory=dict)  # the engine's own (stats.count)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,10 @@ class ShardRefs:
     """
 
     shards: tuple[tuple[ChunkRef, ...], ...]
+    # The user's counters (and Zephyr's zephyr/ ones), summed over the run's tasks.
     counters: dict[str, int | float] = field(default_factory=dict, compare=False)
+    # The run's statistics: what the engine did for it (shuffle/files_written), apart from the counters.
+    stats: dict[str, int | float] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shards", tuple(tuple(shard) for shard in self.shards))
@@ -129,10 +132,11 @@ class ShardRefs:
                     copied[chunk.path] = target
                 saved.append(ChunkRef(copied[chunk.path], chunk.num_rows, chunk.schema, chunk.row_range))
             shards.append(saved)
-        result = ShardRefs(shards, counters=dict(self.counters))
+        result = ShardRefs(shards, counters=dict(self.counters), stats=dict(self.stats))
         manifest = {
             "version": 1,
             "counters": result.counters,
+            "stats": result.stats,
             "shards": [[_chunk_entry(c, directory) for c in shard] for shard in result.shards],
         }
         with fs.open(join(filesystem(directory)[1], MANIFEST_NAME), "w") as out:
@@ -146,7 +150,7 @@ class ShardRefs:
         with fs.open(join(fs_dir, MANIFEST_NAME)) as source:
             manifest = json.load(source)
         shards = [[_chunk_from_entry(entry, directory) for entry in shard] for shard in manifest["shards"]]
-        return cls(shards, counters=manifest["counters"])
+        return cls(shards, counters=manifest["counters"], stats=manifest.get("stats", {}))
 
 
 def _copy(chunk: ChunkRef, target: str) -> None:

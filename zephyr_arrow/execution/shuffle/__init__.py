@@ -21,8 +21,6 @@ from zephyr_arrow import ops
 if TYPE_CHECKING:
     from zephyr_arrow.execution.shuffle.exchange import Exchange
 
-FILES_COUNTER = "zephyr/shuffle/files_written"  # scatter files, merge-pass files and output chunks
-
 # Imported on first use: the driver of a plan without shuffles, and one that only plans,
 # need not import Polars' and Arrow's compute paths.
 _MODULES: dict[type[ops.Op], str] = {

@@ -26,12 +26,12 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
-from zephyr_arrow import counters, ops
+from zephyr_arrow import ops
 from zephyr_arrow.arrow.rows import is_item_schema
 from zephyr_arrow.arrow.schema import concat_unified, unify
 from zephyr_arrow.arrow.stream import RowCount, Stream
 from zephyr_arrow.errors import PlanError, ZephyrError
-from zephyr_arrow.execution.shuffle import FILES_COUNTER
+from zephyr_arrow.execution import stats
 from zephyr_arrow.execution.shuffle import keys as K
 from zephyr_arrow.execution.shuffle.merge import merged, sorted_indices
 from zephyr_arrow.execution.shuffle.runs import RunFiles
@@ -107,7 +107,7 @@ class HashExchange(Exchange):
         except BaseException:
             files.abort()
             raise
-        counters.increment(FILES_COUNTER, len({output.chunk.path for output in outputs}))
+        stats.count(stats.SHUFFLE_FILES, len({output.chunk.path for output in outputs}))
         return outputs
 
 

@@ -27,10 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from zephyr_arrow import counters
 from zephyr_arrow.arrow.schema import conform
 from zephyr_arrow.arrow.tables import contiguous, grouped_by_bytes, rows_per_slice, take, take_in_slices
-from zephyr_arrow.execution.shuffle import FILES_COUNTER
+from zephyr_arrow.execution import stats
 from zephyr_arrow.fs import remove_tree
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.chunk_writer import ChunkFile
@@ -216,7 +215,7 @@ def merged(
                     continue
                 out = SortedFile(spill_path(len(spilled)), schema)
                 spilled.append(out.path)
-                counters.increment(FILES_COUNTER)
+                stats.count(stats.SHUFFLE_FILES)
                 try:
                     for table in merge_runs(group, order, schema):
                         out.write(table)

@@ -28,11 +28,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zephyr_arrow import counters, ops
+from zephyr_arrow import ops
 from zephyr_arrow.arrow.rows import table_to_rows
 from zephyr_arrow.arrow.stream import RowCount, Stream
 from zephyr_arrow.arrow.tables import rows_per_slice, take_by_batch
-from zephyr_arrow.execution.shuffle import FILES_COUNTER
+from zephyr_arrow.execution import stats
 from zephyr_arrow.execution.shuffle import keys as K
 from zephyr_arrow.execution.shuffle.exchange import SORT_BUFFER_BYTES, Exchange, buffered_table, run_schema, spill_path
 from zephyr_arrow.execution.shuffle.merge import SortedFile, merged, sorted_indices
@@ -139,7 +139,7 @@ def _write_run(path: str, table: pa.Table, num_output_shards: int) -> ChunkRef:
     except BaseException:
         run.abort()
         raise
-    counters.increment(FILES_COUNTER)
+    stats.count(stats.SHUFFLE_FILES)
     if not table.num_rows:
         return ref
     index = _sparse_index(table.column(K.SORT), order, num_output_shards)

@@ -23,7 +23,8 @@ from zephyr_arrow import counters, ops
 from zephyr_arrow.arrow.stream import RowCount, Stream
 from zephyr_arrow.arrow.tables import kept
 from zephyr_arrow.errors import ZephyrError
-from zephyr_arrow.execution.shuffle import FILES_COUNTER, exchange_for
+from zephyr_arrow.execution import stats as engine
+from zephyr_arrow.execution.shuffle import exchange_for
 from zephyr_arrow.execution.stats import TaskStats
 from zephyr_arrow.execution.tasks import ChunksInput, ItemsInput, ReduceInput, ScatterInput, ShardTask, StageResult, TaskResult
 from zephyr_arrow.execution.worker import operators
@@ -103,7 +104,11 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
     """Run ``task`` (one shard of ``stage``): its input's reader -> the stage's ops -> its output's writer."""
     started = time.perf_counter()
     rows_in = RowCount()
-    with counters.collecting(task.execution.shared) as collected, _read(stage, task, rows_in) as stream:
+    with (
+        counters.collecting(task.execution.shared) as collected,
+        engine.collecting() as engine_counts,
+        _read(stage, task, rows_in) as stream,
+    ):
         outputs = _write(stage, task, stream)
     paths = {output.chunk.path for output in outputs}
     stats = TaskStats(
@@ -113,7 +118,7 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
         bytes_out=sum(size(path) for path in paths),
         seconds=time.perf_counter() - started,
     )
-    return TaskResult(task.stage_index, task.shard_index, task.attempt, tuple(outputs), stats, collected.totals)
+    return TaskResult(task.stage_index, task.shard_index, task.attempt, tuple(outputs), stats, collected.totals, engine_counts)
 
 
 @contextlib.contextmanager
@@ -141,7 +146,7 @@ def _write(stage: Stage, task: ShardTask, stream: Stream) -> list[StageResult]:
         return exchange_for(stage.boundary).scatter(stage, task, tables)
     chunks = ChunkWriter(task.chunk_path).write_all(tables)
     if isinstance(task.input, ReduceInput):
-        counters.increment(FILES_COUNTER, len(chunks))
+        engine.count(engine.SHUFFLE_FILES, len(chunks))
     return [StageResult(task.shard_index, chunk) for chunk in chunks]
 
 
