@@ -67,7 +67,8 @@ def _always_kill(x):
 
 
 def test_task_that_always_kills_its_worker_aborts_the_run(tmp_path):
-    with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=str(tmp_path), max_worker_deaths=3) as ctx:
+    # max_worker_deaths is left at its default, which the message shows: 3.
+    with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=str(tmp_path)) as ctx:
         with pytest.raises(ShardFailedError) as error:
             ctx.execute(Dataset.from_list([0, 1, 2]).map(_always_kill))
         message = str(error.value)
@@ -239,3 +240,49 @@ def test_a_failing_pipeline_leaves_no_half_written_output_file(ctx, tmp_path, wr
         ctx.execute(getattr(ds, writer)(str(out / f"part-{{shard:05d}}.{extension}")))
     assert f"part-00000.{extension}'" not in str(error.value)  # only a temporary file was being written
     assert os.listdir(out) == []
+
+
+def _fail_first_attempts(marker_dir: str, failures: int):
+    """Item 1 raises on its first ``failures`` attempts (each attempt leaves a marker file)."""
+
+    def run(x):
+        attempt = len([name for name in os.listdir(marker_dir) if name.startswith(f"{x}-")])
+        open(os.path.join(marker_dir, f"{x}-{attempt}"), "w").close()
+        if x == 1 and attempt < failures:
+            raise ValueError(f"attempt {attempt} fails")
+        return x * 10
+
+    return run
+
+
+def test_max_task_retries_retries_user_errors_end_to_end(backend, backend_options, tmp_path):
+    with ZephyrContext(backend=backend, max_workers=2, chunk_storage_prefix=str(tmp_path / "c"), max_task_retries=2, **backend_options) as ctx:
+        (tmp_path / "twice").mkdir()
+        ds = Dataset.from_list([0, 1, 2], num_shards=3).map(_fail_first_attempts(str(tmp_path / "twice"), failures=2))
+        assert ctx.execute(ds).to_pylist() == [0, 10, 20]
+        assert sorted(os.listdir(tmp_path / "twice")) == ["0-0", "1-0", "1-1", "1-2", "2-0"]
+        (tmp_path / "always").mkdir()
+        ds = Dataset.from_list([0, 1, 2], num_shards=3).map(_fail_first_attempts(str(tmp_path / "always"), failures=3))
+        with pytest.raises(ShardFailedError, match=r"shard 1 of 3: raised ValueError: attempt 2 fails \(after 3 attempts\)"):
+            ctx.execute(ds)
+        assert sorted(n for n in os.listdir(tmp_path / "always") if n.startswith("1-")) == ["1-0", "1-1", "1-2"]
+
+
+def _segfault_once(marker_dir: str, always: bool = False):
+    def run(x):
+        marker = os.path.join(marker_dir, f"crashed-{x}")
+        if x == 1 and (always or not os.path.exists(marker)):
+            open(marker, "w").close()
+            import ctypes
+
+            ctypes.string_at(0)  # a real segmentation fault, as a crashing C extension would cause
+        return x * 10
+
+    return run
+
+
+def test_a_worker_killed_by_a_segfault_is_replaced_and_its_task_retried(tmp_path):
+    with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=str(tmp_path / "c"), max_worker_deaths=2) as ctx:
+        assert ctx.execute(Dataset.from_list([0, 1, 2], num_shards=3).map(_segfault_once(str(tmp_path)))).to_pylist() == [0, 10, 20]
+        with pytest.raises(ShardFailedError, match=r"shard 1 of 3: worker died 2 times running it \(last: killed by SIGSEGV\)"):
+            ctx.execute(Dataset.from_list([0, 1, 2], num_shards=3).map(_segfault_once(str(tmp_path), always=True)))
