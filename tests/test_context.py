@@ -64,3 +64,47 @@ def test_a_context_left_open_at_exit_releases_its_workers_and_chunks(tmp_path):
     assert left["pids"] and not os.path.exists(left["prefix"])
     assert not [pid for pid in left["pids"] if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert "never closed" in result.stderr
+
+
+def _slow_double(x: int) -> int:
+    return x * 2
+
+
+def _fails_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+
+def test_concurrent_executes_on_one_context_are_refused_never_mixed(ctx):
+    """20 rounds of two threads calling execute() at once, one pipeline failing: each call either
+    returns its own pipeline's rows, fails with its own error, or is refused; none hangs."""
+    import threading
+
+    good, bad = list(range(40)), list(range(8))
+    for _ in range(20):
+        results: dict[str, object] = {}
+        start = threading.Barrier(2)
+
+        def run(name, ds):
+            start.wait()
+            try:
+                results[name] = ctx.execute(ds).to_pylist()
+            except Exception as error:  # noqa: BLE001 - each outcome is checked below
+                results[name] = error
+
+        threads = [
+            threading.Thread(target=run, args=("good", Dataset.from_list(good, num_shards=4).map(_slow_double))),
+            threading.Thread(target=run, args=("bad", Dataset.from_list(bad, num_shards=4).map(_fails_on_three))),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in threads), "a concurrent execute() hung"
+        refused = [name for name, result in results.items() if isinstance(result, ZephyrError) and "already running" in str(result)]
+        if "good" not in refused:
+            assert sorted(results["good"]) == [x * 2 for x in good]
+        if "bad" not in refused:
+            assert isinstance(results["bad"], ZephyrError) and "three" in str(results["bad"]) and "already running" not in str(results["bad"])
+    assert ctx.execute(Dataset.from_list(good, num_shards=4).map(_slow_double)).to_pylist() == [x * 2 for x in good]

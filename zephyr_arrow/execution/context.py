@@ -6,6 +6,7 @@ import copy
 import os
 import sys
 import tempfile
+import threading
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from zephyr_arrow.execution.executor import Executor
 from zephyr_arrow.execution.progress import Progress
 from zephyr_arrow.execution.tasks import ExecutionInfo
 from zephyr_arrow.fs import filesystem, remove_tree
+from zephyr_arrow.planner import Plan
 from zephyr_arrow.planner import plan as make_plan
 from zephyr_arrow.store import ShardRefs, layout
 
@@ -93,6 +95,7 @@ class ZephyrContext:
         self.name = name
         self._backend_options = backend_options
         self._shared: dict[str, Any] = {}
+        self._running = threading.Lock()  # held by the one execute() running
         self.last_stage_summaries: list[str] = []
         self._resources = _Resources(self.chunk_storage_prefix, chunk_storage_prefix is None, preserve_chunks)
         # Runs when the context is closed, garbage-collected or left open at exit, whichever comes first.
@@ -124,6 +127,20 @@ class ZephyrContext:
             print(plan.explain())
         if dry_run:
             return ShardRefs([])
+        # One run at a time: a run's events come back through the backend's one channel to its
+        # workers, and two runs sharing it would take each other's results. Waiting could deadlock
+        # a caller that holds something the other run needs; refusing says what to do instead.
+        if not self._running.acquire(blocking=False):
+            raise ZephyrError(
+                "this ZephyrContext is already running a pipeline (execute() was called from another thread); "
+                "give each thread a ZephyrContext of its own, or run the pipelines one after the other"
+            )
+        try:
+            return self._execute(plan)
+        finally:
+            self._running.release()
+
+    def _execute(self, plan: Plan) -> ShardRefs:
         execution_id = layout.new_execution_id() if not self.name else f"{self.name}-{layout.new_execution_id()}"
         executions = self._resources.executions
         executions.append(layout.execution_dir(self.chunk_storage_prefix, execution_id))
