@@ -73,7 +73,7 @@ def open_path(path: str, union: bool = False) -> tuple[ShardRefs, str]:
     if any(c in path for c in "*?[{"):
         from zephyr_arrow.fs import glob_files
 
-        files = [p for p in glob_files(path, empty_glob_ok=True) if _is_data_file(p)]
+        files = [p for p in glob_files(path, empty_glob_ok=True) if _is_data_file(p.rpartition("/")[2])]
         if not files:
             raise UsageError(f"no Parquet files match {path!r}")
         return _read_files(files), f"{len(files)} Parquet file(s) matching {path}"
@@ -83,7 +83,8 @@ def open_path(path: str, union: bool = False) -> tuple[ShardRefs, str]:
         return _read_files([path]), "a Parquet file"
     if fs.exists(join(fs_path, MANIFEST_NAME)):
         return ShardRefs.open(path), "a saved ShardRefs directory"
-    files = sorted(p for p in fs.glob(join(fs_path, "**", "*.parquet")) if _is_data_file(p))
+    below = len(fs_path.rstrip("/"))
+    files = sorted(p for p in fs.glob(join(fs_path, "**", "*.parquet")) if _is_data_file(p[below:]))
     if not files:
         raise UsageError(f"{path}: a directory with no .parquet files in it")
     manifests = sorted(fs.glob(join(fs_path, "**", MANIFEST_NAME)))
@@ -130,9 +131,10 @@ def _columns_text(names: set[str]) -> str:
 
 
 def _is_data_file(path: str) -> bool:
-    """Skip what Parquet readers skip: hidden and ``_``-prefixed names, and half-written temp files."""
-    name = path.rstrip("/").rpartition("/")[2]
-    return not name.startswith((".", "_")) and ".tmp-" not in name
+    """Skip what Parquet readers skip: hidden and ``_``-prefixed files and folders (Spark's
+    ``_temporary/``), and half-written temp files. ``path``: below the folder searched."""
+    parts = [part for part in path.split("/") if part]
+    return not any(part.startswith((".", "_")) for part in parts) and ".tmp-" not in parts[-1]
 
 
 def _read_files(files: list[str]) -> ShardRefs:
