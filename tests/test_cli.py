@@ -6,6 +6,7 @@ import doctest
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -173,6 +174,21 @@ def test_inspect_shows_the_unified_schema_and_limits_the_shard_list(tmp_path):
     assert "(first 1 row; more not shown)" in result.stdout
 
 
+def test_inspect_reads_only_footers(tmp_path):
+    # Every data page is overwritten with garbage; the footer, all inspect reads, is intact.
+    path = tmp_path / "data" / "part-0.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.table({"id": list(range(5000)), "text": [f"row {i}" for i in range(5000)]}), path, row_group_size=1000)
+    data = bytearray(path.read_bytes())
+    footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")  # the file ends: footer, its length, PAR1
+    data[4:footer_start] = b"\xff" * (footer_start - 4)
+    path.write_bytes(bytes(data))
+    assert cli("sql", str(path.parent), "select sum(id) from data").returncode == 1  # the data really is unreadable
+    result = cli("inspect", str(path.parent))
+    assert result.returncode == 0, result.stderr
+    assert "rows: 5,000" in result.stdout and "id: int64" in result.stdout and "text: string" in result.stdout
+
+
 def test_inspect_a_file_that_is_not_parquet_exits_1():
     result = cli("inspect", str(AIRLINES))
     assert result.returncode == 1
@@ -199,6 +215,42 @@ def test_sql_max_rows(outputs):
     lines = result.stdout.splitlines()
     assert [line.strip() for line in lines[2:6]] == ["0", "1", "2", "3"]
     assert lines[6] == "(first 4 rows; more not shown)"
+
+
+def test_sql_max_rows_defaults_to_100_and_0_shows_all(outputs):
+    query = "select i from range(150) t(i) order by i"
+    lines = cli("sql", str(outputs["saved"]), query).stdout.splitlines()
+    assert [int(line) for line in lines[2:-1]] == list(range(100)) and lines[-1] == "(first 100 rows; more not shown)"
+    lines = cli("sql", str(outputs["saved"]), query, "--max-rows", "0").stdout.splitlines()
+    assert [int(line) for line in lines[2:-1]] == list(range(150)) and lines[-1] == "(150 rows)"
+
+
+def test_hidden_and_underscore_files_in_a_directory_are_skipped(outputs, tmp_path):
+    shutil.copytree(outputs["dir"], tmp_path / "files")
+    stray = pa.table({"id": [1000], "lang": ["xx"], "score": [9.9]})
+    for name in [".part-9.parquet", "_part-8.parquet", ".hidden/part-7.parquet", "_temporary/part-6.parquet"]:
+        (tmp_path / "files" / name).parent.mkdir(exist_ok=True)
+        pq.write_table(stray, tmp_path / "files" / name)
+    result = cli("sql", str(tmp_path / "files"), "select count(*) as n, max(id) as top from data")
+    assert result.returncode == 0, result.stderr
+    assert_table(parse_table(result.stdout.splitlines()), ["n", "top"], [(30, 29)])
+    inspect = cli("inspect", str(tmp_path / "files"))
+    assert "a directory of 3 Parquet file(s)" in inspect.stdout and "rows: 30" in inspect.stdout
+
+
+def test_path_as_an_fsspec_url(outputs, s3_prefix):
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    for file in sorted(outputs["dir"].glob("*.parquet")):
+        fs.put_file(str(file), f"{s3_prefix}/files/{file.name}")
+    query = "select count(*) as n, sum(score) as total from data"
+    for path in (f"{s3_prefix}/files", f"{s3_prefix}/files/part-*.parquet"):
+        result = cli("sql", path, query)
+        assert result.returncode == 0, result.stderr
+        assert_table(parse_table(result.stdout.splitlines()), ["n", "total"], [(30, sum(r["score"] for r in outputs["rows"]))])
+    inspect = cli("inspect", f"{s3_prefix}/files")
+    assert inspect.returncode == 0 and "rows: 30" in inspect.stdout
 
 
 @pytest.mark.parametrize("query, message", [
@@ -294,6 +346,45 @@ def test_run_failing_pipeline_names_stage_and_shard(tmp_path):
     assert "shard 1 of 3" in result.stderr and "ValueError: bad value 2" in result.stderr
 
 
+def test_run_script_top_level_runs_under_its_own_name(tmp_path):
+    script = write_script(tmp_path, "named.py", """
+        print("top level as", __name__)
+
+        def main(ctx):
+            print("main called")
+
+        if __name__ == "__main__":
+            print("the __main__ block ran")
+    """)
+    result = cli("run", str(script), "--backend", "sync")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["top level as __zephyr_arrow_script__", "main called"]
+
+
+def test_run_interrupted_by_ctrl_c_exits_130(tmp_path):
+    fifo = tmp_path / "started"
+    os.mkfifo(fifo)
+    script = write_script(tmp_path, "waits.py", f"""
+        import threading
+
+        def main(ctx):
+            with open({str(fifo)!r}, "w") as out:
+                out.write("started")
+            threading.Event().wait()
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "zephyr_arrow.cli", "run", str(script), "--backend", "sync"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    with open(fifo) as source:  # blocks until main is running
+        assert source.read() == "started"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+
+
 def test_run_exit_code_from_sys_exit(tmp_path):
     script = write_script(tmp_path, "exits.py", "import sys\ndef main(ctx):\n    sys.exit(3)\n")
     assert cli("run", str(script), "--backend", "sync").returncode == 3
@@ -386,9 +477,17 @@ def test_demo_writes_parquet_and_says_where(demo_sync):
 
 
 def test_demo_on_local_workers_gives_the_same_answers(demo_sync, tmp_path):
-    result = cli("demo", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    # --out holds the user's own files and a stale part file from an earlier demo: only the latter goes.
+    out = tmp_path / "out"
+    (out / "carriers").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "carriers" / "mine.csv").write_text("a,b\n")
+    pq.write_table(pa.table({"stale": [1]}), out / "carriers" / "part-00099.parquet")
+    result = cli("demo", "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert demo_answers(result.stdout) == demo_answers(demo_sync[0].stdout)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "carriers" / "mine.csv").read_text() == "a,b\n"
+    assert sorted(p.name for p in (out / "carriers").iterdir()) == ["mine.csv", *(f"part-{i:05d}.parquet" for i in range(4))]
 
 
 def test_demo_without_data_says_where_to_get_it(tmp_path):
