@@ -214,3 +214,28 @@ def test_an_endpoint_set_in_code_reaches_local_workers(s3_server, s3_prefix):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str([x * 2 for x in range(10)])
+
+
+def _zephyrtest_options(x):
+    import fsspec.config
+
+    return {"x": x, "options": json.dumps(fsspec.config.conf.get("zephyrtest"), sort_keys=True)}
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_the_drivers_fsspec_options_win_over_a_workers_own(backend, s3_prefix, monkeypatch, request):
+    # The workers' own environment points S3 at a port nothing listens on and sets two options
+    # of a made-up protocol; the driver's config names the right endpoint and one of the two.
+    worker_env = {"FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9", "FSSPEC_ZEPHYRTEST_A": "worker", "FSSPEC_ZEPHYRTEST_C": "worker"}
+    monkeypatch.setitem(fsspec.config.conf, "zephyrtest", {"b": "driver", "c": "driver"})
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+        options = {"num_cpus_per_worker": 0.5, "runtime_env": {"env_vars": worker_env}}
+    else:
+        for name, value in worker_env.items():
+            monkeypatch.setenv(name, value)  # local workers inherit the driver's environment
+        options = {}
+    with ZephyrContext(backend=backend, max_workers=2, chunk_storage_prefix=s3_prefix, **options) as ctx:
+        refs = ctx.execute(Dataset.from_list([0, 1, 2], num_shards=3).map(_zephyrtest_options).reshard(2).map(lambda r: r))
+        merged = json.dumps({"a": "worker", "b": "driver", "c": "driver"}, sort_keys=True)
+        assert refs.to_pylist() == [{"x": x, "options": merged} for x in range(3)]
