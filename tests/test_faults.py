@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -184,40 +185,51 @@ def test_task_that_always_hangs_aborts_with_timeout(tmp_path):
 
 DRIVER = textwrap.dedent(
     """
-    import os, sys, time
+    import json, os, sys, time
     from zephyr_arrow import Dataset, ZephyrContext
 
-    fifo, prefix = sys.argv[1], sys.argv[2]
+    fifo, prefix, backend, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 
     def announce_and_hang(x):
         with open(fifo, "w") as out:
             out.write(f"{os.getpid()}\\n")
         time.sleep(600)
 
-    with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=prefix) as ctx:
+    with ZephyrContext(backend=backend, max_workers=2, chunk_storage_prefix=prefix, **options) as ctx:
         ctx.execute(Dataset.from_list([0, 1]).map(lambda x: x).reshard(2).map(announce_and_hang))
     """
 )
 
 
-def test_ctrl_c_stops_workers_and_removes_chunks(tmp_path):
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_ctrl_c_stops_workers_and_removes_chunks(tmp_path, backend, request):
+    options = {}
+    if backend == "ray":  # the driver joins the session's Ray
+        options = {"address": request.getfixturevalue("ray_session").get_runtime_context().gcs_address, "num_cpus_per_worker": 0.5}
     fifo = str(tmp_path / "pids")
     os.mkfifo(fifo)
     prefix = tmp_path / "chunks"
     prefix.mkdir()
     driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, fifo, str(prefix)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", DRIVER, fifo, str(prefix), backend, json.dumps(options)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     worker_pids = set()
     while len(worker_pids) < 2:
         with open(fifo) as source:  # blocks until a worker is inside a task
             worker_pids.update(int(line) for line in source.read().split())
-    all_workers = {child.pid for child in psutil.Process(driver.pid).children(recursive=True)}
-    assert worker_pids <= all_workers
+    if backend == "local":
+        all_workers = {child.pid for child in psutil.Process(driver.pid).children(recursive=True)}
+        assert worker_pids <= all_workers
+    else:
+        all_workers = worker_pids  # Ray's actors are the raylet's children, not the driver's
     driver.send_signal(signal.SIGINT)
     _, stderr = driver.communicate(timeout=60)
     assert driver.returncode != 0 and "KeyboardInterrupt" in stderr
-    assert not [pid for pid in all_workers if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    processes = [psutil.Process(pid) for pid in all_workers if psutil.pid_exists(pid)]
+    if backend == "ray":  # Ray ends a killed actor's process after ray.kill returns: wait for the exits
+        processes = psutil.wait_procs(processes, timeout=60)[1]
+    assert not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert os.listdir(prefix) == []
 
 
