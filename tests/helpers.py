@@ -20,16 +20,25 @@ def hang_once(marker_dir: str):
     return run
 
 
-def clock_jumps_once_hung(monkeypatch, marker_dir: str, seconds: float) -> None:
-    """The scheduler's clock runs ``seconds`` ahead from the moment ``hang_once``'s task has
-    started hanging (its marker file exists), and only from then.
+def clock_jumps_per_marker(monkeypatch, marker_dir: str, seconds: float) -> None:
+    """The scheduler's clock runs ``seconds`` ahead for every file in ``marker_dir``: ``hang_once``'s
+    task leaves one as it starts hanging, and ``WORKER_START_MARKER`` one as a worker starts.
 
-    With a task timeout below ``seconds`` the hung task times out as soon as it signals it
-    hangs, while every other attempt gets the whole timeout in real time: a test with a
-    timeout of a minute runs in a second, and a slow machine cannot time out a healthy task.
+    With a task timeout below ``seconds``, the hung task times out as soon as it signals it
+    hangs (and a task would time out at once if a worker's start-up counted against it), while
+    every other attempt gets the whole timeout in real time: a test with a timeout of a minute
+    runs in seconds, and a slow machine cannot time out a healthy task. Use one worker, so that
+    no healthy task runs while the clock jumps.
     """
     from zephyr_arrow.execution import scheduler
 
-    hung = os.path.join(marker_dir, "hung-0")
     monotonic = time.monotonic
-    monkeypatch.setattr(scheduler, "time", types.SimpleNamespace(monotonic=lambda: monotonic() + (seconds if os.path.exists(hung) else 0.0)))
+    monkeypatch.setattr(scheduler, "time", types.SimpleNamespace(monotonic=lambda: monotonic() + seconds * len(os.listdir(marker_dir))))
+
+
+# A worker's sitecustomize.py: leaves a marker file in $ZEPHYR_TEST_START_MARKERS as its process starts.
+WORKER_START_MARKER = """
+import os
+if os.environ.get("ZEPHYR_TEST_START_MARKERS"):
+    open(os.path.join(os.environ["ZEPHYR_TEST_START_MARKERS"], f"started-{os.getpid()}"), "w").close()
+"""

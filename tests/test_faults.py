@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from helpers import clock_jumps_once_hung, hang_once
+from helpers import WORKER_START_MARKER, clock_jumps_per_marker, hang_once
 from zephyr_arrow import Dataset, ShardFailedError, ZephyrContext, ZephyrError, counters
 
 
@@ -83,7 +83,7 @@ def test_task_that_always_kills_its_worker_aborts_the_run(tmp_path):
 def test_hung_task_past_timeout_is_treated_as_dead_and_retried(tmp_path, monkeypatch):
     markers = tmp_path / "markers"
     markers.mkdir()
-    clock_jumps_once_hung(monkeypatch, str(markers), seconds=120)
+    clock_jumps_per_marker(monkeypatch, str(markers), seconds=120)
     # One worker: no other task runs while the clock jumps; a death more would fail the run.
     options = {"max_workers": 1, "task_timeout": 60.0, "max_worker_deaths": 2}
     with ZephyrContext(backend="local", chunk_storage_prefix=str(tmp_path / "c"), **options) as ctx:
@@ -101,17 +101,19 @@ def _workers_start_by_running(code: str, tmp_path, monkeypatch) -> None:
 
 
 def test_worker_start_up_does_not_count_against_the_task_timeout(tmp_path, monkeypatch):
-    # Every worker process takes 2 s to start, past the 1 s timeout.
-    _workers_start_by_running("import time\ntime.sleep(2)\n", tmp_path, monkeypatch)
+    # Each worker's start-up moves the clock past the timeout (a marker file per start); so does the hang.
     markers = tmp_path / "markers"
     markers.mkdir()
-    # One death allowed per task beyond the hang: the hung task's retry runs on a replacement that
-    # starts in 2 s again, and would be timed out too if its start-up counted.
-    options = {"max_workers": 2, "task_timeout": 1.0, "max_worker_deaths": 2}
+    _workers_start_by_running(WORKER_START_MARKER, tmp_path, monkeypatch)
+    monkeypatch.setenv("ZEPHYR_TEST_START_MARKERS", str(markers))
+    clock_jumps_per_marker(monkeypatch, str(markers), seconds=120)
+    # One death allowed beyond the hang: the hung task's retry runs on a replacement whose
+    # start-up moves the clock again, and would be timed out too if its start-up counted.
+    options = {"max_workers": 1, "task_timeout": 60.0, "max_worker_deaths": 2}
     with ZephyrContext(backend="local", chunk_storage_prefix=str(tmp_path / "c"), **options) as ctx:
         refs = ctx.execute(Dataset.from_list([0, 1, 2, 3], num_shards=4).map(hang_once(str(markers))))
         assert refs.to_pylist() == [0, 1, 2, 3]
-    assert os.listdir(markers) == ["hung-0"]
+    assert sorted(name.split("-")[0] for name in os.listdir(markers)) == ["hung", "started", "started"]
 
 
 def test_a_worker_that_cannot_start_stops_the_run_with_its_reason(tmp_path, monkeypatch):

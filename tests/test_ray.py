@@ -16,7 +16,7 @@ import threading
 import pytest
 import ray
 
-from helpers import clock_jumps_once_hung, hang_once
+from helpers import WORKER_START_MARKER, clock_jumps_per_marker, hang_once
 from zephyr_arrow import Dataset, PlanError, ShardFailedError, ZephyrContext, ZephyrError, counters
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -82,11 +82,30 @@ def test_task_that_always_kills_its_actor_aborts_the_run(tmp_path):
 def test_hung_task_past_timeout_is_killed_and_retried(tmp_path, monkeypatch):
     markers = tmp_path / "markers"
     markers.mkdir()
-    clock_jumps_once_hung(monkeypatch, str(markers), seconds=120)
+    clock_jumps_per_marker(monkeypatch, str(markers), seconds=120)
     # One worker: no other task runs while the clock jumps; a death more would fail the run.
     with ray_context(tmp_path, max_workers=1, task_timeout=60.0, max_worker_deaths=2) as ctx:
         assert ctx.execute(Dataset.from_list([0, 1, 2]).map(hang_once(str(markers)))).to_pylist() == [0, 1, 2]
     assert os.listdir(markers) == ["hung-0"]
+
+
+def test_actor_start_up_does_not_count_against_the_task_timeout(tmp_path, monkeypatch):
+    # Each actor's process start moves the clock past the timeout (a marker file per start); so does the hang.
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(WORKER_START_MARKER)
+    python_path = os.pathsep.join([str(site), os.path.dirname(os.path.abspath(__file__))])
+    env_vars = {"PYTHONPATH": python_path, "ZEPHYR_TEST_START_MARKERS": str(markers)}
+    clock_jumps_per_marker(monkeypatch, str(markers), seconds=120)
+    # One death allowed beyond the hang: the retry runs on a replacement actor whose start
+    # moves the clock again, and would be timed out too if its start-up counted.
+    options = {"max_workers": 1, "task_timeout": 60.0, "max_worker_deaths": 2, "runtime_env": {"env_vars": env_vars}}
+    with ray_context(tmp_path, **options) as ctx:
+        assert ctx.execute(Dataset.from_list([0, 1, 2, 3], num_shards=4).map(hang_once(str(markers)))).to_pylist() == [0, 1, 2, 3]
+    names = sorted(name.split("-")[0] for name in os.listdir(markers))
+    assert names[0] == "hung" and names[1:] == ["started"] * (len(names) - 1) and len(names) >= 3
 
 
 class Abort(BaseException):
