@@ -53,6 +53,27 @@ def test_actor_dying_mid_stage_is_replaced_and_the_run_completes(tmp_path, how):
     assert os.listdir(markers) == ["died-2"]
 
 
+def _segfault_once(marker_dir: str):
+    def run(x):
+        marker = os.path.join(marker_dir, f"crashed-{x}")
+        if x == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            import ctypes
+
+            ctypes.string_at(0)  # a real segmentation fault, as a crashing C extension would cause
+        return x * 10
+
+    return run
+
+
+def test_actor_killed_by_a_segfault_is_replaced_and_its_task_retried(tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with ray_context(tmp_path) as ctx:
+        assert ctx.execute(Dataset.from_list([0, 1, 2], num_shards=3).map(_segfault_once(str(markers)))).to_pylist() == [0, 10, 20]
+    assert os.listdir(markers) == ["crashed-1"]
+
+
 def test_only_the_accepted_attempts_chunk_is_in_the_output(tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
