@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import signal
 import sys
 import tempfile
 import threading
 import warnings
 import weakref
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 from zephyr_arrow.dataset import Dataset
@@ -136,7 +139,8 @@ class ZephyrContext:
                 "give each thread a ZephyrContext of its own, or run the pipelines one after the other"
             )
         try:
-            return self._execute(plan)
+            with _terminate_like_interrupt():
+                return self._execute(plan)
         finally:
             self._running.release()
 
@@ -187,6 +191,25 @@ class ZephyrContext:
                 cloudpickle.dump(obj, out)
             paths[name] = path
         return paths
+
+
+@contextlib.contextmanager
+def _terminate_like_interrupt() -> Iterator[None]:
+    """While a run goes on in the main thread, SIGTERM (a job scheduler's, ``kill``) stops it as
+    Ctrl-C does: the workers' tasks are stopped and the run's chunks deleted; then the process
+    exits with SIGTERM's status. A handler the program set itself is left alone."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclass

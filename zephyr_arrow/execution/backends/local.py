@@ -14,10 +14,13 @@ pidfds together, so a result or a death wakes it at once: no polling, no sleeps.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -34,10 +37,11 @@ from zephyr_arrow.planner import Stage
 _STOP_GRACE_SECONDS = 5.0
 
 
-def _worker_main(connection: Connection) -> None:
+def _worker_main(connection: Connection, driver_pid: int) -> None:
     """A worker process: receive stages and tasks, run them, send results back."""
     # Ctrl-C reaches the whole process group; the driver decides what stops, and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_driver(driver_pid)
     sys.path[:] = connection.recv()  # import what the driver can import
     from zephyr_arrow.execution.worker.task import run_task_in_worker
 
@@ -61,6 +65,26 @@ def _worker_main(connection: Connection) -> None:
             connection.send(("done", run_task_in_worker(stage, task)))
         except Exception as error:
             connection.send(("error", task_error(task, error)))
+
+
+def _exit_with_driver(driver_pid: int) -> None:
+    """End this process as soon as the driver's is gone, even mid-task: a killed driver's
+    workers would go on writing outputs nobody will read. A thread waits on the driver's
+    pidfd; where there is none, it checks every half second whether the worker was orphaned."""
+
+    def watch() -> None:
+        try:
+            pidfd = os.pidfd_open(driver_pid)
+        except (AttributeError, OSError):
+            while os.getppid() == driver_pid:
+                time.sleep(0.5)
+        else:
+            select.select([pidfd], [], [])
+        os._exit(1)
+
+    if os.getppid() != driver_pid:  # it died while this process started
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-driver", daemon=True).start()
 
 
 @dataclass
@@ -104,7 +128,7 @@ class LocalBackend:
     def _spawn(self) -> _Worker:
         parent_end, child_end = socket.socketpair()
         process = subprocess.Popen(
-            [sys.executable, "-m", "zephyr_arrow.execution.backends.local", str(child_end.fileno())],
+            [sys.executable, "-m", "zephyr_arrow.execution.backends.local", str(child_end.fileno()), str(os.getpid())],
             pass_fds=[child_end.fileno()],
             stdin=subprocess.DEVNULL,
             env={**os.environ, **worker_environment()},
@@ -213,7 +237,7 @@ def _reap(slot: _Worker) -> int | None:
 
 
 if __name__ == "__main__":
-    _worker_main(Connection(int(sys.argv[1])))
+    _worker_main(Connection(int(sys.argv[1])), int(sys.argv[2]))
     # Idle, every result sent: skip the interpreter's teardown (~60 ms with Arrow and Polars
     # loaded, paid by every context's shutdown). Only what user code printed needs flushing.
     sys.stdout.flush()

@@ -1,0 +1,70 @@
+"""A driver killed mid-run takes its local workers with it; SIGTERM stops a run as Ctrl-C does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+DRIVER = textwrap.dedent(
+    """
+    import os, sys, time
+    from zephyr_arrow import Dataset, ZephyrContext
+
+    fifo = sys.argv[1]
+
+    def busy(x):
+        with open(fifo, "w") as out:  # tells the test this worker is running a task
+            out.write(f"{os.getpid()}\\n")
+        time.sleep(300)  # the task's work: far longer than the test waits
+        return x
+
+    with ZephyrContext(backend="local", max_workers=2, progress=False) as ctx:
+        print(ctx.chunk_storage_prefix, flush=True)
+        ctx.execute(Dataset.from_list([0, 1], num_shards=2).map(busy))
+    """
+)
+
+
+@pytest.fixture
+def running_driver(tmp_path):
+    """A driver whose two local workers are each in the middle of a task; yields (driver, worker pids, chunk prefix)."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    fifo = tmp_path / "started"
+    os.mkfifo(fifo)
+    driver = subprocess.Popen([sys.executable, str(script), str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    prefix = driver.stdout.readline().strip()
+    workers = []
+    with open(fifo) as started:  # blocks until a worker opens it for writing
+        for line in started:
+            workers.append(psutil.Process(int(line)))
+            if len(workers) == 2:
+                break
+    yield driver, workers, prefix
+    driver.kill()
+    for worker in workers:
+        if worker.is_running():
+            worker.kill()
+
+
+def test_workers_die_with_a_driver_killed_by_sigkill(running_driver):
+    driver, workers, _ = running_driver
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers {[w.pid for w in alive]} outlived their killed driver"
+
+
+def test_sigterm_stops_the_run_like_ctrl_c(running_driver):
+    driver, workers, prefix = running_driver
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=60) == 128 + signal.SIGTERM, driver.stderr.read()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers {[w.pid for w in alive]} outlived a terminated run"
+    assert not os.path.exists(prefix), "a terminated run's chunks are deleted, as on Ctrl-C"
