@@ -7,8 +7,13 @@ turning an exception raised in a worker into a ``TaskError`` that can travel bac
 
 from __future__ import annotations
 
+import collections
+import io
+import os
 import pickle
+import sysconfig
 import traceback
+import types
 from typing import Protocol
 
 import cloudpickle
@@ -17,6 +22,13 @@ from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution.coordinator import Event, WorkerId
 from zephyr_arrow.execution.tasks import ShardTask, TaskError
 from zephyr_arrow.planner import Stage
+
+# Frames in these directories are the engine's, the standard library's or an installed package's.
+_NOT_USER_CODE = tuple(
+    {os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep}
+    | {path + os.sep for path in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])}
+    | {"<frozen "}
+)
 
 
 class Backend(Protocol):
@@ -54,7 +66,9 @@ class Backend(Protocol):
 def pickle_stage(stage: Stage) -> bytes:
     """The stage as its workers receive it (cloudpickled: lambdas and closures work)."""
     try:
-        return cloudpickle.dumps(stage.for_worker())
+        buffer = io.BytesIO()
+        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(stage.for_worker())
+        return buffer.getvalue()
     except Exception as error:
         raise PlanError(
             f"stage {stage.index} ({stage.name}) cannot be sent to worker processes: {type(error).__name__}: "
@@ -63,9 +77,32 @@ def pickle_stage(stage: Stage) -> bytes:
         ) from error
 
 
+def _code_with_its_file(code: types.CodeType) -> tuple:
+    """cloudpickle's reduction of a code object, but keeping the file it was defined in: cloudpickle
+    names every function it ships by value ``<dynamic-code>``, so a worker's traceback showed that,
+    with no source line, for a function of the user's script."""
+    constructor, args = _CLOUDPICKLE_CODE_REDUCE(code)
+    return constructor, tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
+
+
+_CLOUDPICKLE_CODE_REDUCE = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+class _Pickler(cloudpickle.Pickler):
+    dispatch_table = collections.ChainMap({types.CodeType: _code_with_its_file}, cloudpickle.Pickler.dispatch_table)
+
+
+def error_traceback(error: BaseException) -> str:
+    """``error``'s traceback, starting with the frames of the user's own code, then the whole
+    stack through the engine."""
+    own = [frame for frame in traceback.extract_tb(error.__traceback__) if not frame.filename.startswith(_NOT_USER_CODE)]
+    text = "".join(traceback.format_exception(error))
+    return "In your code:\n" + "".join(traceback.format_list(own)) + "\n" + text if own else text
+
+
 def task_error(task: ShardTask, error: BaseException) -> TaskError:
     """``error``, raised by a worker running ``task``, as a TaskError (carrying the exception only if it pickles)."""
-    text = "".join(traceback.format_exception(error))
+    text = error_traceback(error)
     try:
         pickle.dumps(error)
         sendable: BaseException | None = error

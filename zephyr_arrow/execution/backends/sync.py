@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-import traceback
 
+from zephyr_arrow.execution.backends.base import error_traceback
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerId
 from zephyr_arrow.execution.tasks import ShardTask, TaskError
 from zephyr_arrow.execution.worker.task import run_task
@@ -33,7 +33,7 @@ class SyncBackend:
             self._events.append(TaskFinished(worker, run_task(stage, task)))
         except Exception as error:
             summary = f"{type(error).__name__}: {error}"
-            text = "".join(traceback.format_exception(error))
+            text = error_traceback(error)
             self._events.append(TaskFailed(worker, TaskError(task.stage_index, task.shard_index, task.attempt, error, summary, text)))
 
     def poll(self, timeout: float | None) -> list[Event]:
