@@ -85,3 +85,15 @@ def test_read_parquet_of_a_file_that_is_not_parquet_names_it(tmp_path):
     path.write_text("id,text\n1,hello\n")
     with pytest.raises(InputFileError, match=f"{path} is not a readable Parquet file"):
         read_parquet(str(path))
+
+
+def test_a_chunk_deleted_while_its_context_is_open_is_not_blamed_on_the_context_closing(tmp_path):
+    from zephyr_arrow import ChunkMissingError
+
+    with ZephyrContext(backend="sync", chunk_storage_prefix=str(tmp_path)) as ctx:
+        refs = ctx.execute(Dataset.from_list(ROWS[:10], num_shards=2).map(lambda row: row))
+        os.remove(refs.shards[0][0].path)
+        with pytest.raises(ChunkMissingError, match="though its directory does: no ZephyrContext deleted it"):
+            refs.to_pylist()
+    with pytest.raises(ChunkMissingError, match="deleted when its ZephyrContext closes"):
+        refs.to_pylist()

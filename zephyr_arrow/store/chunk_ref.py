@@ -151,6 +151,12 @@ class ChunkRef:
             raise self._missing()
 
     def _missing(self) -> ChunkMissingError:
+        if exists(self.path.rsplit("/", 1)[0]):  # a context deletes a run's or a stage's whole directory
+            return ChunkMissingError(
+                f"chunk file {self.path} no longer exists, though its directory does: no ZephyrContext "
+                "deleted it, something else did (another process, a clean-up job, the disk). Run again "
+                "what produced it."
+            )
         return ChunkMissingError(
             f"chunk file {self.path} no longer exists. Chunks of a run are deleted when its "
             "ZephyrContext closes (pass preserve_chunks=True to keep them, or save the output "
