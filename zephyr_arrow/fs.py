@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import itertools
+import logging
 import os
 import re
 import shutil
@@ -146,6 +147,15 @@ def exists(path: str) -> bool:
         return os.path.exists(path.removeprefix("file://"))
     fs, fs_path = filesystem(path)
     return fs.exists(fs_path)
+
+
+def remove_quietly(path: str) -> None:
+    """``remove_tree`` for clean-up, which must never hide the error being handled nor fail a run
+    that succeeded (the object store may be the thing that failed): a failure is logged."""
+    try:
+        remove_tree(path)
+    except Exception as error:  # noqa: BLE001 - logged, by design
+        logging.getLogger("zephyr_arrow").warning("could not delete %s: %s: %s", path, type(error).__name__, error)
 
 
 def remove_tree(path: str) -> None:

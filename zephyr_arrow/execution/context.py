@@ -22,7 +22,7 @@ from zephyr_arrow.execution.coordinator import RetryPolicy
 from zephyr_arrow.execution.executor import Executor
 from zephyr_arrow.execution.progress import Progress
 from zephyr_arrow.execution.tasks import ExecutionInfo
-from zephyr_arrow.fs import filesystem, remove_tree
+from zephyr_arrow.fs import filesystem, remove_quietly
 from zephyr_arrow.planner import Plan
 from zephyr_arrow.planner import plan as make_plan
 from zephyr_arrow.store import ShardRefs, layout
@@ -155,7 +155,7 @@ class ZephyrContext:
             )
             return Executor(self._get_backend(), execution, self.policy, progress, self.max_workers).execute(plan)
         except BaseException:
-            remove_tree(executions.pop())
+            remove_quietly(executions.pop())
             raise
         finally:
             self.last_stage_summaries = progress.summaries
@@ -237,9 +237,9 @@ class _Resources:
             self.backend = None
         if not self.preserve_chunks:
             for path in self.executions:
-                remove_tree(path)
+                remove_quietly(path)
             if self.owns_prefix:
-                remove_tree(self.chunk_storage_prefix)
+                remove_quietly(self.chunk_storage_prefix)
         self.executions.clear()
 
 

@@ -23,7 +23,7 @@ from zephyr_arrow.execution.shuffle import exchange_for
 from zephyr_arrow.execution.sources import source_inputs
 from zephyr_arrow.execution.stats import add_counters, sum_counters
 from zephyr_arrow.execution.tasks import ChunksInput, ExecutionInfo, ScatterInput, ShardInput, ShardTask, TaskResult
-from zephyr_arrow.fs import remove_tree
+from zephyr_arrow.fs import remove_quietly
 from zephyr_arrow.planner import Plan, Stage, StageKind, validate
 from zephyr_arrow.store import ChunkRef, ShardRefs, layout
 
@@ -98,7 +98,7 @@ class Executor:
         """Delete what a shuffle's reduce tasks merged in passes (a failed attempt's files too)."""
         for side in range(len(stage.inputs)):
             name = layout.spill_dir_name(_stage_dir_name(stage), side)
-            remove_tree(layout.stage_dir(self.execution.chunk_prefix, self.execution.execution_id, name))
+            remove_quietly(layout.stage_dir(self.execution.chunk_prefix, self.execution.execution_id, name))
 
     def _release(self, plan: Plan, done: int, outputs: dict[int, ShardRefs], last_use: dict[int, int]) -> None:
         """Delete the chunk files no remaining stage (nor the final output) refers to."""
@@ -108,7 +108,7 @@ class Executor:
             stage_paths = {chunk.path for chunk in outputs[index].chunks}
             if not stage_paths & referenced:
                 for path in _stage_dirs(stage_paths, self.execution):
-                    remove_tree(path)
+                    remove_quietly(path)
             del outputs[index]
 
 

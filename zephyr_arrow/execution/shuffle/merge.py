@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from zephyr_arrow.arrow.schema import conform
 from zephyr_arrow.arrow.tables import contiguous, grouped_by_bytes, rows_per_slice, take, take_in_slices
 from zephyr_arrow.execution import stats
-from zephyr_arrow.fs import remove_tree
+from zephyr_arrow.fs import remove_quietly, remove_tree
 from zephyr_arrow.store import ChunkRef
 from zephyr_arrow.store.chunk_writer import ChunkFile
 
@@ -230,4 +230,4 @@ def merged(
         yield merge_runs(runs, order, schema, sort)
     finally:
         for path in spilled:
-            remove_tree(path)
+            remove_quietly(path)
