@@ -111,16 +111,23 @@ class TempFile:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[TempFile]:
+def atomic_output(path: str, replace_stale: bool = False) -> Iterator[TempFile]:
     """Yield a temporary file to write; move it onto ``path`` only if the block succeeds.
 
     On any exception the temporary file is removed and nothing appears at ``path``.
     Locally the move is an atomic rename; on object stores it is copy-then-delete,
-    so readers may miss the file for a moment but never see half of it.
+    so readers may miss the file for a moment but never see half of it. The temporary
+    file is hidden (a leading dot, which pyarrow's datasets skip, and not ``path``'s
+    extension, which globs such as ``*.parquet`` skip); ``replace_stale`` first deletes
+    what earlier writers of ``path`` left when their process was killed mid-write.
     """
     fs, fs_path = filesystem(path)
     tmp = TempFile(fs, temp_path(fs_path))
     fs.makedirs(fs._parent(fs_path), exist_ok=True)
+    if replace_stale:
+        for stale in fs.glob(temp_path(fs_path, "*")):
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(stale)
     try:
         yield tmp
         if tmp.is_local:
@@ -174,6 +181,7 @@ def remove_tree(path: str) -> None:
             fs.rm(fs_path, recursive=True)
 
 
-def temp_path(path: str) -> str:
-    """A sibling name for an atomic write: written first, then moved onto ``path``."""
-    return f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+def temp_path(path: str, tag: str | None = None) -> str:
+    """A hidden sibling name for an atomic write: written first, then moved onto ``path``."""
+    directory, _, name = path.rpartition("/")
+    return f"{directory}{'/' if directory else ''}.{name}.tmp-{tag or uuid.uuid4().hex[:8]}"

@@ -92,7 +92,7 @@ def write_parquet_file(batches: Iterable[pa.Table], path: str, schema: pa.Schema
     With ``schema``, every batch is cast to it (SchemaConflictError names a column that won't cast
     or is not in it); without, the file's schema is the permissive union of the batches' schemas.
     """
-    with atomic_output(path) as temp, _ParquetSink(temp.fs, temp.path, schema, where=path) as sink:
+    with atomic_output(path, replace_stale=True) as temp, _ParquetSink(temp.fs, temp.path, schema, where=path) as sink:
         for group in grouped_by_bytes(batches, ROW_GROUP_BYTES, ROW_GROUP_ROWS):
             sink.write(group)
     return sink.num_rows
@@ -101,7 +101,7 @@ def write_parquet_file(batches: Iterable[pa.Table], path: str, schema: pa.Schema
 def _write_text(batches: Iterable[pa.Table], path: str, write: Callable[[pa.Table, BinaryIO], None]) -> int:
     """Stream batches through ``write(table, stream)`` into ``path``, atomically."""
     num_rows = 0
-    with atomic_output(path) as temp, open_stream(temp.fs, temp.path, "wb", split_codec(path)[1]) as stream:
+    with atomic_output(path, replace_stale=True) as temp, open_stream(temp.fs, temp.path, "wb", split_codec(path)[1]) as stream:
         for table in batches:
             write(table, stream)
             num_rows += table.num_rows
