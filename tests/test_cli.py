@@ -192,7 +192,7 @@ def test_inspect_reads_only_footers(tmp_path):
 def test_inspect_a_file_that_is_not_parquet_exits_1():
     result = cli("inspect", str(AIRLINES))
     assert result.returncode == 1
-    assert "cannot read Parquet" in one_line_error(result)
+    assert f"{AIRLINES} is not a readable Parquet file" in one_line_error(result)
 
 
 # sql --------------------------------------------------------------------------------------------
