@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import psutil
 import pytest
@@ -40,17 +42,30 @@ def running_driver(tmp_path):
     os.mkfifo(fifo)
     driver = subprocess.Popen([sys.executable, str(script), str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     prefix = driver.stdout.readline().strip()
-    workers = []
-    with open(fifo) as started:  # blocks until a worker opens it for writing
-        for line in started:
-            workers.append(psutil.Process(int(line)))
-            if len(workers) == 2:
-                break
+    workers = [psutil.Process(int(line)) for line in _lines_from(fifo, 2, driver)]
     yield driver, workers, prefix
     driver.kill()
     for worker in workers:
         if worker.is_running():
             worker.kill()
+
+
+def _lines_from(fifo, count: int, driver: subprocess.Popen) -> list[str]:
+    """The first ``count`` lines written to ``fifo``; fails (never hangs) if the driver exits first."""
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    keep_open = os.open(fifo, os.O_WRONLY)  # a writer of our own: no EOF while the workers have not opened it yet
+    data = b""
+    try:
+        deadline = time.monotonic() + 120
+        while data.count(b"\n") < count:
+            assert driver.poll() is None, f"the driver exited before its workers started: {driver.stderr.read()}"
+            assert time.monotonic() < deadline, "the workers did not start their tasks within 120 s"
+            if select.select([reader], [], [], 1.0)[0]:  # wakes on data, or each second to look at the driver
+                data += os.read(reader, 4096)
+    finally:
+        os.close(keep_open)
+        os.close(reader)
+    return data.decode().split()[:count]
 
 
 def test_workers_die_with_a_driver_killed_by_sigkill(running_driver):
