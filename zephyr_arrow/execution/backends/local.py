@@ -13,6 +13,7 @@ pidfds together, so a result or a death wakes it at once: no polling, no sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -135,7 +136,10 @@ class LocalBackend:
         )
         child_end.close()
         connection = Connection(parent_end.detach())
-        connection.send(list(sys.path))
+        # A worker that exits at once (a broken environment) may be gone before this: its exit
+        # is reported, with its code, like any death while starting.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.send(list(sys.path))
         try:
             exited: Any = os.pidfd_open(process.pid)
         except (AttributeError, OSError):
