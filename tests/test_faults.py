@@ -250,7 +250,7 @@ def test_a_failing_pipeline_leaves_no_half_written_output_file(ctx, tmp_path, wr
     out.mkdir()
     ds = Dataset.from_list([{"i": i, "text": f"row {i}"} for i in range(3000)], num_shards=1).map(_fail_while_writing(str(out)))
     extension = writer.removeprefix("write_")
-    with pytest.raises(ShardFailedError, match=r"failed while the output directory held \['part-00000\.") as error:
+    with pytest.raises(ShardFailedError, match=r"failed while the output directory held \['\.part-00000\." + extension + r"\.tmp-") as error:
         ctx.execute(getattr(ds, writer)(str(out / f"part-{{shard:05d}}.{extension}")))
     assert f"part-00000.{extension}'" not in str(error.value)  # only a temporary file was being written
     assert os.listdir(out) == []
