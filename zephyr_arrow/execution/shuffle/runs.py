@@ -14,7 +14,7 @@ from zephyr_arrow.execution.shuffle.merge import SortedFile
 from zephyr_arrow.execution.tasks import StageResult
 from zephyr_arrow.store import ChunkRef
 
-_TAKE_BYTES = 4 * 1024 * 1024  # a run is taken in order this much at a time (written a row group at a time)
+TAKE_BYTES = 4 * 1024 * 1024  # a run is taken in order this much at a time (written a row group at a time)
 
 
 class RunFiles:
@@ -37,7 +37,7 @@ class RunFiles:
         if self._file is None:
             schema = data.schema.with_metadata({**(data.schema.metadata or {}), K.HASHED_BY: K.hashed_by()})
             self._file = SortedFile(self._path_for(len(self._closed)), schema)
-        pieces = iter([data]) if order is None else take_by_batch(data, order, rows_per_slice(data, _TAKE_BYTES))
+        pieces = iter([data]) if order is None else take_by_batch(data, order, rows_per_slice(data, TAKE_BYTES))
         counts = zip(targets.field("values").to_pylist(), targets.field("counts").to_pylist())
         for target, parts in itertools.groupby(_cut(pieces, counts), key=lambda part: part[0]):
             offset = self._file.num_rows

@@ -36,6 +36,7 @@ from zephyr_arrow.execution import stats
 from zephyr_arrow.execution.shuffle import keys as K
 from zephyr_arrow.execution.shuffle.exchange import SORT_BUFFER_BYTES, Exchange, buffered_table, run_schema, spill_path
 from zephyr_arrow.execution.shuffle.merge import SortedFile, merged, sorted_indices
+from zephyr_arrow.execution.shuffle.runs import TAKE_BYTES
 from zephyr_arrow.execution.tasks import RangeInput, ReduceInput, ShardTask, StageResult
 from zephyr_arrow.planner import Stage
 from zephyr_arrow.store import ChunkRef, ShardRefs
@@ -49,7 +50,6 @@ _MAX_INDEX_BYTES = 1 << 20
 _ORDER = [K.SORT, K.POSITION]
 _VALUE, _NULL = b"\x01", b"\x02"  # before each column's key: a null sorts after every value
 _COMPLEMENT = bytes(range(255, -1, -1))  # reverses the order of self-delimiting encodings
-_TAKE_BYTES = 4 * 1024 * 1024
 
 
 class SortExchange(Exchange):
@@ -133,7 +133,7 @@ def _write_run(path: str, table: pa.Table, num_output_shards: int) -> ChunkRef:
     order = sorted_indices(table, _ORDER)
     run = SortedFile(path, table.schema)
     try:
-        for piece in take_by_batch(table, order, rows_per_slice(table, _TAKE_BYTES)) if table.num_rows else ():
+        for piece in take_by_batch(table, order, rows_per_slice(table, TAKE_BYTES)) if table.num_rows else ():
             run.write(piece)
         ref = run.close()
     except BaseException:
