@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import json
 
+import duckdb
+import polars as pl
 import pytest
 
-from zephyr_arrow import Dataset, InputFileError, ShardFailedError, load_jsonl
+from zephyr_arrow import Dataset, InputFileError, PlanError, ShardFailedError, load_jsonl
 
 GOOD = [{"id": i, "text": f"naïve café {i} — ok"} for i in range(5)]
 
@@ -49,3 +51,54 @@ def test_rows_nested_deeper_than_readers_accept_round_trip_exactly(ctx, depth):
     assert refs.to_pylist() == rows
     assert [row["id"] for row in refs.to_polars().collect().to_dicts()] == [0, 1, 2, 3]  # every reader opens the output
     assert refs.sql("select count(*) from data").fetchall() == [(4,)]
+
+
+DOCS = [{"id": i, "text": f"doc {i}", "lang": "en" if i % 3 else "de"} for i in range(30)]
+
+
+def write_jsonl(path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def test_a_selected_column_no_row_has_is_an_error_listing_the_columns(ctx, tmp_path):
+    path = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    message = r"select\(id, txet\) in stage 0: no row has column 'txet'; the rows have \['id', 'lang', 'text'\]"
+    with pytest.raises(PlanError, match=message):
+        ctx.execute(Dataset.from_files(path).load_jsonl().select("id", "txet"))  # the load reads only id and txet
+    with pytest.raises(PlanError, match=message):
+        ctx.execute(Dataset.from_list(DOCS, num_shards=3).select("id", "txet"))
+    with pytest.raises(PlanError, match=r"select\(txet\) in stage 1: no row has column 'txet'"):
+        ctx.execute(Dataset.from_list(DOCS, num_shards=3).map(lambda row: row).deduplicate("lang").select("txet"))
+
+
+def test_a_column_some_rows_lack_is_selected_where_they_have_it(ctx, tmp_path):
+    # Zephyr's rule: a selected column a row lacks is left out of that row; one shard has no "extra" at all.
+    rows = [{"id": i, **({"extra": i * 10} if i >= 20 else {})} for i in range(30)]
+    refs = ctx.execute(Dataset.from_list(rows, num_shards=3).select("id", "extra"))
+    assert [(row["id"], row.get("extra")) for row in refs.to_pylist()] == [(row["id"], row.get("extra")) for row in rows]
+    paths = [write_jsonl(tmp_path / "a.jsonl", rows[:20]), write_jsonl(tmp_path / "b.jsonl", rows[20:])]
+    refs = ctx.execute(Dataset.from_list(paths).load_jsonl().select("extra", "id"))
+    assert refs.sql("select sum(extra), count(extra), count(*) from data").fetchall() == [(sum(range(200, 300, 10)), 10, 30)]
+
+
+def test_an_aggregated_column_no_row_has_is_an_error_naming_the_users_columns(ctx, tmp_path):
+    path = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    for ds in (Dataset.from_files(path).load_jsonl(), Dataset.from_list(DOCS, num_shards=3)):
+        with pytest.raises(PlanError, match=r"no row has column 'txet'; the rows have \['id', 'lang', 'text'\]") as caught:
+            ctx.execute(ds.aggregate("lang", pl.col("txet").max()))
+        assert "__zephyr" not in str(caught.value)
+        with pytest.raises(PlanError, match=r"aggregate\(lnag: len\(\)\) in stage 0: no row has column 'lnag'"):
+            ctx.execute(ds.aggregate("lnag", pl.len()))
+
+
+def test_an_aggregated_column_one_file_lacks_is_null_there_as_duckdb_reads_it(ctx, tmp_path):
+    rows = [{"id": i, "lang": "en" if i % 2 else "de", **({"score": i} if i >= 12 else {})} for i in range(30)]
+    paths = [write_jsonl(tmp_path / "a.jsonl", rows[:12]), write_jsonl(tmp_path / "b.jsonl", rows[12:])]
+    refs = ctx.execute(
+        Dataset.from_list(paths).load_jsonl().aggregate("lang", pl.col("score").max().alias("top"), pl.col("score").count().alias("n"))
+    )
+    expected = duckdb.sql(
+        f"select lang, max(score), count(score) from read_json_auto({paths!r}, union_by_name=true) group by lang order by lang"
+    ).fetchall()
+    assert refs.sql("select lang, top, n from data order by lang").fetchall() == expected

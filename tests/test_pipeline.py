@@ -262,7 +262,7 @@ def test_parquet_pushdown_gives_the_same_answer(ctx, tmp_path):
     pq.write_table(pa.Table.from_pylist(DOCS), tmp_path / "docs.parquet", row_group_size=10)
     ds = Dataset.from_files(str(tmp_path / "*.parquet")).load_parquet().filter(pl.col("score") > 0.5).select("id", "score")
     plan = ds_plan(ds)
-    assert "load_parquet(columns=['id', 'score'], filter=" in plan
+    assert "load_parquet(keep=['id', 'score'], filter=" in plan
     expected = [{"id": d["id"], "score": d["score"]} for d in DOCS if d["score"] > 0.5]
     assert ctx.execute(ds).to_pylist() == expected
 

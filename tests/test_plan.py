@@ -43,11 +43,12 @@ def test_reshard_right_after_items_recuts_the_items():
     assert len(stages) == 1 and stages[0].source.num_shards == 3
 
 
-def test_filter_and_select_after_a_load_are_pushed_down():
+def test_a_filter_after_a_load_is_pushed_down_and_a_select_narrows_the_read():
     ds = Dataset.from_files("x/*.parquet").load_parquet().filter(pl.col("score") > 0.5).select("id", "score")
     (stage,) = plan(ds).stages
-    (load,) = stage.ops
-    assert isinstance(load, LoadOp) and load.columns == ("id", "score") and load.filter is not None
+    load, select = stage.ops
+    assert isinstance(load, LoadOp) and load.filter is not None and load.keep == ("id", "score")
+    assert isinstance(select, SelectOp)  # stays, to check that some row has each column
 
 
 @pytest.mark.parametrize(

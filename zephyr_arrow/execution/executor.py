@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zephyr_arrow import ops
+from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.coordinator import RetryPolicy
 from zephyr_arrow.execution.progress import Progress
@@ -22,7 +24,7 @@ from zephyr_arrow.execution.scheduler import run_stage
 from zephyr_arrow.execution.shuffle import exchange_for
 from zephyr_arrow.execution.sources import source_inputs
 from zephyr_arrow.execution.stats import add_counters, sum_counters
-from zephyr_arrow.execution.tasks import ChunksInput, ExecutionInfo, ScatterInput, ShardInput, ShardTask, TaskResult
+from zephyr_arrow.execution.tasks import ChunksInput, ExecutionInfo, ItemsInput, ScatterInput, ShardInput, ShardTask, TaskResult
 from zephyr_arrow.fs import remove_quietly
 from zephyr_arrow.planner import Plan, Stage, StageKind, validate
 from zephyr_arrow.store import ChunkRef, ShardRefs, layout
@@ -54,6 +56,7 @@ class Executor:
                 finally:
                     if stage.kind in (StageKind.SHUFFLE, StageKind.JOIN):
                         self._remove_spills(stage)
+                _check_columns_exist(stage, inputs, results)
                 num_output_shards = shard_counts[last_use[stage.index]] if stage.kind is StageKind.SCATTER else len(inputs)
                 outputs[stage.index] = regroup(results, num_output_shards)
                 counters = add_counters(counters, sum_counters(r.counters for r in results))
@@ -110,6 +113,36 @@ class Executor:
                 for path in _stage_dirs(stage_paths, self.execution):
                     remove_quietly(path)
             del outputs[index]
+
+
+def _check_columns_exist(stage: Stage, inputs: list[ShardInput], results: list[TaskResult]) -> None:
+    """A column that no row of the whole stage had is a typo, not a sparse column: say so,
+    with the columns there are (a shard's rows may lack a column other shards have)."""
+    named = [op for op in stage.ops if isinstance(op, ops.SelectOp)]
+    if stage.kind is StageKind.SCATTER and isinstance(stage.boundary, ops.AggregateOp):
+        named.append(stage.boundary)
+    for op in named:
+        used = op.columns_used()
+        seen = set().union(*(result.columns_seen.get(used, ()) for result in results))
+        missing = [column for column in used if column not in seen]
+        if seen and missing:
+            there = sorted(column for column in seen | _loaded_columns(stage, inputs) if not column.startswith("__zephyr_"))
+            raise PlanError(f"{op!r} in stage {stage.index}: no row has column {', '.join(map(repr, missing))}; the rows have {there}")
+
+
+def _loaded_columns(stage: Stage, inputs: list[ShardInput]) -> set[str]:
+    """The columns of the stage's first input row or file: the planner has the stage read
+    only the columns it uses, and a typo's column is among those (read only on error)."""
+    from zephyr_arrow import io
+
+    first = inputs[0].source if inputs and isinstance(inputs[0], ScatterInput) else inputs[0] if inputs else None
+    if not isinstance(first, ItemsInput) or not first.items:
+        return set()
+    load = next((op for op in stage.ops if isinstance(op, ops.LoadOp)), None)
+    if load is None:
+        return set(first.items[0]) if isinstance(first.items[0], dict) else set()
+    table = next(io.read_file(first.items[0], None, None, None if load.format == "auto" else load.format), None)
+    return set() if table is None else set(table.column_names)
 
 
 def _stage_dir_name(stage: Stage) -> str:

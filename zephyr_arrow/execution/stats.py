@@ -15,6 +15,9 @@ from dataclasses import dataclass, fields
 SHUFFLE_FILES = "shuffle/files_written"  # scatter files, merge-pass files and output chunks
 
 _engine_counts: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar("zephyr_arrow_engine", default=None)
+_columns_seen: contextvars.ContextVar[dict[tuple[str, ...], set[str]] | None] = contextvars.ContextVar(
+    "zephyr_arrow_columns_seen", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,25 @@ def count(name: str, value: int = 1) -> None:
     counts = _engine_counts.get()
     if counts is not None:
         counts[name] = counts.get(name, 0) + value
+
+
+@contextlib.contextmanager
+def seeing_columns() -> Iterator[dict[tuple[str, ...], set[str]]]:
+    """Collect, per op of one task that names columns (a ``select``, an ``aggregate``'s map
+    side; keyed by ``columns_used()``), the columns the rows reaching it had."""
+    seen: dict[tuple[str, ...], set[str]] = {}
+    token = _columns_seen.set(seen)
+    try:
+        yield seen
+    finally:
+        _columns_seen.reset(token)
+
+
+def columns_seen(used: tuple[str, ...]) -> set[str] | None:
+    """The running task's set of the columns the rows reaching an op that uses ``used`` had
+    (None outside a task), which the coordinator unions over a stage's tasks."""
+    seen = _columns_seen.get()
+    return None if seen is None else seen.setdefault(used, set())
 
 
 def add_counters(total: dict[str, int | float], more: dict[str, int | float]) -> dict[str, int | float]:

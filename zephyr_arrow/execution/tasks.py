@@ -126,6 +126,8 @@ class TaskResult:
     stats: TaskStats
     counters: dict[str, int | float]  # the user's (and Zephyr's zephyr/ names)
     engine_counts: dict[str, int] = field(default_factory=dict)  # the engine's own (stats.count)
+    # Per select of the stage (by its columns): the columns the rows reaching it had.
+    columns_seen: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

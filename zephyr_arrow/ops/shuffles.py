@@ -106,6 +106,10 @@ class AggregateOp(Op):
     def carried_columns(self) -> tuple[str, ...] | None:
         return self.input_columns()
 
+    def columns_used(self) -> tuple[str, ...]:
+        """The columns at least one row must have (the coordinator checks, see executor.py)."""
+        return self.input_columns() or self.by
+
     def __repr__(self) -> str:
         return f"aggregate({', '.join(self.by)}: {', '.join(str(e) for e in self.exprs)})"
 

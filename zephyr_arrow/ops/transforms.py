@@ -125,6 +125,10 @@ class SelectOp(Op):
     def needs(self, used: tuple[str, ...] | None) -> tuple[str, ...] | None:
         return self.columns if used is None else tuple(name for name in self.columns if name in used)
 
+    def columns_used(self) -> tuple[str, ...]:
+        """The columns at least one row must have (the coordinator checks, see executor.py)."""
+        return self.columns
+
     def __repr__(self) -> str:
         return f"select({', '.join(self.columns)})"
 

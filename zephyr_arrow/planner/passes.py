@@ -36,7 +36,10 @@ def fold_reshard_into_items(source: ops.Source, operations: tuple[ops.Op, ...]) 
 
 
 def push_down_into_load(stages: Stages) -> Stages:
-    """Fold a Polars filter and a select that directly follow a load into the load."""
+    """Fold a Polars filter that directly follows a load into the load. A select is not folded:
+    ``narrow_reads`` has the load read only its columns all the same, and the select, left in
+    place, keeps its rule (a column a row lacks is left out) and notes the columns it saw,
+    so that a column no row has is an error rather than a column of nulls."""
     return tuple(replace(stage, ops=_pushed_down(stage.ops)) for stage in stages)
 
 
@@ -46,8 +49,6 @@ def _pushed_down(stage_ops: tuple[ops.Op, ...]) -> tuple[ops.Op, ...]:
         load = result[-1] if result and isinstance(result[-1], ops.LoadOp) else None
         if load is not None and isinstance(op, ops.FilterExprOp) and load.filter is None and _filter_can_push(op, load):
             result[-1] = replace(load, filter=op.expr)
-        elif load is not None and isinstance(op, ops.SelectOp) and load.columns is None and not load.include_file_paths:
-            result[-1] = replace(load, columns=op.columns)
         else:
             result.append(op)
     return tuple(result)

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from zephyr_arrow import ops
 from zephyr_arrow.arrow.schema import from_polars
 from zephyr_arrow.arrow.stream import Stream
+from zephyr_arrow.execution import stats as engine
 from zephyr_arrow.execution.shuffle import keys as K
 from zephyr_arrow.execution.shuffle import partial_aggregate
 from zephyr_arrow.execution.shuffle.exchange import MergeExchange
@@ -29,6 +30,9 @@ class AggregateExchange(MergeExchange):
         return K.ShuffleKeys(op.by, None)
 
     def sorted_run(self, op: ops.AggregateOp, keys: K.ShuffleKeys, table: pa.Table) -> tuple[pa.Table, pa.Array | None]:
+        seen = engine.columns_seen(op.columns_used())
+        if seen is not None:
+            seen.update(table.column_names)
         parts = partial_aggregate.split(op.exprs)
         if parts is not None:
             table = partial_aggregate.partials(op.by, parts, table)

@@ -59,6 +59,10 @@ def partials(by: tuple[str, ...], parts: tuple[Part, ...], run: pa.Table) -> pa.
     """The run folded to one row per key: the key columns, the shuffle columns (the key's
     first input position) and the partial columns."""
     frame = pl.from_arrow(run)
+    # A run whose rows all lack an aggregated column folds it as nulls, as the rows of the
+    # runs that have it would show it (a column no row has is an error: executor.py).
+    absent = {part.column for part in parts if part.column is not None and part.column not in frame.columns}
+    frame = frame.with_columns(pl.lit(None).alias(name) for name in absent)
     # The hash and target are the key's; grouping by them too keeps keys that Polars
     # finds equal but that hash apart (0.0 and -0.0) in their own shards, as without folding.
     keys = [name for name in by if name in frame.columns] + [K.HASH, K.TARGET]

@@ -15,6 +15,7 @@ from zephyr_arrow import ops
 from zephyr_arrow.arrow.rows import carry_markers
 from zephyr_arrow.arrow.schema import normalize
 from zephyr_arrow.arrow.stream import Stream, batched
+from zephyr_arrow.execution import stats as engine
 
 
 def apply(op: ops.Op, stream: Stream, shard: ops.ShardInfo) -> Stream:
@@ -81,10 +82,27 @@ def _take_tables(tables: Iterator[pa.Table], limit: int) -> Iterator[pa.Table]:
 
 
 def _select(op: ops.SelectOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    """A column a row lacks is left out; the columns the rows had are noted for the
+    coordinator, which fails the run when no row of the stage had a selected column."""
+    seen = engine.columns_seen(op.columns_used())
+    if seen is None:
+        seen = set()
     if stream.rows is not None:
         columns = op.columns
-        return Stream(rows=({k: row[k] for k in columns if k in row} for row in _dict_rows(stream.rows, "select")))
-    return Stream(tables=(t.select([c for c in op.columns if c in t.column_names]) for t in stream.tables))
+
+        def rows() -> Iterator[dict]:
+            for row in _dict_rows(stream.rows, "select"):
+                seen.update(row)
+                yield {k: row[k] for k in columns if k in row}
+
+        return Stream(rows=rows())
+
+    def tables() -> Iterator[pa.Table]:
+        for table in stream.tables:
+            seen.update(table.column_names)
+            yield table.select([c for c in op.columns if c in table.column_names])
+
+    return Stream(tables=tables())
 
 
 def _dict_rows(rows: Iterator[Any], method: str) -> Iterator[dict]:

@@ -107,6 +107,7 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
     with (
         counters.collecting(task.execution.shared) as collected,
         engine.collecting() as engine_counts,
+        engine.seeing_columns() as columns_seen,
         _read(stage, task, rows_in) as stream,
     ):
         outputs = _write(stage, task, stream)
@@ -118,7 +119,9 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
         bytes_out=sum(size(path) for path in paths),
         seconds=time.perf_counter() - started,
     )
-    return TaskResult(task.stage_index, task.shard_index, task.attempt, tuple(outputs), stats, collected.totals, engine_counts)
+    return TaskResult(
+        task.stage_index, task.shard_index, task.attempt, tuple(outputs), stats, collected.totals, engine_counts, columns_seen
+    )
 
 
 @contextlib.contextmanager
