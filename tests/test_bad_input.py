@@ -102,3 +102,16 @@ def test_an_aggregated_column_one_file_lacks_is_null_there_as_duckdb_reads_it(ct
         f"select lang, max(score), count(score) from read_json_auto({paths!r}, union_by_name=true) group by lang order by lang"
     ).fetchall()
     assert refs.sql("select lang, top, n from data order by lang").fetchall() == expected
+
+
+@pytest.mark.parametrize("blank_lines", [0, 2])
+def test_a_value_of_another_type_is_named_by_its_line_not_arrows_row(ctx, tmp_path, blank_lines):
+    lines = [json.dumps({"id": i, "v": i}).encode() for i in range(40_000)]
+    lines[30_000] = json.dumps({"id": 30_000, "v": "text"}).encode()  # line 30001
+    lines[10:10] = [b""] * blank_lines
+    path = write_lines(tmp_path / "docs.jsonl", lines)
+    line = 30_001 + blank_lines
+    with pytest.raises(InputFileError, match=rf"{path}: line {line}: JSON parse error: Column\(/v\) changed from number to string$"):
+        list(load_jsonl(path))
+    with pytest.raises(ShardFailedError, match=rf"{path}: line {line}: JSON parse error"):
+        ctx.execute(Dataset.from_files(path).load_jsonl())

@@ -285,10 +285,10 @@ def test_type_conflict_across_pieces_names_file_and_line(tmp_path: Path, small_p
         list(zio.read_jsonl(str(path)))
 
 
-def test_type_conflict_within_a_piece_names_file_and_lines(tmp_path: Path) -> None:
+def test_type_conflict_within_a_piece_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "conflict.jsonl"
     path.write_text('{"a": 1}\n{"a": 2}\n{"a": "x"}\n')
-    with pytest.raises(InputFileError, match=r"conflict\.jsonl: lines 1-3: .*changed from number to string"):
+    with pytest.raises(InputFileError, match=r"conflict\.jsonl: line 3: .*changed from number to string"):
         list(zio.read_jsonl(str(path)))
 
 

@@ -8,6 +8,7 @@ Types are inferred per piece and only ever widen within a file (see ``zephyr_arr
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -242,8 +243,24 @@ def _parse_error(path: str, text_format: _TextFormat, piece: bytes | memoryview,
     if bad_line is not None:
         index, why = bad_line
         return InputFileError(f"{path}: line {line + index}: {why}")
+    row = _ROW_IN_PIECE.search(str(error))
+    if row is not None and (index := _nth_record_line(piece, int(row.group(1)))) is not None:
+        return InputFileError(f"{path}: line {line + index}: {_ROW_IN_PIECE.sub('', str(error))}")
     last_line = line + piece.count(b"\n", 0, len(piece) - 1)
     return InputFileError(f"{path}: lines {line}-{last_line}: {error}")
+
+
+_ROW_IN_PIECE = re.compile(r" in row (\d+)$")  # Arrow's 0-based record of the parsed piece
+
+
+def _nth_record_line(piece: bytes, row: int) -> int | None:
+    """The 0-based line of ``piece`` holding its ``row``-th record (blank lines hold none)."""
+    for index, text in enumerate(piece.split(b"\n")):
+        if text.strip():
+            if row == 0:
+                return index
+            row -= 1
+    return None
 
 
 def _line_number(fs: AbstractFileSystem, fs_path: str, codec: str | None, offset: int) -> int:
