@@ -36,8 +36,10 @@ if TYPE_CHECKING:
     from zephyr_arrow.counters import worker_ctx as zephyr_worker_ctx
     from zephyr_arrow.dataset import DEFAULT_FILE_PATH_COLUMN as DEFAULT_FILE_PATH_COLUMN, Dataset as Dataset
     from zephyr_arrow.errors import (
+        ChunkCorruptError as ChunkCorruptError,
         ChunkMissingError as ChunkMissingError,
         InputFileError as InputFileError,
+        ObjectStoreError as ObjectStoreError,
         PlanError as PlanError,
         SchemaConflictError as SchemaConflictError,
         ShardFailedError as ShardFailedError,
@@ -65,7 +67,16 @@ _LAZY = {
         "zephyr_arrow.dataset": {"DEFAULT_FILE_PATH_COLUMN": "DEFAULT_FILE_PATH_COLUMN", "Dataset": "Dataset"},
         "zephyr_arrow.errors": {
             name: name
-            for name in ("ChunkMissingError", "InputFileError", "PlanError", "SchemaConflictError", "ShardFailedError", "ZephyrError")
+            for name in (
+                "ChunkCorruptError",
+                "ChunkMissingError",
+                "InputFileError",
+                "ObjectStoreError",
+                "PlanError",
+                "SchemaConflictError",
+                "ShardFailedError",
+                "ZephyrError",
+            )
         },
         "zephyr_arrow.execution.context": {"ZephyrContext": "ZephyrContext"},
         "zephyr_arrow.ops": {"ShardInfo": "ShardInfo"},
@@ -117,10 +128,12 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DEFAULT_FILE_PATH_COLUMN",
+    "ChunkCorruptError",
     "ChunkMissingError",
     "ChunkRef",
     "Dataset",
     "InputFileError",
+    "ObjectStoreError",
     "Plan",
     "PlanError",
     "SchemaConflictError",

@@ -6,6 +6,7 @@
     ├── SchemaConflictError    two chunks disagree on a column's type beyond promotion (names column, types, files)
     ├── ChunkMissingError      a ChunkRef's file is gone (names the path and why it may be gone)
     ├── ChunkCorruptError      a ChunkRef's file fails its checksums or is not Parquet (names the path)
+    ├── ObjectStoreError       an object store kept failing past its client's retries (names operation and key)
     └── ShardFailedError       a shard task failed: user code raised, or its worker died (names stage and shard)
 
     UsageError                 the ``zephyr-arrow`` command line was wrong (exit code 2)
@@ -39,6 +40,11 @@ class ChunkMissingError(ZephyrError, FileNotFoundError):
 
 class ChunkCorruptError(ZephyrError):
     """A chunk file cannot be read as written: a page fails its checksum, or it is truncated or not Parquet."""
+
+
+class ObjectStoreError(ZephyrError, OSError):
+    """An object store operation kept failing (server errors, throttling, lost connections) after
+    the retries with backoff its client makes (botocore's: 5 attempts for S3)."""
 
 
 class ShardFailedError(ZephyrError):

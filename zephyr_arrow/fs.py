@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
-from zephyr_arrow.errors import InputFileError
+from zephyr_arrow.errors import InputFileError, ObjectStoreError, ZephyrError
 
 if TYPE_CHECKING:
     import fsspec
@@ -110,6 +110,25 @@ class TempFile:
         return self.fs.open(self.path, "wb")
 
 
+def is_store_failure(error: BaseException) -> bool:
+    """Whether ``error``, raised by an object store's client, is the store failing (a server
+    error, throttling, a lost connection) rather than a missing key or bad data."""
+    if isinstance(error, (FileNotFoundError, ZephyrError)) or type(error).__module__.startswith("pyarrow"):
+        return False
+    return isinstance(error, OSError) or type(error).__module__.startswith(("botocore", "aiobotocore", "s3fs", "gcsfs"))
+
+
+@contextlib.contextmanager
+def store_operation(operation: str, path: str) -> Iterator[None]:
+    """Name the operation and the key when an object store still fails after its client's retries."""
+    try:
+        yield
+    except Exception as error:
+        if is_local(path) or not is_store_failure(error):
+            raise
+        raise ObjectStoreError(f"{operation} {path} failed, after the object store client's retries: {type(error).__name__}: {error}") from error
+
+
 @contextlib.contextmanager
 def atomic_output(path: str, replace_stale: bool = False) -> Iterator[TempFile]:
     """Yield a temporary file to write; move it onto ``path`` only if the block succeeds.
@@ -123,17 +142,19 @@ def atomic_output(path: str, replace_stale: bool = False) -> Iterator[TempFile]:
     """
     fs, fs_path = filesystem(path)
     tmp = TempFile(fs, temp_path(fs_path))
-    fs.makedirs(fs._parent(fs_path), exist_ok=True)
-    if replace_stale:
-        for stale in fs.glob(temp_path(fs_path, "*")):
-            with contextlib.suppress(FileNotFoundError):
-                fs.rm(stale)
+    with store_operation("creating the directory of", path):
+        fs.makedirs(fs._parent(fs_path), exist_ok=True)
+        if replace_stale:
+            for stale in fs.glob(temp_path(fs_path, "*")):
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm(stale)
     try:
-        yield tmp
-        if tmp.is_local:
-            os.replace(tmp.path, fs_path)
-        else:
-            fs.mv(tmp.path, fs_path)
+        with store_operation("writing", path):
+            yield tmp
+            if tmp.is_local:
+                os.replace(tmp.path, fs_path)
+            else:
+                fs.mv(tmp.path, fs_path)
     except BaseException:
         with contextlib.suppress(Exception):
             if fs.exists(tmp.path):
@@ -146,14 +167,16 @@ def size(path: str) -> int:
     if is_local(path):
         return os.path.getsize(path.removeprefix("file://"))
     fs, fs_path = filesystem(path)
-    return fs.size(fs_path)
+    with store_operation("reading the size of", path):
+        return fs.size(fs_path)
 
 
 def exists(path: str) -> bool:
     if is_local(path):
         return os.path.exists(path.removeprefix("file://"))
     fs, fs_path = filesystem(path)
-    return fs.exists(fs_path)
+    with store_operation("looking up", path):
+        return fs.exists(fs_path)
 
 
 def remove_quietly(path: str) -> None:

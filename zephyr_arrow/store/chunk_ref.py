@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zephyr_arrow.errors import ChunkCorruptError, ChunkMissingError, ZephyrError
-from zephyr_arrow.fs import atomic_output, exists, is_local, open_parquet
+from zephyr_arrow.fs import atomic_output, exists, is_local, is_store_failure, open_parquet, store_operation
 
 if TYPE_CHECKING:
     import polars as pl
@@ -51,6 +51,13 @@ class ChunkRef:
     num_rows: int
     schema: pa.Schema
     row_range: tuple[int, int] | None = None
+    # The user's input files its rows came from, where one task's input says (error messages name them).
+    origin: str | None = None
+
+    @property
+    def described(self) -> str:
+        """The chunk for a message: its input files first, when known, then its path."""
+        return f"rows from {self.origin} (chunk {self.path})" if self.origin else self.path
 
     @classmethod
     def write(cls, path: str, data: Any, *, compression: str | None = None) -> ChunkRef:
@@ -75,7 +82,7 @@ class ChunkRef:
         offset = self.row_range[0] if self.row_range else 0
         if start == 0 and stop == self.num_rows:
             return self
-        return ChunkRef(self.path, stop - start, self.schema, (offset + start, offset + stop))
+        return ChunkRef(self.path, stop - start, self.schema, (offset + start, offset + stop), self.origin)
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
         """The chunk's rows as one table (projected to ``columns`` if given)."""
@@ -125,19 +132,26 @@ class ChunkRef:
         """The chunk's file, open (``fs.open_parquet``: pages are checked against their checksums as
         they are read). A missing file is ChunkMissingError; one that fails a check, is truncated or
         is not Parquet, ChunkCorruptError; both name it."""
-        try:
-            parquet = open_parquet(self.path, metadata=metadata, buffer_size=buffer_size)
-        except FileNotFoundError as error:
-            raise self._missing() from error
-        except (OSError, pa.ArrowException) as error:
-            raise self._corrupt(error) from error
-        with parquet:
+        with store_operation("reading chunk", self.path):
             try:
-                yield parquet
-            except (OSError, pa.ArrowException) as error:  # from reading pages, in the body
-                if isinstance(error, ZephyrError):
-                    raise
-                raise self._corrupt(error) from error
+                parquet = open_parquet(self.path, metadata=metadata, buffer_size=buffer_size)
+            except FileNotFoundError as error:
+                raise self._missing() from error
+            except (OSError, pa.ArrowException) as error:
+                if not self._is_store_failure(error):
+                    raise self._corrupt(error) from error
+                raise  # store_operation names it
+            with parquet:
+                try:
+                    yield parquet
+                except (OSError, pa.ArrowException) as error:  # from reading pages, in the body
+                    if isinstance(error, ZephyrError) or self._is_store_failure(error):
+                        raise
+                    raise self._corrupt(error) from error
+
+    def _is_store_failure(self, error: BaseException) -> bool:
+        """A remote store that fails to answer has not corrupted the chunk."""
+        return not is_local(self.path) and is_store_failure(error)
 
     def _corrupt(self, error: BaseException) -> ChunkCorruptError:
         return ChunkCorruptError(

@@ -120,6 +120,7 @@ class ChunkFile:
         self.schema = schema
         self.num_rows = 0
         self.bytes_in = 0
+        self._finished = False
         self._output = atomic_output(path)
         tmp = self._output.__enter__()
         self._sink = None if tmp.is_local else tmp.open()
@@ -136,13 +137,23 @@ class ChunkFile:
         self.bytes_in += table.nbytes
 
     def close(self) -> ChunkRef:
-        self._writer.close()
-        if self._sink is not None:
-            self._sink.close()
+        """Finish the file and move it into place. On an object store the upload happens here:
+        its failure removes the temporary file and is raised naming the chunk (``atomic_output``)."""
+        self._finished = True
+        try:
+            self._writer.close()
+            if self._sink is not None:
+                self._sink.close()
+        except BaseException as error:
+            self._output.__exit__(type(error), error, error.__traceback__)
+            raise
         self._output.__exit__(None, None, None)
         return ChunkRef(self.path, self.num_rows, self.schema)
 
     def abort(self) -> None:
+        if self._finished:  # a close that failed has cleaned up already
+            return
+        self._finished = True
         try:
             self._writer.close()
             if self._sink is not None:
