@@ -9,7 +9,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from zephyr_arrow import Dataset, InputFileError, PlanError, ShardFailedError, load_jsonl
+from zephyr_arrow import Dataset, InputFileError, PlanError, SchemaConflictError, ShardFailedError, load_jsonl
 
 GOOD = [{"id": i, "text": f"naïve café {i} — ok"} for i in range(5)]
 
@@ -115,3 +115,16 @@ def test_a_value_of_another_type_is_named_by_its_line_not_arrows_row(ctx, tmp_pa
         list(load_jsonl(path))
     with pytest.raises(ShardFailedError, match=rf"{path}: line {line}: JSON parse error"):
         ctx.execute(Dataset.from_files(path).load_jsonl())
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda ds: ds, lambda ds: ds.map(lambda row: row), lambda ds: ds.deduplicate("id"), lambda ds: ds.sort("id")],
+    ids=["load", "map", "deduplicate", "sort"],
+)
+def test_a_schema_conflict_between_input_files_names_the_files(ctx, tmp_path, build):
+    ints = write_jsonl(tmp_path / "ints.jsonl", [{"id": i, "v": i} for i in range(10)])
+    texts = write_jsonl(tmp_path / "texts.jsonl", [{"id": i, "v": f"s{i}"} for i in range(10)])
+    message = rf"column 'v' has incompatible types across chunks: int64 in rows from {ints} \(chunk .*\) but string in rows from {texts}"
+    with pytest.raises(SchemaConflictError, match=message):
+        ctx.execute(build(Dataset.from_list([ints, texts]).load_jsonl())).to_pylist()

@@ -12,7 +12,7 @@ so deletion follows references, not stage order).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from zephyr_arrow import ops
 from zephyr_arrow.errors import PlanError
@@ -58,7 +58,7 @@ class Executor:
                         self._remove_spills(stage)
                 _check_columns_exist(stage, inputs, results)
                 num_output_shards = shard_counts[last_use[stage.index]] if stage.kind is StageKind.SCATTER else len(inputs)
-                outputs[stage.index] = regroup(results, num_output_shards)
+                outputs[stage.index] = regroup(_with_origins(stage, inputs, results), num_output_shards)
                 counters = add_counters(counters, sum_counters(r.counters for r in results))
                 engine_counts = add_counters(engine_counts, sum_counters(r.engine_counts for r in results))
             self._release(plan, stage.index, outputs, last_use)
@@ -143,6 +143,29 @@ def _loaded_columns(stage: Stage, inputs: list[ShardInput]) -> set[str]:
         return set(first.items[0]) if isinstance(first.items[0], dict) else set()
     table = next(io.read_file(first.items[0], None, None, None if load.format == "auto" else load.format), None)
     return set() if table is None else set(table.column_names)
+
+
+def _with_origins(stage: Stage, inputs: list[ShardInput], results: list[TaskResult]) -> list[TaskResult]:
+    """``results`` with each chunk's ``origin``: the files its task loaded, or the one origin
+    of the chunks it read (a reduce task's rows come from many: none)."""
+    origins = [_origin(stage, shard_input) for shard_input in inputs]
+    return [
+        replace(result, outputs=tuple(replace(out, chunk=replace(out.chunk, origin=origin)) for out in result.outputs))
+        if (origin := origins[result.shard_index]) is not None
+        else result
+        for result in results
+    ]
+
+
+def _origin(stage: Stage, shard_input: ShardInput) -> str | None:
+    source = shard_input.source if isinstance(shard_input, ScatterInput) else shard_input
+    if isinstance(source, ItemsInput) and source.items and any(isinstance(op, ops.LoadOp) for op in stage.ops):
+        paths = [str(path) for path in source.items]
+        return paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more files"
+    if isinstance(source, ChunksInput):
+        origins = {chunk.origin for chunk in source.chunks}
+        return origins.pop() if len(origins) == 1 else None
+    return None
 
 
 def _stage_dir_name(stage: Stage) -> str:

@@ -64,7 +64,7 @@ class ShardRefs:
     def schema(self) -> pa.Schema:
         """The unified schema over every chunk (see ``store/schema.py``)."""
         chunks = self.chunks
-        schema = unify([c.schema for c in chunks], [c.path for c in chunks])
+        schema = unify([c.schema for c in chunks], [c.described for c in chunks])
         _check_ints_fit_floats(chunks, schema)
         return schema
 
@@ -130,7 +130,7 @@ class ShardRefs:
                     target = saved_chunk_path(directory, shard_index, len(copied))
                     _copy(chunk, target)
                     copied[chunk.path] = target
-                saved.append(ChunkRef(copied[chunk.path], chunk.num_rows, chunk.schema, chunk.row_range))
+                saved.append(ChunkRef(copied[chunk.path], chunk.num_rows, chunk.schema, chunk.row_range, chunk.origin))
             shards.append(saved)
         result = ShardRefs(shards, counters=dict(self.counters), stats=dict(self.stats))
         manifest = {

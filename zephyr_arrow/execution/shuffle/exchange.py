@@ -160,7 +160,7 @@ def run_schema(op: ops.Op, keys: K.ShuffleKeys, runs: ShardRefs, side: str | Non
     """The schema every run of one input is read as: unified over the runs, with the key
     columns checked (when there are rows) and present (as nulls, when there are none)."""
     chunks = runs.chunks
-    schema = unify([c.schema for c in chunks], [c.path for c in chunks])
+    schema = unify([c.schema for c in chunks], [c.described for c in chunks])
     if keys.columns is not None:
         if runs.num_rows:
             check_key_columns(op, keys.columns, schema, side)

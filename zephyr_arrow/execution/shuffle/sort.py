@@ -214,7 +214,7 @@ def _rows_between(run: ChunkRef, index: _Index, lower: bytes | None, upper: byte
         stop = rows[after] if after < len(rows) else run.num_rows
     if start >= stop:
         return None
-    return ChunkRef(run.path, stop - start, run.schema, (start, stop))
+    return ChunkRef(run.path, stop - start, run.schema, (start, stop), run.origin)
 
 
 def _within(tables: Iterator[pa.Table], spec: RangeInput) -> Iterator[pa.Table]:
