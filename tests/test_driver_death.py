@@ -1,4 +1,4 @@
-"""A driver killed mid-run takes its local workers with it; SIGTERM stops a run as Ctrl-C does."""
+"""A driver killed mid-run takes its workers with it (local processes, Ray actors); SIGTERM stops a run as Ctrl-C does."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ DRIVER = textwrap.dedent(
     import os, sys, time
     from zephyr_arrow import Dataset, ZephyrContext
 
-    fifo = sys.argv[1]
+    fifo, backend = sys.argv[1], sys.argv[2]
 
     def busy(x):
         with open(fifo, "w") as out:  # tells the test this worker is running a task
@@ -26,21 +26,25 @@ DRIVER = textwrap.dedent(
         time.sleep(300)  # the task's work: far longer than the test waits
         return x
 
-    with ZephyrContext(backend="local", max_workers=2, progress=False) as ctx:
+    options = {"num_cpus_per_worker": 0.5} if backend == "ray" else {}
+    with ZephyrContext(backend=backend, max_workers=2, progress=False, **options) as ctx:
         print(ctx.chunk_storage_prefix, flush=True)
         ctx.execute(Dataset.from_list([0, 1], num_shards=2).map(busy))
     """
 )
 
 
-@pytest.fixture
-def running_driver(tmp_path):
-    """A driver whose two local workers are each in the middle of a task; yields (driver, worker pids, chunk prefix)."""
+@pytest.fixture(params=["local", "ray"])
+def running_driver(request, tmp_path):
+    """A driver whose two workers are each in the middle of a task; yields (driver, worker pids, chunk prefix).
+    On Ray the driver starts a Ray of its own (not the test session's), as a script run by hand does."""
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     fifo = tmp_path / "started"
     os.mkfifo(fifo)
-    driver = subprocess.Popen([sys.executable, str(script), str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [sys.executable, str(script), str(fifo), request.param], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     prefix = driver.stdout.readline().strip()
     workers = [psutil.Process(int(line)) for line in _lines_from(fifo, 2, driver)]
     yield driver, workers, prefix

@@ -139,12 +139,15 @@ class ZephyrContext:
                 "give each thread a ZephyrContext of its own, or run the pipelines one after the other"
             )
         try:
+            # The backend first: Ray's start installs a SIGTERM handler of its own (which aborts
+            # the process), and the run's must replace it, not be replaced by it.
+            backend = self._get_backend()
             with _terminate_like_interrupt():
-                return self._execute(plan)
+                return self._execute(plan, backend)
         finally:
             self._running.release()
 
-    def _execute(self, plan: Plan) -> ShardRefs:
+    def _execute(self, plan: Plan, backend: Backend) -> ShardRefs:
         execution_id = layout.new_execution_id() if not self.name else f"{self.name}-{layout.new_execution_id()}"
         executions = self._resources.executions
         executions.append(layout.execution_dir(self.chunk_storage_prefix, execution_id))
@@ -153,7 +156,7 @@ class ZephyrContext:
             execution = ExecutionInfo(
                 self.chunk_storage_prefix, execution_id, self._write_shared(execution_id), _fsspec_config(), os.getcwd()
             )
-            return Executor(self._get_backend(), execution, self.policy, progress, self.max_workers).execute(plan)
+            return Executor(backend, execution, self.policy, progress, self.max_workers).execute(plan)
         except BaseException:
             remove_quietly(executions.pop())
             raise
@@ -197,19 +200,29 @@ class ZephyrContext:
 def _terminate_like_interrupt() -> Iterator[None]:
     """While a run goes on in the main thread, SIGTERM (a job scheduler's, ``kill``) stops it as
     Ctrl-C does: the workers' tasks are stopped and the run's chunks deleted; then the process
-    exits with SIGTERM's status. A handler the program set itself is left alone."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    exits with SIGTERM's status. A handler the program set itself is left alone; Ray's (set by
+    ``ray.init``, with one in its core that aborts the process) is replaced for the run."""
+    before = signal.getsignal(signal.SIGTERM)
+    rays = getattr(before, "__module__", "").startswith("ray.")
+    if threading.current_thread() is not threading.main_thread() or (before is not signal.SIG_DFL and not rays):
         yield
         return
 
+    received: list[int] = []
+
     def terminate(signum: int, frame: object) -> None:
+        received.append(signum)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, terminate)
     try:
         yield
+    except SystemExit:
+        if received:  # Ray's wait turns the handler's exit into SystemExit(1): give SIGTERM's status
+            raise SystemExit(128 + received[0]) from None
+        raise
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, before)
 
 
 @dataclass
