@@ -13,7 +13,8 @@ import zephyr_arrow
 from zephyr_arrow import Dataset
 
 PUBLIC = {
-    "DEFAULT_FILE_PATH_COLUMN", "ChunkMissingError", "ChunkRef", "Dataset", "InputFileError", "Plan", "PlanError",
+    "DEFAULT_FILE_PATH_COLUMN", "ChunkCorruptError", "ChunkMissingError", "ChunkRef", "Dataset", "InputFileError",
+    "ObjectStoreError", "Plan", "PlanError",
     "SchemaConflictError", "ShardFailedError", "ShardInfo", "ShardRefs", "WorkerContext", "ZephyrContext",
     "ZephyrError", "col", "compute_plan", "counters", "lit", "load_file", "load_jsonl", "load_parquet", "plan",
     "read_parquet", "worker_ctx", "write_jsonl_file", "write_parquet_file", "zephyr_worker_ctx",
