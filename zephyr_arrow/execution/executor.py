@@ -22,10 +22,11 @@ from zephyr_arrow.execution.progress import Progress
 from zephyr_arrow.execution.reshard import reshard
 from zephyr_arrow.execution.scheduler import run_stage
 from zephyr_arrow.execution.shuffle import exchange_for
-from zephyr_arrow.execution.sources import source_inputs
+from zephyr_arrow.execution.sources import source_inputs, split_inputs
 from zephyr_arrow.execution.stats import add_counters, sum_counters
 from zephyr_arrow.execution.tasks import ChunksInput, ExecutionInfo, ItemsInput, ScatterInput, ShardInput, ShardTask, TaskResult
 from zephyr_arrow.fs import remove_quietly
+from zephyr_arrow.io.pieces import FilePiece
 from zephyr_arrow.planner import Plan, Stage, StageKind, validate
 from zephyr_arrow.store import ChunkRef, ShardRefs, layout
 
@@ -41,6 +42,12 @@ class Executor:
     def execute(self, plan: Plan) -> ShardRefs:
         source_stage_inputs = {s.index: source_inputs(s.source) for s in plan.stages if s.source is not None}
         shard_counts = validate.shard_counts(plan, {i: len(inputs) for i, inputs in source_stage_inputs.items()})
+        split = {
+            s.index: pieces
+            for s in plan.stages
+            if s.reads_pieces and (pieces := split_inputs(source_stage_inputs[s.index], s.ops[0], self.max_workers))
+        }
+        source_stage_inputs.update({index: pieces.inputs for index, pieces in split.items()})
         last_use = _last_use(plan)
         outputs: dict[int, ShardRefs] = {}
         counters: dict[str, int | float] = {}
@@ -51,14 +58,17 @@ class Executor:
             else:
                 inputs = self._task_inputs(stage, source_stage_inputs, outputs, shard_counts, last_use)
                 broadcast = tuple(tuple(outputs[index].chunks) for index in stage.broadcast)
+                num_output_shards = shard_counts[last_use[stage.index] if stage.kind is StageKind.SCATTER else stage.index]
                 try:
-                    results = self.run_tasks(stage, inputs, broadcast)
+                    if stage.index in split:
+                        results = self._run_pieces(stage, inputs, broadcast, split[stage.index].shards)
+                    else:
+                        results = _with_origins(stage, inputs, self.run_tasks(stage, inputs, broadcast))
                 finally:
                     if stage.kind in (StageKind.SHUFFLE, StageKind.JOIN):
                         self._remove_spills(stage)
                 _check_columns_exist(stage, inputs, results)
-                num_output_shards = shard_counts[last_use[stage.index]] if stage.kind is StageKind.SCATTER else len(inputs)
-                outputs[stage.index] = regroup(_with_origins(stage, inputs, results), num_output_shards)
+                outputs[stage.index] = regroup(results, num_output_shards)
                 counters = add_counters(counters, sum_counters(r.counters for r in results))
                 engine_counts = add_counters(engine_counts, sum_counters(r.engine_counts for r in results))
             self._release(plan, stage.index, outputs, last_use)
@@ -86,10 +96,37 @@ class Executor:
             return [ScatterInput(shard_input, shard_counts[last_use[stage.index]]) for shard_input in inputs]
         return inputs
 
-    def run_tasks(self, stage: Stage, inputs: list[ShardInput], broadcast: tuple[tuple[ChunkRef, ...], ...] = ()) -> list[TaskResult]:
+    def _run_pieces(
+        self, stage: Stage, inputs: list[ShardInput], broadcast: tuple[tuple[ChunkRef, ...], ...], shards: list[int]
+    ) -> list[TaskResult]:
+        """Run ``stage`` one task per piece of its files (``shards``: the shard of each); the results
+        are the shards' as if a task per shard had run: the pieces' chunks, in order, make up
+        their shard (a scatter's runs are the shuffle's already). A sink then writes each
+        shard's file from its pieces' chunks, which are deleted after."""
+        sink = stage.sink
+        pieces_dir = _stage_dir_name(stage) + "-pieces"
+        piece_stage = replace(stage, ops=stage.ops[:-1]) if sink is not None else stage
+        results = [
+            result if stage.kind is StageKind.SCATTER else _as_shard(result, shards[result.shard_index])
+            for result in _with_origins(stage, inputs, self.run_tasks(piece_stage, inputs, broadcast, pieces_dir))
+        ]
+        if sink is None:
+            return results
+        try:
+            chunks = regroup(results, shards[-1] + 1).shards
+            sink_stage = replace(stage, ops=(sink,), source=None, input_columns=None, broadcast=())
+            sink_inputs = [ChunksInput(tuple(shard)) for shard in chunks]
+            written = _with_origins(sink_stage, sink_inputs, self.run_tasks(sink_stage, sink_inputs))
+            return [replace(result, outputs=()) for result in results] + written  # the pieces' counters count
+        finally:
+            remove_quietly(layout.stage_dir(self.execution.chunk_prefix, self.execution.execution_id, pieces_dir))
+
+    def run_tasks(
+        self, stage: Stage, inputs: list[ShardInput], broadcast: tuple[tuple[ChunkRef, ...], ...] = (), stage_dir: str | None = None
+    ) -> list[TaskResult]:
         """Run one task per input of ``stage`` through the scheduler loop; every task gets
         all of ``broadcast`` (the chunks of each of its broadcast joins' right side)."""
-        stage_dir = _stage_dir_name(stage)
+        stage_dir = stage_dir or _stage_dir_name(stage)
         tasks = [
             ShardTask(stage.index, stage_dir, index, len(inputs), 0, shard_input, self.execution, broadcast)
             for index, shard_input in enumerate(inputs)
@@ -141,7 +178,8 @@ def _loaded_columns(stage: Stage, inputs: list[ShardInput]) -> set[str]:
     load = next((op for op in stage.ops if isinstance(op, ops.LoadOp)), None)
     if load is None:
         return set(first.items[0]) if isinstance(first.items[0], dict) else set()
-    table = next(io.read_file(first.items[0], None, None, None if load.format == "auto" else load.format), None)
+    path = _file_path(first.items[0])
+    table = next(io.read_file(path, None, None, None if load.format == "auto" else load.format), None)
     return set() if table is None else set(table.column_names)
 
 
@@ -160,12 +198,22 @@ def _with_origins(stage: Stage, inputs: list[ShardInput], results: list[TaskResu
 def _origin(stage: Stage, shard_input: ShardInput) -> str | None:
     source = shard_input.source if isinstance(shard_input, ScatterInput) else shard_input
     if isinstance(source, ItemsInput) and source.items and any(isinstance(op, ops.LoadOp) for op in stage.ops):
-        paths = [str(path) for path in source.items]
+        paths = [_file_path(path) for path in source.items]
         return paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more files"
     if isinstance(source, ChunksInput):
         origins = {chunk.origin for chunk in source.chunks}
         return origins.pop() if len(origins) == 1 else None
     return None
+
+
+def _file_path(item: object) -> str:
+    """The file an input row of a load names: a path, or a piece of one (see ``split_inputs``)."""
+    return item.path if isinstance(item, FilePiece) else str(item)
+
+
+def _as_shard(result: TaskResult, shard_index: int) -> TaskResult:
+    """A piece's result as its shard's (a map task's chunks are its own shard's)."""
+    return replace(result, outputs=tuple(replace(output, shard_index=shard_index) for output in result.outputs))
 
 
 def _stage_dir_name(stage: Stage) -> str:

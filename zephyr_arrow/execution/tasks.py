@@ -101,6 +101,12 @@ class ShardTask:
     def key(self) -> tuple[int, int]:
         return (self.stage_index, self.shard_index)
 
+    @property
+    def stage_key(self) -> tuple[str, str]:
+        """The run of a stage this task is of (a stage whose files are cut runs twice: its pieces,
+        then its sink); a worker keeps the stage it was sent under this key."""
+        return (self.execution.execution_id, self.stage_dir)
+
     def chunk_path(self, index: int, stage_dir: str | None = None) -> str:
         """Where this attempt writes its ``index``-th file (``stage_dir`` defaults to its stage's)."""
         execution = self.execution

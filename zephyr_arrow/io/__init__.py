@@ -62,23 +62,25 @@ def read_file(
     filter: pl.Expr | None = None,
     file_format: str | None = None,
     keep: Iterable[str] | None = None,
+    span: tuple[int, int] | None = None,
 ) -> Iterator[pa.Table]:
     """Batches of a JSONL, Parquet or CSV file: ``file_format``, or picked by extension (see ``format_of``).
 
     ``columns`` projects (see the readers); ``keep`` (without ``columns``) names the columns the
     caller uses, so the others may be skipped; the filter's columns are read for it either way.
+    ``span``: a ``FilePiece``'s (start, stop), rows of a Parquet file or bytes of a text file.
     """
     file_format = file_format or format_of(path)
     if file_format == "parquet":
-        return read_parquet(path, columns, filter, keep=keep)
+        return read_parquet(path, columns, filter, row_range=span, keep=keep)
     reader = read_jsonl if file_format == "jsonl" else read_csv
     if columns is None and keep is not None:
         keep = frozenset(keep)
-        tables = reader(path, keep=keep.union(filter.meta.root_names()) if filter is not None else keep)
+        tables = reader(path, keep=keep.union(filter.meta.root_names()) if filter is not None else keep, byte_range=span)
         if filter is None:
             return tables
         return (t.select(kept(t.column_names, keep)) for t in _filtered(tables, None, filter))
-    return _filtered(reader(path, needed_columns(columns, filter)), columns, filter)
+    return _filtered(reader(path, needed_columns(columns, filter), byte_range=span), columns, filter)
 
 
 def _filtered(tables: Iterator[pa.Table], columns: list[str] | None, filter: pl.Expr | None) -> Iterator[pa.Table]:

@@ -40,7 +40,8 @@ def read_parquet(
 
 
 @contextlib.contextmanager
-def _open_parquet(path: str) -> Iterator[pq.ParquetFile]:
+def open_input(path: str) -> Iterator[pq.ParquetFile]:
+    """The Parquet file at ``path``, open; one that is not Parquet is an InputFileError naming it."""
     try:
         parquet_file = open_parquet(path)
     except pa.ArrowInvalid as error:
@@ -56,7 +57,7 @@ def _read_parquet(
     row_range: tuple[int, int] | None,
     keep: frozenset[str] | None,
 ) -> Iterator[pa.Table]:
-    with input_errors(path), _open_parquet(path) as parquet_file:
+    with input_errors(path), open_input(path) as parquet_file:
         if columns is None and keep is not None:
             columns = kept(parquet_file.schema_arrow.names, keep)
         needed = needed_columns(columns, filter)

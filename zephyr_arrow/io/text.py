@@ -277,10 +277,38 @@ def _line_number(fs: AbstractFileSystem, fs_path: str, codec: str | None, offset
     return line
 
 
+class _Range:
+    """Bytes [start, stop) of a seekable binary stream, read as a stream of their own."""
+
+    def __init__(self, stream: BinaryIO, start: int, stop: int) -> None:
+        stream.seek(start)
+        self._stream = stream
+        self._left = stop - start
+
+    def read(self, size: int) -> bytes:
+        block = self._stream.read(min(size, self._left)) if self._left > 0 else b""
+        self._left -= len(block)
+        return block
+
+
+def _first_line(stream: BinaryIO) -> bytes:
+    """The stream's first line (with its newline), read from its beginning."""
+    stream.seek(0)
+    line = b""
+    while (block := stream.read(ARROW_BLOCK_BYTES)) and b"\n" not in block:
+        line += block
+    return line + block[: block.find(b"\n") + 1]
+
+
 def _read_text(
-    path: str, text_format: _TextFormat, columns: list[str] | None, keep: frozenset[str] | None = None
+    path: str,
+    text_format: _TextFormat,
+    columns: list[str] | None,
+    keep: frozenset[str] | None = None,
+    byte_range: tuple[int, int] | None = None,
 ) -> Iterator[pa.Table]:
-    """``columns``: exactly these (absent ones null); ``keep``: these where present, the rest dropped."""
+    """``columns``: exactly these (absent ones null); ``keep``: these where present, the rest dropped;
+    ``byte_range``: only the records in these bytes of an uncompressed file (see ``io.pieces``)."""
     if keep is None and columns is not None:
         keep = frozenset(columns)  # parse only what the projection shows
     fs, fs_path = url_to_fs(path)
@@ -290,6 +318,11 @@ def _read_text(
     offset = 0  # of the piece in the (decompressed) file
     batches = _Batches()
     with input_errors(path), open_stream(fs, fs_path, "rb", codec) as stream:
+        if byte_range is not None:
+            offset = byte_range[0]
+            if text_format.has_header and offset:
+                header = _first_line(stream)
+            stream = _Range(stream, *byte_range)
         for piece in _read_ahead(text_format.pieces(stream)):
             try:
                 table = text_format.parse(header + piece if header else piece, _hint(schema), keep)
@@ -320,16 +353,22 @@ def _read_text(
         yield from batches.flush()
 
 
-def read_jsonl(path: str, columns: list[str] | None = None, keep: Iterable[str] | None = None) -> Iterator[pa.Table]:
+def read_jsonl(
+    path: str, columns: list[str] | None = None, keep: Iterable[str] | None = None, byte_range: tuple[int, int] | None = None
+) -> Iterator[pa.Table]:
     """Batches of a JSON-lines file (one object per line); objects become structs, arrays lists.
 
     ``columns`` reads exactly those columns (one the file lacks is null); ``keep`` reads only
     those of its columns the file has (the rest are skipped, not parsed where possible).
-    A malformed line raises InputFileError naming the file and the line's 1-based number.
+    ``byte_range``: the lines in those bytes of an uncompressed file, which start and end at line
+    boundaries (``io.pieces``). A malformed line raises InputFileError naming the file and the
+    line's 1-based number.
     """
-    return _read_text(path, _JSONL, columns, None if keep is None else frozenset(keep))
+    return _read_text(path, _JSONL, columns, None if keep is None else frozenset(keep), byte_range)
 
 
-def read_csv(path: str, columns: list[str] | None = None, keep: Iterable[str] | None = None) -> Iterator[pa.Table]:
+def read_csv(
+    path: str, columns: list[str] | None = None, keep: Iterable[str] | None = None, byte_range: tuple[int, int] | None = None
+) -> Iterator[pa.Table]:
     """Batches of a CSV file with a header line; quoted fields may hold newlines. Arguments as ``read_jsonl``'s."""
-    return _read_text(path, _CSV, columns, None if keep is None else frozenset(keep))
+    return _read_text(path, _CSV, columns, None if keep is None else frozenset(keep), byte_range)

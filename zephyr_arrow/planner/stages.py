@@ -47,6 +47,20 @@ class Stage:
         return replace(self, source=None, boundary=_for_worker(self.boundary), ops=tuple(map(_for_worker, self.ops)))
 
     @property
+    def reads_pieces(self) -> bool:
+        """Whether a task may read a piece of one source file instead of the whole file.
+
+        True for a map or scatter stage that loads files and whose other ops (a sink aside)
+        see one row or one batch at a time: the pieces' outputs, in order, are then the
+        shard's output. ``map_shard``, windows and ``take_per_shard`` see their whole shard.
+        """
+        if self.kind not in (StageKind.MAP, StageKind.SCATTER) or not isinstance(self.source, ops.FilesSource):
+            return False
+        if not self.ops or not isinstance(self.ops[0], ops.LoadOp) or (self.sink is not None and self.sink.skip_existing):
+            return False
+        return all(_sees_one_batch(op) for op in self.ops[1 : -1 if self.sink is not None else None])
+
+    @property
     def sink(self) -> ops.WriteOp | None:
         return self.ops[-1] if self.ops and isinstance(self.ops[-1], ops.WriteOp) else None
 
@@ -70,6 +84,12 @@ class Plan:
 
     def __str__(self) -> str:
         return self.explain()
+
+
+def _sees_one_batch(op: ops.Op) -> bool:
+    if isinstance(op, ops.MapBatchesOp):
+        return op.batch_size is None  # batches of a fixed size would be cut short at a piece's end
+    return isinstance(op, (ops.MapOp, ops.FlatMapOp, ops.FilterOp, ops.SelectOp, ops.FilterExprOp, ops.WithColumnsOp, ops.BroadcastJoinOp))
 
 
 def _for_worker(op: ops.Op | None) -> ops.Op | None:

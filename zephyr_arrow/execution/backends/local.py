@@ -61,7 +61,7 @@ def _worker_main(connection: Connection, driver_pid: int) -> None:
             stages[key] = cloudpickle.loads(stage_bytes)
             continue
         task: ShardTask = cloudpickle.loads(payload)
-        stage = stages[(task.execution.execution_id, task.stage_index)]
+        stage = stages[task.stage_key]
         try:
             connection.send(("done", run_task_in_worker(stage, task)))
         except Exception as error:
@@ -93,7 +93,7 @@ class _Worker:
     process: subprocess.Popen
     connection: Connection
     exited: Any  # a pidfd (readable once the process exits) or, where there is none, the connection
-    stage_key: tuple[str, int] | None = None
+    stage_key: tuple[str, str] | None = None
     ready: bool = False  # it has imported what it needs and said so
 
     def close(self) -> None:
@@ -148,7 +148,7 @@ class LocalBackend:
 
     def submit(self, worker: WorkerId, stage: Stage, task: ShardTask) -> None:
         slot = self._workers[worker]
-        key = (task.execution.execution_id, stage.index)
+        key = task.stage_key
         try:
             if slot.stage_key != key:
                 slot.connection.send(("stage", (key, self._pickled_stage(key, stage))))
@@ -157,7 +157,7 @@ class LocalBackend:
         except (BrokenPipeError, ConnectionResetError, EOFError):
             pass  # the worker died; poll() reports it
 
-    def _pickled_stage(self, key: tuple[str, int], stage: Stage) -> bytes:
+    def _pickled_stage(self, key: tuple[str, str], stage: Stage) -> bytes:
         if key not in self._stage_bytes:
             self._stage_bytes.clear()
             self._stage_bytes[key] = pickle_stage(stage)

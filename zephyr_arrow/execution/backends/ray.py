@@ -36,7 +36,7 @@ from zephyr_arrow.execution.tasks import ShardTask, TaskError, TaskResult
 from zephyr_arrow.execution.worker.task import worker_environment
 from zephyr_arrow.planner import Stage
 
-StageKey = tuple[str, int]  # (execution_id, stage index)
+StageKey = tuple[str, str]  # ShardTask.stage_key
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 _REPLACEMENT_STARTS = 3  # tries to start an actor in a slot whose actor died, before the run fails
@@ -156,7 +156,7 @@ class RayBackend:
 
     def submit(self, worker: WorkerId, stage: Stage, task: ShardTask) -> None:
         slot = self._slots[worker]
-        key = (task.execution.execution_id, stage.index)
+        key = task.stage_key
         stage_ref = None
         if slot.stage_key != key:
             stage_ref = self._stage_ref(key, stage)

@@ -175,15 +175,19 @@ def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
 
 def _load(op: ops.LoadOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
     from zephyr_arrow import io
+    from zephyr_arrow.io.pieces import FilePiece
 
     columns = list(op.columns) if op.columns is not None else None
     file_format = None if op.format == "auto" else op.format
 
     def tables() -> Iterator[pa.Table]:
         for path in stream.as_rows():
+            span = None
+            if isinstance(path, FilePiece):  # a task of a stage that reads_pieces
+                path, span = path.path, (path.start, path.stop)
             if not isinstance(path, str):
                 raise TypeError(f"{op!r} needs file paths (str) as rows, got {type(path).__name__}: {path!r:.100}")
-            for table in io.read_file(path, columns, op.filter, file_format, op.keep):
+            for table in io.read_file(path, columns, op.filter, file_format, op.keep, span):
                 if op.include_file_paths:
                     table = table.append_column(op.file_path_column, pa.array([path] * table.num_rows, pa.string()))
                 yield table
