@@ -32,7 +32,9 @@ import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SYSTEMS = ["za_rows", "za_columnar", "zephyr", "python", "polars", "duckdb"]
-WORKLOADS = ["W1", "W2", "W3", "W4", "W5"]
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]
+COLUMNAR_ONLY = {"W6", "W7", "W8"}  # written for za_columnar, polars and duckdb alone
+COLUMNAR_SYSTEMS = {"za_columnar", "polars", "duckdb"}
 
 
 class TreeMemory:
@@ -139,6 +141,8 @@ def main() -> None:
             order = systems[repeat % len(systems) :] + systems[: repeat % len(systems)]
             for workload in workloads:
                 for system in order:
+                    if workload in COLUMNAR_ONLY and system not in COLUMNAR_SYSTEMS:
+                        continue
                     # W5 reads what this system's W1 wrote; every other workload starts empty.
                     out = os.path.join(scratch, system, "W1" if workload == "W5" else workload)
                     if workload != "W5":

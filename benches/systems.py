@@ -15,6 +15,10 @@ Workloads (answers are compared across systems by benches/run.py):
   W3 exact dedup on text                                       -> surviving rows
   W4 join docs with attributes on id, keep quality > 0.5 and not toxic -> (rows, sum score)
   W5 read W1's output back, count rows with n_words > 100       -> count
+Columnar only (za_columnar, polars, duckdb), written as a newcomer writes them, without hints:
+  W6 W4 as a hash join that shuffles both sides (no broadcast)  -> (rows, sum score)
+  W7 exact dedup on text, the surviving documents written        -> rows written
+  W8 group by a derived key (lang, year of ts): count, mean score -> digest over groups
 """
 
 from __future__ import annotations
@@ -70,6 +74,20 @@ def w2_digest(rows: list[tuple[str, int, float]]) -> list:
 
 def w4_answer(count: int, total: float) -> list:
     return [int(count), round(float(total), 2)]
+
+
+def w7_answer(out: str) -> int:
+    import pyarrow.dataset as ds
+
+    return ds.dataset(os.path.join(out, "w7"), format="parquet").count_rows()
+
+
+def w8_digest(rows: list[tuple[str, int, int, float]]) -> list:
+    rows = sorted(rows)
+    return [len(rows), sum(r[2] for r in rows), round(sum(r[3] * r[2] for r in rows), 2), list(rows[0][:3])]
+
+
+SECONDS_PER_YEAR = 365 * 24 * 3600  # the year of ts, derived without a calendar (same in every system)
 
 
 # zephyr_arrow ---------------------------------------------------------------------------
@@ -132,6 +150,18 @@ def za_columnar(workload: str, corpus: str, out: str):
             attrs = Dataset.from_files(attrs_glob(corpus)).load_parquet()
             ds = docs.select("id", "score").join(attrs, on="id", broadcast=True).filter((pl.col("quality") > 0.5) & ~pl.col("toxic"))
             return w4_answer(*ctx.execute(ds).sql("select count(*), coalesce(sum(score), 0) from data").fetchall()[0])
+        if workload == "W6":
+            attrs = Dataset.from_files(attrs_glob(corpus)).load_parquet()
+            ds = docs.select("id", "score").join(attrs, on="id").filter((pl.col("quality") > 0.5) & ~pl.col("toxic"))
+            return w4_answer(*ctx.execute(ds).sql("select count(*), coalesce(sum(score), 0) from data").fetchall()[0])
+        if workload == "W7":
+            ctx.execute(docs.deduplicate("text").write_parquet(os.path.join(out, "w7", "part-{shard:05d}.parquet")))
+            return w7_answer(out)
+        if workload == "W8":
+            ds = docs.with_columns(year=pl.col("ts") // SECONDS_PER_YEAR + 1970).aggregate(
+                ["lang", "year"], pl.len().alias("n"), pl.col("score").mean().alias("mean")
+            )
+            return w8_digest(ctx.execute(ds).sql("select lang, year, n, mean from data").fetchall())
     raise KeyError(workload)
 
 
@@ -255,6 +285,20 @@ def polars(workload: str, corpus: str, out: str):
         return w4_answer(*result)
     if workload == "W5":
         return pl.scan_parquet(os.path.join(out, "w1", "*.parquet")).filter(pl.col("n_words") > 100).select(pl.len()).collect().item()
+    if workload == "W6":
+        return polars("W4", corpus, out)  # Polars plans its join itself
+    if workload == "W7":
+        os.makedirs(os.path.join(out, "w7"), exist_ok=True)
+        docs.unique(subset=["text"], keep="any").sink_parquet(os.path.join(out, "w7", "part-00000.parquet"))
+        return w7_answer(out)
+    if workload == "W8":
+        rows = (
+            docs.group_by("lang", (pl.col("ts") // SECONDS_PER_YEAR + 1970).alias("year"))
+            .agg(pl.len().alias("n"), pl.col("score").mean().alias("mean"))
+            .collect()
+            .rows()
+        )
+        return w8_digest(rows)
     raise KeyError(workload)
 
 
@@ -282,6 +326,17 @@ def duckdb(workload: str, corpus: str, out: str):
         return w4_answer(*row)
     if workload == "W5":
         return db.sql(f"select count(*) from read_parquet('{os.path.join(out, 'w1', '*.parquet')}') where n_words > 100").fetchall()[0][0]
+    if workload == "W6":
+        return duckdb("W4", corpus, out)  # DuckDB plans its join itself
+    if workload == "W7":
+        os.makedirs(os.path.join(out, "w7"), exist_ok=True)
+        db.sql(f"copy (select distinct on (text) * from {docs}) to '{os.path.join(out, 'w7', 'part-00000.parquet')}' (format parquet)")
+        return w7_answer(out)
+    if workload == "W8":
+        rows = db.sql(
+            f"select lang, ts // {SECONDS_PER_YEAR} + 1970 as year, count(*), avg(score) from {docs} group by lang, year"
+        ).fetchall()
+        return w8_digest(rows)
     raise KeyError(workload)
 
 
