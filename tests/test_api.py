@@ -80,7 +80,7 @@ def test_api_reference_builds_with_one_command(tmp_path):
 
 
 def test_import_is_light():
-    code = "import sys, zephyr_arrow; print(sorted(m for m in ('ray', 'polars', 'duckdb', 'fsspec') if m in sys.modules))"
+    code = "import sys, zephyr_arrow; print(sorted(m for m in ('ray', 'pyarrow', 'polars', 'duckdb', 'fsspec') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
