@@ -357,8 +357,10 @@ def test_counters_hold_the_users_and_stats_the_engines(ctx, tmp_path):
     ds = Dataset.from_list(list(range(10)), num_shards=4).map(count).group_by("k", lambda k, rows: k, num_output_shards=2)
     refs = ctx.execute(ds)
     assert refs.counters == {"seen": 10}
-    # 4 scatter files (one per input shard) + 2 output chunks
-    assert refs.stats == {"shuffle/files_written": 4 + 2}
+    # 4 scatter files (one per input shard) + an output chunk per output shard that got a key
+    # (the 3 keys may all hash to one shard; a shard of no rows and no schema writes no file)
+    assert refs.stats == {"shuffle/files_written": 4 + len(refs.chunks)}
+    assert 1 <= len(refs.chunks) <= 2
     refs.save(str(tmp_path / "saved"))
     reopened = ShardRefs.open(str(tmp_path / "saved"))
     assert (reopened.counters, reopened.stats) == (refs.counters, refs.stats)

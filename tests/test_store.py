@@ -182,6 +182,15 @@ def test_empty_output_is_a_valid_empty_table(tmp_path):
     assert ShardRefs([]).load().num_rows == 0
 
 
+def test_a_shard_that_saw_no_batch_writes_no_file_and_one_that_did_keeps_its_schema(tmp_path):
+    from zephyr_arrow.store.chunk_writer import ChunkWriter
+
+    assert ChunkWriter(lambda i: str(tmp_path / f"none-{i}.parquet")).write_all([]) == []
+    assert not list(tmp_path.iterdir())
+    (empty,) = ChunkWriter(lambda i: str(tmp_path / f"empty-{i}.parquet")).write_all([pa.table({"a": pa.array([], pa.int64())})])
+    assert empty.num_rows == 0 and empty.read().schema.names == ["a"]
+
+
 def test_missing_chunk_raises_chunk_missing_in_every_reader(tmp_path):
     ref = ChunkRef.write(str(tmp_path / "gone.parquet"), pa.table({"a": [1]}))
     os.remove(ref.path)
