@@ -70,7 +70,10 @@ class Dataset:
 
     @staticmethod
     def from_files(pattern: str, empty_glob_ok: bool = False) -> Dataset:
-        """File paths matching ``pattern`` (fsspec glob with ``**`` and ``{a,b}``), sorted, one shard per file."""
+        """File paths matching ``pattern`` (fsspec glob with ``**`` and ``{a,b}``), sorted, one shard per file.
+
+        A file loaded by ``load_*`` that is more than its share of the input may be read by several
+        tasks, in pieces; its shard's output is the same (see the README)."""
         if not isinstance(pattern, str) or not pattern:
             raise PlanError(f"from_files() needs a glob pattern string, got {pattern!r}")
         if not isinstance(empty_glob_ok, bool):
