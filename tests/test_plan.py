@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,6 +29,16 @@ def test_boundaries_and_sinks_cut_stages():
     stages = plan(ds).stages
     assert [s.kind for s in stages] == [StageKind.MAP, StageKind.RESHARD, StageKind.MAP, StageKind.MAP]
     assert stages[2].sink is not None and stages[3].inputs == (2,)
+
+
+def test_a_write_after_a_shuffle_runs_in_its_reduce_tasks(ctx, tmp_path):
+    rows = [{"k": i % 5, "v": i} for i in range(50)]
+    written = Dataset.from_list(rows, num_shards=3).deduplicate("k").write_parquet(str(tmp_path / "out" / "p-{shard:05d}.parquet"))
+    stages = plan(written).stages
+    assert [s.kind for s in stages] == [StageKind.SCATTER, StageKind.SHUFFLE] and stages[1].sink is not None
+    paths = ctx.execute(written).to_pylist()
+    assert len(paths) == 3 and sorted(os.listdir(tmp_path / "out")) == [os.path.basename(path) for path in paths]
+    assert sorted(r["v"] for path in paths for r in pq.read_table(path).to_pylist()) == [0, 1, 2, 3, 4]
 
 
 def test_explain_reads_in_data_flow_order():
