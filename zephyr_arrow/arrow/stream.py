@@ -47,10 +47,11 @@ def batched(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 class RowCount:
-    """Counts the rows that pass through the iterators it wraps (a task's rows in)."""
+    """Counts the rows (and the Arrow bytes of tables) that pass through the iterators it wraps (a task's rows in)."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.nbytes = 0
 
     def rows(self, rows: Iterator[Any]) -> Iterator[Any]:
         for row in rows:
@@ -60,4 +61,5 @@ class RowCount:
     def tables(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
         for table in tables:
             self.count += table.num_rows
+            self.nbytes += table.nbytes
             yield table

@@ -27,9 +27,14 @@ class TaskStats:
     chunks_out: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
+    bytes_in: int = 0  # Arrow bytes of the rows read (a carried item counts none)
+    cpu_seconds: float = 0.0  # user + system CPU time of the worker process while the task ran
+    peak_rss_bytes: int = 0  # the worker process's peak resident memory while the task ran (where measurable)
 
     def __add__(self, other: TaskStats) -> TaskStats:
-        return TaskStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+        added = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        added["peak_rss_bytes"] = max(self.peak_rss_bytes, other.peak_rss_bytes)  # a peak does not add up
+        return TaskStats(**added)
 
 
 @contextlib.contextmanager

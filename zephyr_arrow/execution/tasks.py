@@ -6,6 +6,8 @@ shipped to each worker once per stage, not once per task.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +136,8 @@ class TaskResult:
     engine_counts: dict[str, int] = field(default_factory=dict)  # the engine's own (stats.count)
     # Per select of the stage (by its columns): the columns the rows reaching it had.
     columns_seen: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
+    host: str = field(default_factory=socket.gethostname)  # of the worker that ran it (made there)
+    pid: int = field(default_factory=os.getpid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,3 +150,5 @@ class TaskError:
     error: BaseException | None  # None when the exception could not be sent back
     summary: str  # "ValueError: bad row"
     traceback: str
+    host: str = field(default_factory=socket.gethostname)  # of the worker that raised (made there)
+    pid: int = field(default_factory=os.getpid)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import resource
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -61,7 +63,27 @@ def run_task_in_worker(stage: Stage, task: ShardTask) -> TaskResult:
     first, in the driver's working directory (a Ray worker starts in its node's)."""
     _use_fsspec_config(task.execution.fsspec_config)
     _use_working_directory(task.execution.cwd)
+    _reset_peak_rss()
     return run_task(stage, task)
+
+
+def _reset_peak_rss() -> None:
+    """Start the process's peak RSS afresh, so a task's peak is its own, not an earlier task's
+    (Linux only: elsewhere the peak is the worker's since it started)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+
+
+def _peak_rss_bytes() -> int:
+    """The process's peak RSS since it started or ``_reset_peak_rss`` (Linux: VmHWM; elsewhere ru_maxrss)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024
 
 
 def _use_working_directory(cwd: str) -> None:
@@ -102,7 +124,7 @@ def _use_fsspec_config(driver: dict[str, dict[str, Any]]) -> None:
 
 def run_task(stage: Stage, task: ShardTask) -> TaskResult:
     """Run ``task`` (one shard of ``stage``): its input's reader -> the stage's ops -> its output's writer."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     rows_in = RowCount()
     with (
         counters.collecting(task.execution.shared) as collected,
@@ -118,6 +140,9 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
         chunks_out=len(paths),
         bytes_out=sum(size(path) for path in paths),
         seconds=time.perf_counter() - started,
+        bytes_in=rows_in.nbytes,
+        cpu_seconds=time.process_time() - cpu_started,
+        peak_rss_bytes=_peak_rss_bytes(),
     )
     return TaskResult(
         task.stage_index, task.shard_index, task.attempt, tuple(outputs), stats, collected.totals, engine_counts, columns_seen
