@@ -1,10 +1,11 @@
-"""The ``zephyr-arrow`` command: demo, run, inspect, sql.
+"""The ``zephyr-arrow`` command: demo, run, inspect, sql, report.
 
     zephyr-arrow --version
     zephyr-arrow demo [--backend local|sync] [--out DIR]
-    zephyr-arrow run SCRIPT.py [--backend local|ray|sync] [--max-workers N] [--chunk-prefix URL] [-- ARGS...]
+    zephyr-arrow run SCRIPT.py [--backend local|ray|sync] [--max-workers N] [--chunk-prefix URL] [--run-dir URL] [-- ARGS...]
     zephyr-arrow inspect PATH [--union]
     zephyr-arrow sql PATH "SELECT ... FROM data" [--union]
+    zephyr-arrow report RUN [-o OUT.html]
 
 PATH is a directory saved with ``ShardRefs.save`` (it holds ``_zephyr_manifest.json``),
 a Parquet file, a directory of Parquet files (searched recursively) or a glob; a quoted
@@ -230,6 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_workers=args.max_workers,
         chunk_storage_prefix=args.chunk_prefix,
         preserve_chunks=args.preserve_chunks,
+        run_dir=args.run_dir,
     )
     with context as ctx:
         try:
@@ -266,6 +268,24 @@ def _first_line(error: BaseException) -> str:
 
 
 # Argument parsing -----------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from zephyr_arrow.execution.report import render_report
+    from zephyr_arrow.execution.run_record import REPORT_FILE, RUN_FILE, RunRecord
+    from zephyr_arrow.fs import filesystem
+    from zephyr_arrow.store.layout import join
+
+    fs, fs_path = filesystem(args.run_path)
+    if not fs.exists(join(fs_path, RUN_FILE)):
+        raise UsageError(f"{args.run_path} is not a run's directory (it has no {RUN_FILE}); give one of the directories under a run_dir")
+    out = args.out or join(args.run_path, REPORT_FILE)
+    text = render_report(RunRecord.open(args.run_path))
+    out_fs, out_path = filesystem(out)
+    with out_fs.open(out_path, "w") as target:
+        target.write(text)
+    print(out)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where chunk files live, a path or fsspec URL (default: a temporary directory)")
     run.add_argument("--preserve-chunks", action="store_true",
                      help="keep the chunk files after the run (they are deleted by default)")
+    run.add_argument("--run-dir", default=None, metavar="URL",
+                     help="write each run's record and HTML report under this path or fsspec URL "
+                     "(default: $ZEPHYR_ARROW_RUN_DIR, else none)")
     run.set_defaults(handler=cmd_run)
 
     inspect = commands.add_parser(
@@ -335,6 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print at most N rows (default 100; 0 prints all)")
     sql.add_argument("--union", action="store_true", help=UNION_HELP)
     sql.set_defaults(handler=cmd_sql)
+
+    report = commands.add_parser(
+        "report",
+        help="write the HTML report of a run recorded with run_dir",
+        description="Render the run record in RUN (one run's directory under a run_dir, holding run.json and tasks.parquet) "
+        "as one self-contained HTML file that opens offline.",
+    )
+    report.add_argument("run_path", metavar="RUN", help="a run's directory, e.g. runs/run-1a2b3c4d5e6f (a path or fsspec URL)")
+    report.add_argument("-o", "--out", default=None, metavar="OUT.html", help="where to write it (default: RUN/report.html)")
+    report.set_defaults(handler=cmd_report)
     return parser
 
 
@@ -369,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(own_args)
         if args.command is None:
-            raise UsageError(f"a command is needed: demo, run, inspect or sql (see '{PROG} --help')")
+            raise UsageError(f"a command is needed: demo, run, inspect, sql or report (see '{PROG} --help')")
         if args.command == "run":
             args.script_args = [*args.script_args, *script_args]
         return args.handler(args) or 0

@@ -9,10 +9,11 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import warnings
 import weakref
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zephyr_arrow.dataset import Dataset
@@ -21,6 +22,7 @@ from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.coordinator import RetryPolicy
 from zephyr_arrow.execution.executor import Executor
 from zephyr_arrow.execution.progress import Progress
+from zephyr_arrow.execution.run_record import RunRecord, RunRecorder, environment
 from zephyr_arrow.execution.tasks import ExecutionInfo
 from zephyr_arrow.fs import filesystem, remove_quietly
 from zephyr_arrow.planner import Plan
@@ -66,6 +68,9 @@ class ZephyrContext:
         progress: True: a progress bar on stderr; False: none, and stage summaries only to the
             ``zephyr_arrow`` logger. Default: a bar on a terminal, else one summary line per stage
             on stderr (through the logger when logging is configured).
+        run_dir: a path or fsspec URL where each run's record (``refs.run``: tasks, stages, counters,
+            plan) is written with its HTML report, in a directory of its own that outlives the
+            context. Default: ``$ZEPHYR_ARROW_RUN_DIR``, else none is written.
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class ZephyrContext:
         task_timeout: float | None = None,
         progress: bool | None = None,
         name: str = "",
+        run_dir: str | None = None,
         **backend_options: Any,
     ) -> None:
         if backend not in BACKENDS:
@@ -96,6 +102,8 @@ class ZephyrContext:
         self.policy = RetryPolicy(max_task_retries, max_worker_deaths, task_timeout)
         self.progress = progress
         self.name = name
+        run_dir = run_dir or os.environ.get("ZEPHYR_ARROW_RUN_DIR") or None
+        self.run_dir = os.path.abspath(run_dir) if run_dir is not None and "://" not in run_dir else run_dir
         self._backend_options = backend_options
         self._shared: dict[str, Any] = {}
         self._running = threading.Lock()  # held by the one execute() running
@@ -152,16 +160,34 @@ class ZephyrContext:
         executions = self._resources.executions
         executions.append(layout.execution_dir(self.chunk_storage_prefix, execution_id))
         progress = Progress(self.progress)
+        recorder = RunRecorder(execution_id, plan, environment(self.backend_name, self.max_workers, self.chunk_storage_prefix), time.time())
         try:
             execution = ExecutionInfo(
                 self.chunk_storage_prefix, execution_id, self._write_shared(execution_id), _fsspec_config(), os.getcwd()
             )
-            return Executor(backend, execution, self.policy, progress, self.max_workers).execute(plan)
-        except BaseException:
+            refs = Executor(backend, execution, self.policy, progress, self.max_workers, recorder).execute(plan)
+        except BaseException as error:
             remove_quietly(executions.pop())
+            run = self._keep(recorder.record("failed", f"{type(error).__name__}: {error}", time.time()), failed=True)
+            with contextlib.suppress(AttributeError):  # an exception type with __slots__ cannot carry it
+                error.run = run
             raise
         finally:
             self.last_stage_summaries = progress.summaries
+        return replace(refs, run=self._keep(recorder.record("succeeded", "", time.time(), refs.counters)))
+
+    def _keep(self, record: RunRecord, failed: bool = False) -> RunRecord:
+        """``record``, saved under ``run_dir`` if there is one. A failed run's error is the one to
+        see: a record that cannot be written then is a warning."""
+        if self.run_dir is None:
+            return record
+        try:
+            return record.save(self.run_dir)
+        except Exception as error:
+            if not failed:
+                raise
+            warnings.warn(f"the failed run's record could not be written to {self.run_dir}: {error}", stacklevel=3)
+            return record
 
     def close(self) -> None:
         """Stop the workers and delete this context's chunk files (unless preserve_chunks); a

@@ -12,6 +12,7 @@ so deletion follows references, not stage order).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 from zephyr_arrow import ops
@@ -20,6 +21,7 @@ from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.coordinator import RetryPolicy
 from zephyr_arrow.execution.progress import Progress
 from zephyr_arrow.execution.reshard import reshard
+from zephyr_arrow.execution.run_record import RunRecorder
 from zephyr_arrow.execution.scheduler import run_stage
 from zephyr_arrow.execution.shuffle import exchange_for
 from zephyr_arrow.execution.sources import source_inputs, split_inputs
@@ -38,6 +40,7 @@ class Executor:
     policy: RetryPolicy
     progress: Progress
     max_workers: int
+    recorder: RunRecorder | None = None
 
     def execute(self, plan: Plan) -> ShardRefs:
         source_stage_inputs = {s.index: source_inputs(s.source) for s in plan.stages if s.source is not None}
@@ -55,6 +58,10 @@ class Executor:
         for stage in plan.stages:
             if stage.kind is StageKind.RESHARD:
                 outputs[stage.index] = reshard(outputs[stage.inputs[0]], stage.boundary.num_shards)
+                if self.recorder is not None:
+                    now = time.time()
+                    self.recorder.start_stage(stage, now)
+                    self.recorder.finish_stage(stage, [], now, num_rows=outputs[stage.index].num_rows)
             else:
                 inputs = self._task_inputs(stage, source_stage_inputs, outputs, shard_counts, last_use)
                 broadcast = tuple(tuple(outputs[index].chunks) for index in stage.broadcast)
@@ -132,7 +139,7 @@ class Executor:
             for index, shard_input in enumerate(inputs)
         ]
         self.backend.start(min(self.max_workers, max(len(tasks), 1)))
-        return run_stage(self.backend, stage, tasks, self.policy, self.progress)
+        return run_stage(self.backend, stage, tasks, self.policy, self.progress, self.recorder)
 
     def _remove_spills(self, stage: Stage) -> None:
         """Delete what a shuffle's reduce tasks merged in passes (a failed attempt's files too)."""

@@ -7,6 +7,7 @@ import time
 from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.coordinator import RetryPolicy, StageCoordinator
 from zephyr_arrow.execution.progress import Progress
+from zephyr_arrow.execution.run_record import RunRecorder
 from zephyr_arrow.execution.tasks import ShardTask, TaskResult
 from zephyr_arrow.planner import Stage
 
@@ -16,29 +17,47 @@ _IDLE_POLL_SECONDS = 1.0
 
 
 def run_stage(
-    backend: Backend, stage: Stage, tasks: list[ShardTask], policy: RetryPolicy, progress: Progress
+    backend: Backend,
+    stage: Stage,
+    tasks: list[ShardTask],
+    policy: RetryPolicy,
+    progress: Progress,
+    recorder: RunRecorder | None = None,
 ) -> list[TaskResult]:
-    """Run ``tasks`` of ``stage`` to completion; raise ShardFailedError if one fails for good."""
+    """Run ``tasks`` of ``stage`` to completion; raise ShardFailedError if one fails for good.
+    ``recorder`` (the run record) sees every attempt handed out and every event (on the wall clock)."""
     coordinator = StageCoordinator(stage.name, tasks, policy)
     progress.start_stage(stage, len(tasks))
+    if recorder is not None:
+        recorder.start_stage(stage, time.time())
     try:
         while not coordinator.finished:
             for worker, task in coordinator.assign(backend.ready_workers, time.monotonic()):
+                if recorder is not None:  # first: the sync backend runs the task inside submit
+                    recorder.submitted(worker, task, time.time())
                 backend.submit(worker, stage, task)
             deadline = coordinator.next_deadline(time.monotonic())
             for event in backend.poll(timeout=_IDLE_POLL_SECONDS if deadline is None else min(deadline, _IDLE_POLL_SECONDS)):
                 coordinator.handle(event, time.monotonic())
                 progress.update(event)
+                if recorder is not None:
+                    recorder.event(event, time.time())
             for worker in coordinator.timed_out(time.monotonic()):
                 backend.kill(worker)
     except BaseException:
         _stop_running(backend, coordinator)
+        if recorder is not None:
+            recorder.finish_stage(stage, None, time.time())
         raise
     if coordinator.failure is not None:
         _stop_running(backend, coordinator)
+        if recorder is not None:
+            recorder.finish_stage(stage, None, time.time())
         raise coordinator.failure
     results = coordinator.results()
     progress.finish_stage(stage, results)
+    if recorder is not None:
+        recorder.finish_stage(stage, results, time.time())
     return results
 
 

@@ -41,6 +41,9 @@ class ShardRefs:
     counters: dict[str, int | float] = field(default_factory=dict, compare=False)
     # The run's statistics: what the engine did for it (shuffle/files_written), apart from the counters.
     stats: dict[str, int | float] = field(default_factory=dict, compare=False)
+    # The RunRecord of the run that made it (execution/run_record.py, a layer above the store): per task
+    # attempt, per stage, counters over time. None for refs not made by execute (opened, built by hand).
+    run: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shards", tuple(tuple(shard) for shard in self.shards))
