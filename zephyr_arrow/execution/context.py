@@ -14,7 +14,7 @@ import warnings
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zephyr_arrow.dataset import Dataset
 from zephyr_arrow.errors import PlanError, ZephyrError
@@ -28,6 +28,9 @@ from zephyr_arrow.fs import filesystem, remove_quietly
 from zephyr_arrow.planner import Plan
 from zephyr_arrow.planner import plan as make_plan
 from zephyr_arrow.store import ShardRefs, layout
+
+if TYPE_CHECKING:
+    from zephyr_arrow.execution.dashboard import Dashboard
 
 BACKENDS = ("sync", "local", "ray")
 
@@ -71,6 +74,9 @@ class ZephyrContext:
         run_dir: a path or fsspec URL where each run's record (``refs.run``: tasks, stages, counters,
             plan) is written with its HTML report, in a directory of its own that outlives the
             context. Default: ``$ZEPHYR_ARROW_RUN_DIR``, else none is written.
+        dashboard: serve the run report live while the context is open: True (127.0.0.1, port
+            8642), a port, or "host:port"; another free port when that one is taken. Its URL is
+            printed once; it stops when the context closes.
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class ZephyrContext:
         progress: bool | None = None,
         name: str = "",
         run_dir: str | None = None,
+        dashboard: bool | int | str = False,
         **backend_options: Any,
     ) -> None:
         if backend not in BACKENDS:
@@ -109,8 +116,17 @@ class ZephyrContext:
         self._running = threading.Lock()  # held by the one execute() running
         self.last_stage_summaries: list[str] = []
         self._resources = _Resources(self.chunk_storage_prefix, chunk_storage_prefix is None, preserve_chunks)
+        if dashboard is not False:
+            from zephyr_arrow.execution.dashboard import Dashboard
+
+            self._resources.dashboard = Dashboard(*_dashboard_address(dashboard))
         # Runs when the context is closed, garbage-collected or left open at exit, whichever comes first.
         self._cleanup = weakref.finalize(self, self._resources.release)
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """Where the live dashboard is served (None without ``dashboard=``)."""
+        return None if self._resources.dashboard is None else self._resources.dashboard.url
 
     @property
     def max_workers(self) -> int:
@@ -161,6 +177,8 @@ class ZephyrContext:
         executions.append(layout.execution_dir(self.chunk_storage_prefix, execution_id))
         progress = Progress(self.progress)
         recorder = RunRecorder(execution_id, plan, environment(self.backend_name, self.max_workers, self.chunk_storage_prefix), time.time())
+        if self._resources.dashboard is not None:
+            self._resources.dashboard.recorder = recorder
         try:
             execution = ExecutionInfo(
                 self.chunk_storage_prefix, execution_id, self._write_shared(execution_id), _fsspec_config(), os.getcwd()
@@ -178,7 +196,9 @@ class ZephyrContext:
 
     def _keep(self, record: RunRecord, failed: bool = False) -> RunRecord:
         """``record``, saved under ``run_dir`` if there is one. A failed run's error is the one to
-        see: a record that cannot be written then is a warning."""
+        see: a record that cannot be written then is a warning. The dashboard shows it from now on."""
+        if self._resources.dashboard is not None:
+            self._resources.dashboard.last, self._resources.dashboard.recorder = record, None
         if self.run_dir is None:
             return record
         try:
@@ -260,6 +280,7 @@ class _Resources:
     owns_prefix: bool
     preserve_chunks: bool
     backend: Backend | None = None
+    dashboard: Dashboard | None = None
     executions: list[str] = field(default_factory=list)
     closed: bool = False  # by close(), not found open at exit or by the garbage collector
 
@@ -271,6 +292,9 @@ class _Resources:
                 ResourceWarning,
                 stacklevel=2,
             )
+        if self.dashboard is not None:
+            self.dashboard.stop()
+            self.dashboard = None
         if self.backend is not None:
             self.backend.shutdown()
             self.backend = None
@@ -280,6 +304,20 @@ class _Resources:
             if self.owns_prefix:
                 remove_quietly(self.chunk_storage_prefix)
         self.executions.clear()
+
+
+def _dashboard_address(dashboard: bool | int | str) -> tuple[str, int]:
+    """``dashboard=`` as (host, port): True is loopback on the default port."""
+    from zephyr_arrow.execution.dashboard import DEFAULT_PORT
+
+    if dashboard is True:
+        return "127.0.0.1", DEFAULT_PORT
+    if isinstance(dashboard, int) and not isinstance(dashboard, bool) and 0 <= dashboard < 65536:
+        return "127.0.0.1", dashboard
+    if isinstance(dashboard, str) and dashboard.rpartition(":")[2].isdigit() and dashboard.rpartition(":")[0]:
+        host, _, port = dashboard.rpartition(":")
+        return host, int(port)
+    raise PlanError(f"dashboard must be True, a port or 'host:port', got {dashboard!r}")
 
 
 def _fsspec_config() -> dict[str, dict[str, Any]]:

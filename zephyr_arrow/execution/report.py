@@ -27,17 +27,20 @@ if TYPE_CHECKING:
 DETAILED_ATTEMPTS = 2000
 _PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#bab0ac", "#ff9da7", "#86bcb6")
 _FAILED = "#d62728"
+_STATUS_CLASS = {"succeeded": "ok", "running": "running"}
 _WIDTH = 1000
 
 
-def render_report(record: RunRecord) -> str:
-    """The report of ``record`` as one HTML document."""
+def render_report(record: RunRecord, live: dict[str, Any] | None = None, refresh_seconds: float | None = None) -> str:
+    """The report of ``record`` as one HTML document; the live dashboard adds the running stage
+    (``RunRecorder.live``) and has the browser reload it every ``refresh_seconds``."""
     attempts = record.tasks.table.to_pylist()
     by_stage: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for attempt in attempts:
         by_stage[attempt["stage_index"]].append(attempt)
     sections = [
         _summary(record, attempts),
+        _live(live) if live is not None else "",
         _section("plan", "Plan", _plan_graph(record.stages) + f"<pre>{_e(record.plan)}</pre>"),
         _section("timeline", "Timeline of task attempts per worker", _timeline(record, attempts)),
         _section("stages", "Stages", _stages(record.stages, by_stage)),
@@ -47,7 +50,8 @@ def render_report(record: RunRecord) -> str:
     ]
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>zephyr_arrow run {_e(record.run_id)}</title><style>{_CSS}</style></head><body>"
+        + (f"<meta http-equiv='refresh' content='{refresh_seconds:g}'>" if refresh_seconds else "")
+        + f"<title>zephyr_arrow run {_e(record.run_id)}</title><style>{_CSS}</style></head><body>"
         + "".join(sections)
         + "</body></html>"
     )
@@ -59,7 +63,7 @@ h1{font-size:20px}h2{font-size:17px;border-bottom:1px solid #ddd;padding-bottom:
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
 th{background:#f5f5f5}td.name{text-align:left;max-width:420px;word-break:break-all}
 pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px;max-height:400px}
-.failed{color:#d62728;font-weight:bold}.ok{color:#2a7d2a;font-weight:bold}
+.failed{color:#d62728;font-weight:bold}.ok{color:#2a7d2a;font-weight:bold}.running{color:#b58900;font-weight:bold}
 svg text{font:11px system-ui,sans-serif}.legend span{display:inline-block;margin-right:12px}
 .swatch{display:inline-block;width:11px;height:11px;margin-right:4px;vertical-align:-1px}
 """
@@ -86,7 +90,7 @@ def _bytes(num: float) -> str:
 
 
 def _summary(record: RunRecord, attempts: list[dict[str, Any]]) -> str:
-    status = f"<span class='{'ok' if record.status == 'succeeded' else 'failed'}' id='status'>{_e(record.status)}</span>"
+    status = f"<span class='{_STATUS_CLASS.get(record.status, 'failed')}' id='status'>{_e(record.status)}</span>"
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.started_at))
     retried = sum(1 for a in attempts if a["attempt"] > 0)
     lost = sum(1 for a in attempts if a["status"] in ("failed", "died"))
@@ -102,6 +106,21 @@ def _summary(record: RunRecord, attempts: list[dict[str, Any]]) -> str:
     )
 
 
+def _live(live: dict[str, Any]) -> str:
+    eta = "unknown" if live["eta_seconds"] is None else f"{live['eta_seconds']:,.0f} s"
+    running = "".join(
+        f"<tr><td>{r['shard_index']}</td><td>{r['attempt']}</td><td>{r['worker']}</td><td>{r['seconds']:.1f}</td></tr>"
+        for r in live["running"]
+    )
+    return _section(
+        "live",
+        "Now",
+        f"<p>Stage [{live['stage_index']}] <b>{_e(live['stage'])}</b>: <span id='live-done'>{live['done']}</span> of "
+        f"<span id='live-total'>{live['num_tasks']}</span> tasks done, {live['tasks_per_second']:.2f} tasks/s, ETA {eta}.</p>"
+        "<table id='running'><tr><th>shard</th><th>attempt</th><th>worker</th><th>running for s</th></tr>" + running + "</table>",
+    )
+
+
 def _plan_graph(stages: list[dict[str, Any]]) -> str:
     """Stages as boxes in columns by depth; an edge per input, labelled with the rows and bytes it carried."""
     if not stages:
@@ -114,7 +133,7 @@ def _plan_graph(stages: list[dict[str, Any]]) -> str:
     columns: dict[int, list[int]] = defaultdict(list)
     for index in sorted(depth):
         columns[depth[index]].append(index)
-    box_w, box_h, gap_x, gap_y = 200, 54, 150, 26
+    box_w, box_h, gap_x, gap_y = 190, 54, 130, 26
     positions = {
         index: (20 + column * (box_w + gap_x), 20 + row * (box_h + gap_y))
         for column, indices in columns.items()
@@ -122,7 +141,8 @@ def _plan_graph(stages: list[dict[str, Any]]) -> str:
     }
     width = 40 + (max(columns) + 1) * (box_w + gap_x)
     height = 40 + max(len(indices) for indices in columns.values()) * (box_h + gap_y)
-    parts = [f"<svg id='plan-graph' width='{width}' height='{height}' viewBox='0 0 {width} {height}'>",
+    # A wide plan is scaled down to the page rather than cut off.
+    parts = [f"<svg id='plan-graph' width='{width}' height='{height}' viewBox='0 0 {width} {height}' style='max-width:100%;height:auto'>",
              "<defs><marker id='arrow' viewBox='0 0 10 10' refX='10' refY='5' markerWidth='7' markerHeight='7' orient='auto'>"
              "<path d='M0,0L10,5L0,10z' fill='#666'/></marker></defs>"]
     for stage in stages:

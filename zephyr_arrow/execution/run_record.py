@@ -197,10 +197,11 @@ class RunRecorder:
         self._workers: dict[WorkerId, tuple[str, int]] = {}  # the host and pid each slot last reported
         self._stage: Stage | None = None
         self._stage_started = 0.0
+        self._stage_tasks = 0
         self._last_sample = now
 
-    def start_stage(self, stage: Stage, now: float) -> None:
-        self._stage, self._stage_started = stage, now
+    def start_stage(self, stage: Stage, now: float, num_tasks: int = 0) -> None:
+        self._stage, self._stage_started, self._stage_tasks = stage, now, num_tasks
 
     def submitted(self, worker: WorkerId, task: ShardTask, now: float) -> None:
         self._open[worker] = _Open(worker, task, now)
@@ -275,6 +276,29 @@ class RunRecorder:
             self.run_id, status, error, RecordTable(tasks), list(self.stages), dict(self.counters), list(self.counter_samples),
             self.plan.explain(), self.environment, self.started_at, now,
         )
+
+    def live(self, now: float) -> dict[str, Any] | None:
+        """The running stage as the live dashboard shows it: tasks done of total, rate, ETA, the
+        longest-running attempts (None between stages). Read from another thread: only copies are iterated."""
+        stage = self._stage
+        if stage is None or any(s["index"] == stage.index for s in list(self.stages)):
+            return None
+        done = sum(1 for a in list(self.attempts) if a.stage_index == stage.index and a.status == "ok")
+        elapsed = max(now - self._stage_started, 1e-9)
+        rate = done / elapsed
+        running = sorted(list(self._open.values()), key=lambda r: r.started_at)[:10]
+        return {
+            "stage_index": stage.index,
+            "stage": stage.name,
+            "num_tasks": self._stage_tasks,
+            "done": done,
+            "tasks_per_second": rate,
+            "eta_seconds": (self._stage_tasks - done) / rate if rate > 0 else None,
+            "running": [
+                {"shard_index": r.task.shard_index, "attempt": r.task.attempt, "worker": r.worker, "seconds": now - r.started_at}
+                for r in running
+            ],
+        }
 
     def _add(self, running: _Open, status: str, host: str, pid: int, now: float, stats: TaskStats, error: str = "", traceback: str = "") -> None:
         task = running.task

@@ -29,7 +29,7 @@ def run_stage(
     coordinator = StageCoordinator(stage.name, tasks, policy)
     progress.start_stage(stage, len(tasks))
     if recorder is not None:
-        recorder.start_stage(stage, time.time())
+        recorder.start_stage(stage, time.time(), len(tasks))
     try:
         while not coordinator.finished:
             for worker, task in coordinator.assign(backend.ready_workers, time.monotonic()):
