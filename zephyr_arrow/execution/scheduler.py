@@ -15,6 +15,9 @@ from zephyr_arrow.planner import Stage
 # progress line is, since events wake the loop at once.
 _IDLE_POLL_SECONDS = 1.0
 
+# The run record's clock: dates (the wall clock), where scheduling decisions use the monotonic one.
+_wall_clock = time.time
+
 
 def run_stage(
     backend: Backend,
@@ -29,35 +32,35 @@ def run_stage(
     coordinator = StageCoordinator(stage.name, tasks, policy)
     progress.start_stage(stage, len(tasks))
     if recorder is not None:
-        recorder.start_stage(stage, time.time(), len(tasks))
+        recorder.start_stage(stage, _wall_clock(), len(tasks))
     try:
         while not coordinator.finished:
             for worker, task in coordinator.assign(backend.ready_workers, time.monotonic()):
                 if recorder is not None:  # first: the sync backend runs the task inside submit
-                    recorder.submitted(worker, task, time.time())
+                    recorder.submitted(worker, task, _wall_clock())
                 backend.submit(worker, stage, task)
             deadline = coordinator.next_deadline(time.monotonic())
             for event in backend.poll(timeout=_IDLE_POLL_SECONDS if deadline is None else min(deadline, _IDLE_POLL_SECONDS)):
                 coordinator.handle(event, time.monotonic())
                 progress.update(event)
                 if recorder is not None:
-                    recorder.event(event, time.time())
+                    recorder.event(event, _wall_clock())
             for worker in coordinator.timed_out(time.monotonic()):
                 backend.kill(worker)
     except BaseException:
         _stop_running(backend, coordinator)
         if recorder is not None:
-            recorder.finish_stage(stage, None, time.time())
+            recorder.finish_stage(stage, None, _wall_clock())
         raise
     if coordinator.failure is not None:
         _stop_running(backend, coordinator)
         if recorder is not None:
-            recorder.finish_stage(stage, None, time.time())
+            recorder.finish_stage(stage, None, _wall_clock())
         raise coordinator.failure
     results = coordinator.results()
     progress.finish_stage(stage, results)
     if recorder is not None:
-        recorder.finish_stage(stage, results, time.time())
+        recorder.finish_stage(stage, results, _wall_clock())
     return results
 
 
