@@ -1,1 +1,1 @@
-"""The ``zephyr-arrow`` command (``main.py``: demo, run, inspect, sql) and its demo (``demo.py``)."""
+"""The ``zephyr-arrow`` command (``main.py``: demo, run, inspect, sql, report) and its demo (``demo.py``)."""
