@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import threading
@@ -51,6 +52,9 @@ def test_live_page_shows_the_running_stage_then_the_finished_run(tmp_path, capsy
         assert re.search(r'id="status"[^>]*>running<', dom)
         assert re.search(r'id="live-done">2<', dom) and re.search(r'id="live-total">4<', dom)
         assert "from_list(4 items, 4 shards) -&gt; map(wait_on_shard_2)" in dom
+        # The worker (here the driver itself, on sync) with its memory and CPU read live from /proc.
+        workers = re.findall(r'<tr><td>0</td><td>[^<]*:(\d+)</td><td>([\d.,]+ [KMG]?B)</td><td>([\d.]+)</td></tr>', dom)
+        assert [int(pid) for pid, _, _ in workers] == [os.getpid()]
         assert (tmp_path / "live.png").stat().st_size > 5_000
         after = _dump_dom(url, "--dump-dom")
         assert re.search(r'id="status"[^>]*>succeeded<', after) and 'id="live"' not in after

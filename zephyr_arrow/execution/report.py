@@ -117,7 +117,15 @@ def _live(live: dict[str, Any]) -> str:
         "Now",
         f"<p>Stage [{live['stage_index']}] <b>{_e(live['stage'])}</b>: <span id='live-done'>{live['done']}</span> of "
         f"<span id='live-total'>{live['num_tasks']}</span> tasks done, {live['tasks_per_second']:.2f} tasks/s, ETA {eta}.</p>"
-        "<table id='running'><tr><th>shard</th><th>attempt</th><th>worker</th><th>running for s</th></tr>" + running + "</table>",
+        "<table id='running'><tr><th>shard</th><th>attempt</th><th>worker</th><th>running for s</th></tr>" + running + "</table>"
+        "<h3>Workers</h3><table id='workers'><tr><th>worker</th><th>host:pid</th><th>memory (RSS)</th><th>CPU s so far</th></tr>"
+        + "".join(
+            f"<tr><td>{w['worker']}</td><td>{_e(w['host'])}:{w['pid']}</td>"
+            f"<td>{'?' if w['rss_bytes'] is None else _bytes(w['rss_bytes'])}</td>"
+            f"<td>{'?' if w['cpu_seconds'] is None else format(w['cpu_seconds'], '.1f')}</td></tr>"
+            for w in live["workers"]
+        )
+        + "</table>",
     )
 
 

@@ -302,6 +302,10 @@ class RunRecorder:
                 {"shard_index": r.task.shard_index, "attempt": r.task.attempt, "worker": r.worker, "seconds": now - r.started_at}
                 for r in running
             ],
+            "workers": [
+                {"worker": worker, "host": host, "pid": pid, **_process_usage(host, pid)}
+                for worker, (host, pid) in sorted(dict(self._workers).items())
+            ],
         }
 
     def _add(self, running: _Open, status: str, host: str, pid: int, now: float, stats: TaskStats, error: str = "", traceback: str = "") -> None:
@@ -315,6 +319,22 @@ class RunRecorder:
     def _sample(self, now: float) -> None:
         self._last_sample = now
         self.counter_samples.append({"seconds": now - self.started_at, "counters": dict(self.counters)})
+
+
+def _process_usage(host: str, pid: int) -> dict[str, float | None]:
+    """A worker process's resident memory and CPU seconds so far, read from /proc where it runs on
+    this machine (Linux); None elsewhere (a Ray node's worker, another OS)."""
+    rss = cpu = None
+    if host == socket.gethostname():
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                rss = next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:")), None)
+            with open(f"/proc/{pid}/stat") as stat:
+                fields_after_name = stat.read().rsplit(")", 1)[1].split()
+            cpu = (int(fields_after_name[11]) + int(fields_after_name[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+    return {"rss_bytes": rss, "cpu_seconds": cpu}
 
 
 def environment(backend: str, num_workers: int, chunk_prefix: str) -> dict[str, Any]:
