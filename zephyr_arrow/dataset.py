@@ -335,6 +335,64 @@ class Dataset:
         """
         return self._then(ops.DeduplicateOp(check_key("deduplicate", "key", key), check_num_output_shards("deduplicate", num_output_shards)))
 
+    def fuzzy_deduplicate(
+        self,
+        key: str | Callable[[Any], str],
+        threshold: float = 0.8,
+        ngram_size: int = 5,
+        num_perm: int = 128,
+        seed: int = 42,
+        bands: int | None = None,
+        rows_per_band: int | None = None,
+        verify: bool = False,
+    ) -> Dataset:
+        """Keep one row per cluster of near-duplicate texts: the first in input order.
+
+        ``key`` is a text column's name or a function of the row returning its text. Texts are
+        lower-cased and cut into words (runs of letters, digits and ``_``; punctuation and
+        whitespace only separate words); their similarity is the Jaccard similarity of their
+        sets of ``ngram_size``-word shingles, estimated by MinHash with ``num_perm``
+        permutations drawn from ``seed``. Rows whose signatures agree on all of one of
+        ``bands`` bands of ``rows_per_band`` values are candidates (by default the pair that
+        balances false positives and false negatives around ``threshold``, as datasketch's
+        MinHashLSH picks them); clusters are the connected components of the candidate pairs
+        (``verify=True`` keeps only pairs whose estimated similarity reaches ``threshold``).
+        Rows keep their shards and order; rows without text are kept.
+
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> ds = Dataset.from_list([{"text": "the cat sat on the mat today"}, {"text": "a dog ran"},
+        ...                         {"text": "The cat sat on the mat, today!"}])
+        >>> with ZephyrContext(backend="sync", progress=False) as ctx:
+        ...     ctx.execute(ds.fuzzy_deduplicate("text", threshold=0.7, ngram_size=3)).to_pylist()
+        [{'text': 'the cat sat on the mat today'}, {'text': 'a dog ran'}]
+        """
+        return self._then(_near_duplicates_op("fuzzy_deduplicate", key, threshold, ngram_size, num_perm, seed, bands, rows_per_band, verify, False))
+
+    def near_duplicate_clusters(
+        self,
+        key: str | Callable[[Any], str],
+        threshold: float = 0.8,
+        ngram_size: int = 5,
+        num_perm: int = 128,
+        seed: int = 42,
+        bands: int | None = None,
+        rows_per_band: int | None = None,
+        verify: bool = False,
+    ) -> Dataset:
+        """The rows of every cluster of two or more near-duplicates (as ``fuzzy_deduplicate``
+        finds them), with ``row_id`` (the row's position in the input, from 0), ``cluster_id``
+        (the row id of the cluster's first row, the one ``fuzzy_deduplicate`` keeps) and
+        ``cluster_size``. Rows keep their shards and order.
+
+        >>> from zephyr_arrow import Dataset, ZephyrContext
+        >>> ds = Dataset.from_list([{"text": "the cat sat on the mat today"}, {"text": "a dog ran"},
+        ...                         {"text": "The cat sat on the mat, today!"}])
+        >>> with ZephyrContext(backend="sync", progress=False) as ctx:
+        ...     ctx.execute(ds.near_duplicate_clusters("text", threshold=0.7, ngram_size=3)).to_pylist()
+        [{'text': 'the cat sat on the mat today', 'row_id': 0, 'cluster_id': 0, 'cluster_size': 2}, {'text': 'The cat sat on the mat, today!', 'row_id': 2, 'cluster_id': 0, 'cluster_size': 2}]
+        """
+        return self._then(_near_duplicates_op("near_duplicate_clusters", key, threshold, ngram_size, num_perm, seed, bands, rows_per_band, verify, True))
+
     def sort(
         self,
         by: str | list[str] | None = None,
@@ -508,6 +566,35 @@ def _reads_records(op: ops.Op) -> bool:
     if isinstance(op, ops.FilterOp):
         return fields_read.names_fields(op.predicate)
     return hasattr(op, "key_of") and isinstance(op.key_of(0), tuple)
+
+
+def _near_duplicates_op(
+    method: str, key: Any, threshold: Any, ngram_size: Any, num_perm: Any, seed: Any, bands: Any, rows_per_band: Any, verify: Any, clusters: bool
+) -> ops.NearDuplicatesOp:
+    """The op of ``fuzzy_deduplicate`` / ``near_duplicate_clusters``, its arguments checked."""
+    from zephyr_arrow.minhash import optimal_bands
+
+    if isinstance(key, str) and key:
+        key = (key,)
+    elif not callable(key):
+        raise PlanError(f"{method}() needs key to be a text column's name or a function of the row returning its text, got {key!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise PlanError(f"{method}() needs threshold to be a number in (0, 1], got {threshold!r}")
+    check_positive_int(method, "ngram_size", ngram_size)
+    check_positive_int(method, "num_perm", num_perm)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise PlanError(f"{method}() needs seed to be an int >= 0, got {seed!r}")
+    if (bands is None) != (rows_per_band is None):
+        raise PlanError(f"{method}() needs both bands and rows_per_band, or neither; got bands={bands!r}, rows_per_band={rows_per_band!r}")
+    if bands is None:
+        bands, rows_per_band = optimal_bands(float(threshold), num_perm)
+    check_positive_int(method, "bands", bands)
+    check_positive_int(method, "rows_per_band", rows_per_band)
+    if bands * rows_per_band > num_perm:
+        raise PlanError(f"{method}() needs bands * rows_per_band <= num_perm, got {bands} * {rows_per_band} > {num_perm}")
+    if not isinstance(verify, bool):
+        raise PlanError(f"{method}() needs verify to be a bool, got {verify!r}")
+    return ops.NearDuplicatesOp(key, float(threshold), ngram_size, num_perm, seed, bands, rows_per_band, verify, clusters)
 
 
 def _count_rows(table: pa.Table) -> pa.Table:

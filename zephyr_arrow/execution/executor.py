@@ -5,7 +5,8 @@ or join's reduce tasks get their inputs from its module (``exchange_for(op).redu
 a pure function of the upstream runs' ChunkRefs); a reshard runs no task.
 
 Each stage's output is a ``ShardRefs`` built from the tasks' ``StageResult``s without
-reading data. A stage's chunk files are deleted as soon as no later stage, and not
+reading data. A PIPELINES stage (``fuzzy_deduplicate``) runs pipelines of its own over its
+input (``near_duplicates.run``), each a plan executed like this one, in a directory of the stage's. A stage's chunk files are deleted as soon as no later stage, and not
 the final output, refers to them (a reshard's output points into its input's files,
 so deletion follows references, not stage order).
 """
@@ -14,6 +15,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from zephyr_arrow import ops
 from zephyr_arrow.errors import PlanError
@@ -30,7 +35,11 @@ from zephyr_arrow.execution.tasks import ChunksInput, ExecutionInfo, ItemsInput,
 from zephyr_arrow.fs import remove_quietly
 from zephyr_arrow.io.pieces import FilePiece
 from zephyr_arrow.planner import Plan, Stage, StageKind, validate
+from zephyr_arrow.planner import plan as make_plan
 from zephyr_arrow.store import ChunkRef, ShardRefs, layout
+
+if TYPE_CHECKING:
+    from zephyr_arrow.dataset import Dataset
 
 
 @dataclass
@@ -62,6 +71,10 @@ class Executor:
                     now = time.time()
                     self.recorder.start_stage(stage, now)
                     self.recorder.finish_stage(stage, [], now, num_rows=outputs[stage.index].num_rows)
+            elif stage.kind is StageKind.PIPELINES:
+                outputs[stage.index] = self._run_pipelines(stage, outputs[stage.inputs[0]])
+                counters = add_counters(counters, outputs[stage.index].counters)
+                engine_counts = add_counters(engine_counts, outputs[stage.index].stats)
             else:
                 inputs = self._task_inputs(stage, source_stage_inputs, outputs, shard_counts, last_use)
                 broadcast = tuple(tuple(outputs[index].chunks) for index in stage.broadcast)
@@ -140,6 +153,13 @@ class Executor:
         ]
         self.backend.start(min(self.max_workers, max(len(tasks), 1)))
         return run_stage(self.backend, stage, tasks, self.policy, self.progress, self.recorder)
+
+    def _run_pipelines(self, stage: Stage, refs: ShardRefs) -> ShardRefs:
+        """The output of a stage that runs pipelines of its own (``near_duplicates.run``), each in a
+        directory under the stage's, which goes when the stage's output does."""
+        from zephyr_arrow.execution import near_duplicates
+
+        return near_duplicates.run(stage.boundary, refs, _StagePipelines(self, stage))
 
     def _remove_spills(self, stage: Stage) -> None:
         """Delete what a shuffle's reduce tasks merged in passes (a failed attempt's files too)."""
@@ -221,6 +241,26 @@ def _file_path(item: object) -> str:
 def _as_shard(result: TaskResult, shard_index: int) -> TaskResult:
     """A piece's result as its shard's (a map task's chunks are its own shard's)."""
     return replace(result, outputs=tuple(replace(output, shard_index=shard_index) for output in result.outputs))
+@dataclass
+class _StagePipelines:
+    """Runs the pipelines of one PIPELINES stage, on the executor's workers, and deletes their outputs."""
+
+    executor: Executor
+    stage: Stage
+    num_runs: int = 0
+
+    def execute(self, dataset: Dataset, name: str) -> ShardRefs:
+        self.num_runs += 1
+        run_id = layout.join(self.executor.execution.execution_id, _stage_dir_name(self.stage), f"{self.num_runs:03d}-{name}")
+        executor = replace(self.executor, execution=replace(self.executor.execution, execution_id=run_id))
+        return executor.execute(make_plan(dataset))
+
+    def release(self, refs: ShardRefs) -> None:
+        """Delete the directories of the pipeline run that wrote ``refs``."""
+        execution = self.executor.execution
+        root = layout.join(layout.execution_dir(execution.chunk_prefix, execution.execution_id), _stage_dir_name(self.stage)) + "/"
+        for path in {root + chunk.path[len(root) :].split("/", 1)[0] for chunk in refs.chunks if chunk.path.startswith(root)}:
+            remove_quietly(path)
 
 
 def _stage_dir_name(stage: Stage) -> str:

@@ -2,7 +2,7 @@
 
 ``base.py`` says what every op declares (its kind, the columns it needs, whether it
 scatters) and where rows come from; ``transforms.py`` holds the ops that fuse into a stage,
-``shuffles.py`` the shuffles and joins; ``fields_read.py`` reads a user function's code for
+``shuffles.py`` the shuffles and joins, ``near_duplicates.py`` fuzzy deduplication; ``fields_read.py`` reads a user function's code for
 the fields it reads.
 """
 
@@ -24,6 +24,7 @@ from zephyr_arrow.ops.base import (
     shard_items,
     union,
 )
+from zephyr_arrow.ops.near_duplicates import BandKeysOp, MarkClustersOp, NearDuplicatesOp
 from zephyr_arrow.ops.shuffles import (
     AggregateOp,
     BroadcastJoinOp,
@@ -53,6 +54,7 @@ from zephyr_arrow.ops.transforms import (
 
 __all__ = [
     "AggregateOp",
+    "BandKeysOp",
     "BroadcastJoinOp",
     "DeduplicateOp",
     "FilesSource",
@@ -68,6 +70,8 @@ __all__ = [
     "MapBatchesOp",
     "MapOp",
     "MapShardOp",
+    "MarkClustersOp",
+    "NearDuplicatesOp",
     "Op",
     "RefsSource",
     "ReshardOp",

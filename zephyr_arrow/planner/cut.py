@@ -101,4 +101,6 @@ class Builder:
 def _boundary_kind(op: ops.Op) -> StageKind:
     if isinstance(op, ops.ReshardOp):
         return StageKind.RESHARD
+    if isinstance(op, ops.NearDuplicatesOp):
+        return StageKind.PIPELINES
     return StageKind.JOIN if isinstance(op, ops.TwoSided) else StageKind.SHUFFLE

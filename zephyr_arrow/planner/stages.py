@@ -14,6 +14,7 @@ class StageKind(enum.Enum):
     RESHARD = "reshard"  # re-cut the input's rows into balanced shards; no tasks, no data read
     SHUFFLE = "shuffle"  # merge the sorted runs its SCATTER stage cut, shard by shard, and reduce them
     JOIN = "join"  # join two SCATTER stages' runs shard by shard (sorted_merge_join: two co-sharded inputs)
+    PIPELINES = "pipelines"  # runs pipelines of its own over its input's chunks (fuzzy_deduplicate: rounds until labels settle)
 
 
 @dataclass(frozen=True, eq=False)

@@ -173,6 +173,18 @@ def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
         yield pa.concat_tables(pending, promote_options="permissive")
 
 
+def _band_keys(op: ops.BandKeysOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    from zephyr_arrow.execution import near_duplicates  # imports numpy and Polars, which other stages do without
+
+    return near_duplicates.band_keys(op, stream, shard)
+
+
+def _mark_clusters(op: ops.MarkClustersOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
+    from zephyr_arrow.execution import near_duplicates
+
+    return near_duplicates.mark_clusters(op, stream, shard)
+
+
 def _load(op: ops.LoadOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
     from zephyr_arrow import io
     from zephyr_arrow.io.pieces import FilePiece
@@ -208,4 +220,6 @@ _HANDLERS: dict[type, Callable[[Any, Stream, ops.ShardInfo], Stream]] = {
     ops.WithColumnsOp: _with_columns,
     ops.MapBatchesOp: _map_batches,
     ops.LoadOp: _load,
+    ops.BandKeysOp: _band_keys,
+    ops.MarkClustersOp: _mark_clusters,
 }
