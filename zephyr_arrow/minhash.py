@@ -5,13 +5,14 @@ digits and underscores (Unicode ``\\w``); everything else (punctuation, whitespa
 only separates words. Shingles are the runs of ``ngram_size`` consecutive words (a text of fewer
 words is one shingle of all of them; one of no words has none and is nobody's near-duplicate).
 
-Each word is hashed by Polars (``Series.hash`` with a fixed seed, as the shuffle's keys are), a
-shingle's hash combines its words' hashes and keeps 32 bits, and the signature is datasketch's
-MinHash of those 32-bit values: permutation ``j`` maps ``x`` to ``((a[j] * x + b[j]) mod
-(2**61 - 1)) & (2**32 - 1)`` with ``(a, b)`` drawn exactly as ``datasketch.MinHash(seed=seed)``
-draws them, so datasketch given the same shingle hashes computes the same signatures. All of it
-runs vectorised (numpy, a block of shingles by all permutations at a time); Python loops over
-permutations' bands and n-gram offsets, never over shingles or documents.
+Each word is hashed by Polars (``Series.hash`` with a fixed seed, as the shuffle's keys are: the
+same in every process of one Polars build), a shingle's hash combines its words' hashes and
+keeps 32 bits ``x``, and permutation ``j`` of the signature maps ``x`` to ``(a[j] * x + b[j])
+mod 2**64 >> 32``: Dietzfelbinger's multiply-add-shift, a 2-independent family for 32-bit keys,
+with no division (datasketch's ``(a * x + b) mod (2**61 - 1)`` costs one per value and ran at a
+third of the speed). ``(a, b)`` are drawn as ``datasketch.MinHash(num_perm, seed)`` draws its
+permutations. All of it runs vectorised (numpy, all permutations by a block of shingles at a
+time); Python loops over n-gram offsets and bands, never over shingles or documents.
 
 Bands: the signature's ``num_perm`` values are cut into ``bands`` bands of ``rows_per_band``;
 two documents are candidates when one band is equal. ``optimal_bands`` picks them as
@@ -26,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
-MERSENNE_PRIME = np.uint64((1 << 61) - 1)
+_MERSENNE_PRIME = np.uint64((1 << 61) - 1)  # the range datasketch draws permutations from
 MAX_HASH = np.uint64((1 << 32) - 1)
 WORD_HASH_SEED = 0x3C6E_F372
 _SHINGLE_MIX = np.uint64(0x9E37_79B9_7F4A_7C15)
@@ -61,10 +62,10 @@ def _area(threshold: float, bands: int, rows: int, below: bool, steps: int = 200
 
 @lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The (a, b) of each permutation, drawn as ``datasketch.MinHash(num_perm, seed)`` draws them."""
+    """The (a, b) of each permutation (uint64), drawn as ``datasketch.MinHash(num_perm, seed)`` draws them."""
     generator = np.random.RandomState(seed)
     pairs = [
-        (generator.randint(1, MERSENNE_PRIME, dtype=np.uint64), generator.randint(0, MERSENNE_PRIME, dtype=np.uint64))
+        (generator.randint(1, _MERSENNE_PRIME, dtype=np.uint64), generator.randint(0, _MERSENNE_PRIME, dtype=np.uint64))
         for _ in range(num_perm)
     ]
     a, b = np.array(pairs, dtype=np.uint64).T
@@ -78,7 +79,7 @@ def shingle_hashes(texts: pa.Array | pa.ChunkedArray, ngram_size: int) -> tuple[
     """
     import polars as pl
 
-    words = pl.Series("text", texts).str.to_lowercase().str.extract_all(r"\w+")
+    words = pl.Series("text", texts).cast(pl.String).str.to_lowercase().str.extract_all(r"\w+")
     num_words = words.list.len().fill_null(0).to_numpy().astype(np.int64)
     hashed = words.explode().drop_nulls().hash(WORD_HASH_SEED).to_numpy()
     num_shingles = np.where(num_words >= ngram_size, num_words - ngram_size + 1, np.minimum(num_words, 1))

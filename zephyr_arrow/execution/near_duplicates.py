@@ -281,10 +281,13 @@ def labels_between(chunks: tuple[Any, ...], first: int, end: int) -> pa.Table:
             groups = [group for group in range(metadata.num_row_groups) if _may_hold(metadata.row_group(group).column(column), first, end)]
             if groups:
                 tables.append(parquet.read_row_groups(groups))
-    if not tables:
-        return pa.table({ROW_ID: pa.array([], pa.int64()), CLUSTER_ID: pa.array([], pa.int64()), CLUSTER_SIZE: pa.array([], pa.int64())})
-    frame = pl.from_arrow(pa.concat_tables(tables, promote_options="permissive"))
+    # Every column, as int64: labels of no rows may have none of them (an empty join's output).
+    frame = pl.concat([_LABELS_SCHEMA.clear(), *(pl.from_arrow(table, schema_overrides=_LABELS_SCHEMA.schema) for table in tables)], how="diagonal_relaxed")
+    frame = frame.select(_LABELS_SCHEMA.columns).cast(pl.Int64)
     return frame.filter(pl.col(ROW_ID).is_between(first, end, closed="left")).sort(ROW_ID).to_arrow()
+
+
+_LABELS_SCHEMA = pl.DataFrame(schema={ROW_ID: pl.Int64, CLUSTER_ID: pl.Int64, CLUSTER_SIZE: pl.Int64})
 
 
 def _may_hold(column: Any, first: int, end: int) -> bool:
