@@ -195,3 +195,14 @@ def test_no_candidates_keeps_every_row_and_empty_texts_are_kept():
     with ZephyrContext(backend="sync", progress=False) as ctx:
         assert ctx.execute(Dataset.from_list(docs, num_shards=2).fuzzy_deduplicate("text")).to_pylist() == docs
         assert ctx.execute(Dataset.from_list(docs).near_duplicate_clusters("text")).to_pylist() == []
+
+
+def test_only_the_output_chunks_remain_after_the_rounds(tmp_path):
+    docs = [{"text": f"alpha beta gamma delta epsilon {i % 3} zeta eta theta"} for i in range(30)]
+    with ZephyrContext(backend="sync", chunk_storage_prefix=str(tmp_path), progress=False) as ctx:
+        refs = ctx.execute(Dataset.from_list(docs, num_shards=3).map(lambda d: d).fuzzy_deduplicate("text", threshold=0.5))
+        assert refs.to_pylist() == docs[:3]
+        assert refs.counters == {}  # the rounds' own counter is not the user's
+        files = {str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.parquet")}
+        assert files == {chunk.path[len(str(tmp_path)) + 1 :] for chunk in refs.chunks}
+        assert all("/stage-01-pipelines/004-output/" in path for path in files)
