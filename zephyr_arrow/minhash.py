@@ -31,7 +31,7 @@ _MERSENNE_PRIME = np.uint64((1 << 61) - 1)  # the range datasketch draws permuta
 MAX_HASH = np.uint64((1 << 32) - 1)
 WORD_HASH_SEED = 0x3C6E_F372
 _SHINGLE_MIX = np.uint64(0x9E37_79B9_7F4A_7C15)
-_BLOCK_SHINGLES = 2048  # shingles hashed by every permutation at a time (2048 x 128 x 8 bytes = 2 MB: in cache)
+_BLOCK_SHINGLES = 4096  # shingles hashed by every permutation at a time (4096 x 128 x 8 bytes = 4 MB)
 
 
 def optimal_bands(threshold: float, num_perm: int, false_positive_weight: float = 0.5, false_negative_weight: float = 0.5) -> tuple[int, int]:
@@ -129,8 +129,9 @@ def signatures(shingles: np.ndarray, num_shingles: np.ndarray, num_perm: int, se
             # Permutations by shingles: each permutation's minima are taken along contiguous memory.
             hashed = a[:, None] * shingles[None, begins[text] : ends[stop - 1]]
             hashed += b[:, None]
-            hashed >>= np.uint64(32)
-            result[has[text:stop]] = np.minimum.reduceat(hashed, begins[text:stop] - begins[text], axis=1).T
+            minima = np.minimum.reduceat(hashed, begins[text:stop] - begins[text], axis=1)
+            minima >>= np.uint64(32)  # the high half of the least is the least high half: one shift per text, not per shingle
+            result[has[text:stop]] = minima.T
             text = stop
     return result
 
