@@ -64,8 +64,7 @@ def run(op: NearDuplicatesOp, docs: ShardRefs, pipelines: Pipelines) -> ShardRef
     shard_rows = [sum(chunk.num_rows for chunk in shard) for shard in docs.shards]
     first_row_ids = tuple(itertools.accumulate(shard_rows, initial=0))
     totals = _Totals()
-    documents = Dataset(ops.RefsSource(docs))
-    labelled = totals.add(pipelines.execute(_labelled(_candidate_pairs(op, documents, first_row_ids)), "buckets"))
+    labelled = totals.add(pipelines.execute(_labelled(_candidate_pairs(op, docs, first_row_ids)), "buckets"))
     rounds = 1
     while labelled.counters.get(LABELS_CHANGED, 0):
         previous = labelled
@@ -102,15 +101,17 @@ class _Totals:
         return refs
 
 
-def _candidate_pairs(op: NearDuplicatesOp, documents: Any, first_row_ids: tuple[int, ...]) -> Any:
+def _candidate_pairs(op: NearDuplicatesOp, docs: ShardRefs, first_row_ids: tuple[int, ...]) -> Any:
     """(ROW_ID, root) for each document of a band bucket of two or more but the bucket's first."""
-    buckets = documents._then(BandKeysOp(op, first_row_ids)).aggregate(
+    from zephyr_arrow.dataset import Dataset
+
+    buckets = Dataset(ops.RefsSource(docs), (BandKeysOp(op, first_row_ids),)).aggregate(
         BUCKET, pl.col(ROW_ID).min().alias(_LABEL), pl.col(ROW_ID).alias(_NEIGHBOURS)
     )
     pairs = buckets.map_batches(_bucket_pairs, batch_format="polars")
     if not op.verify:
         return pairs
-    signatures = documents._then(BandKeysOp(op, first_row_ids, signatures=True))
+    signatures = Dataset(ops.RefsSource(docs), (BandKeysOp(op, first_row_ids, signatures=True),))
     with_own = pairs.join(signatures, on=ROW_ID)
     with_root = with_own.join(signatures.map_batches(_as_root, batch_format="polars"), left_on=_LABEL, right_on=_LABEL)
     return with_root.map_batches(_Agreeing(op.threshold), batch_format="polars")
