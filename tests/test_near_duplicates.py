@@ -206,3 +206,14 @@ def test_only_the_output_chunks_remain_after_the_rounds(tmp_path):
         files = {str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.parquet")}
         assert files == {chunk.path[len(str(tmp_path)) + 1 :] for chunk in refs.chunks}
         assert all("/stage-01-pipelines/004-output/" in path for path in files)
+
+
+def test_chunks_on_an_object_store_give_the_same_clusters(s3_prefix):
+    docs, pairs = planted_corpus()
+    dataset = Dataset.from_list(docs, num_shards=3).near_duplicate_clusters("text", threshold=0.8, ngram_size=1)
+    with ZephyrContext(backend="sync", progress=False) as local:
+        expected = local.execute(dataset).to_pylist()
+    with ZephyrContext(backend="sync", chunk_storage_prefix=s3_prefix, progress=False) as ctx:
+        refs = ctx.execute(dataset)
+        assert all(chunk.path.startswith("s3://") for chunk in refs.chunks)
+        assert refs.to_pylist() == expected and len(expected) == 2 * len(pairs["0.96"])
