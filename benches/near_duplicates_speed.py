@@ -79,7 +79,9 @@ def main() -> None:
     parser.add_argument("--other-python", default="/work/bench-venv/bin/python")
     parser.add_argument("--data", default=os.path.join(HERE, "data", "near-duplicates"))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--medium-repeat", type=int, default=1)
     parser.add_argument("--skip-medium", action="store_true")
+    parser.add_argument("--only-medium", action="store_true", help="zephyr_arrow on the medium corpora alone")
     args = parser.parse_args()
     ours = sys.executable
     python_of = {system: ours if system == "za" else args.other_python for system in SYSTEMS}
@@ -92,13 +94,13 @@ def main() -> None:
     env_one_core = {**os.environ, "POLARS_MAX_THREADS": "1"}
     os.environ.update(env_one_core)  # signatures: one core for every system (Polars' threads too)
     results: dict[tuple[str, str], list[dict]] = {}
-    for _ in range(args.repeat):
+    for _ in range(0 if args.only_medium else args.repeat):
         for system in SYSTEMS:
             results.setdefault(("signatures", system), []).append(measure(python_of[system], ["signatures", system, medium, str(SIGNATURE_TEXTS)]))
     os.environ.pop("POLARS_MAX_THREADS")
     scratch = tempfile.mkdtemp(prefix="near-dup-bench-")
     try:
-        for _ in range(args.repeat):
+        for _ in range(0 if args.only_medium else args.repeat):
             for name, pattern in corpora.items():
                 for system in SYSTEMS:
                     out = os.path.join(scratch, f"{system}-{len(results)}")
@@ -107,7 +109,7 @@ def main() -> None:
         if not args.skip_medium:
             quarter = subset(medium, os.path.join(args.data, "medium-quarter"), 4, 10**9)
             for name, pattern in {"medium, a quarter": quarter, "medium": medium, "medium, 30% planted": medium_planted}.items():
-                for _ in range(min(args.repeat, 2)):  # a minute or more each
+                for _ in range(args.medium_repeat):  # a minute and a half of CPU or more each
                     out = os.path.join(scratch, "za-medium")
                     results.setdefault((name, "za"), []).append(measure(ours, ["dedup", "za", pattern, out]))
                     shutil.rmtree(out, ignore_errors=True)
@@ -123,7 +125,7 @@ def print_table(results: dict[tuple[str, str], list[dict]]) -> None:
     print(f"| signatures (1 core, {SIGNATURE_TEXTS:,} texts) | texts / CPU s | vs zephyr_arrow |")
     print("|---|---|---|")
     ours = None
-    for system in SYSTEMS:
+    for system in SYSTEMS if ("signatures", "za") in results else ():
         runs = results[("signatures", system)]
         rate = runs[0]["docs"] / median(runs, "cpu")
         ours = ours or rate
