@@ -49,7 +49,9 @@ def measure(python: str, args: list[str]) -> dict:
     stdout, stderr = process.stdout.read(), process.stderr.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{args} failed:\n{stderr[-3000:]}")
-    return {**json.loads(stdout.strip().splitlines()[-1]), "wall": wall, "tree_cpu": usage.ru_utime + usage.ru_stime, "peak_mb": peak / 2**20}
+    result = {**json.loads(stdout.strip().splitlines()[-1]), "wall": wall, "tree_cpu": usage.ru_utime + usage.ru_stime, "peak_mb": peak / 2**20}
+    print(json.dumps({"run": args, **result}), file=sys.stderr, flush=True)  # each run as it ends: a long run's partial results
+    return result
 
 
 def subset(source: str, out: str, files: int, docs_per_file: int) -> str:
