@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-
-
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from zephyr_arrow import ops
@@ -72,7 +69,11 @@ class Executor:
                     self.recorder.start_stage(stage, now)
                     self.recorder.finish_stage(stage, [], now, num_rows=outputs[stage.index].num_rows)
             elif stage.kind is StageKind.PIPELINES:
+                started = time.time()
                 outputs[stage.index] = self._run_pipelines(stage, outputs[stage.inputs[0]])
+                if self.recorder is not None:  # the stage as one step: its pipelines' own stages are not the plan's
+                    self.recorder.start_stage(stage, started)
+                    self.recorder.finish_stage(stage, [], time.time(), num_rows=outputs[stage.index].num_rows)
                 counters = add_counters(counters, outputs[stage.index].counters)
                 engine_counts = add_counters(engine_counts, outputs[stage.index].stats)
             else:
@@ -252,7 +253,7 @@ class _StagePipelines:
     def execute(self, dataset: Dataset, name: str) -> ShardRefs:
         self.num_runs += 1
         run_id = layout.join(self.executor.execution.execution_id, _stage_dir_name(self.stage), f"{self.num_runs:03d}-{name}")
-        executor = replace(self.executor, execution=replace(self.executor.execution, execution_id=run_id))
+        executor = replace(self.executor, execution=replace(self.executor.execution, execution_id=run_id), recorder=None)
         return executor.execute(make_plan(dataset))
 
     def release(self, refs: ShardRefs) -> None:
