@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zephyr_arrow import io as zio
+from zephyr_arrow.arrow.rows import ABSENT_COLUMN, table_to_rows
 from zephyr_arrow.errors import InputFileError, PlanError, SchemaConflictError
 from zephyr_arrow.io import parquet as zparquet
 from zephyr_arrow.io import text as ztext
@@ -73,7 +74,12 @@ def without_nulls(value: object) -> object:
 
 
 def rows(tables: Iterator[pa.Table]) -> list[dict]:
-    return [row for table in tables for row in table.to_pylist()]
+    return [row for table in tables for row in table_to_rows(table)]
+
+
+def assert_same_keys(got: list[dict], text: str) -> None:
+    """A line's record has the keys the line has: a key it lacks stays absent, a null is None."""
+    assert [set(row) for row in got] == [set(json.loads(line)) for line in text.splitlines() if line.strip()]
 
 
 def json_oracle(text: str) -> list[object]:
@@ -138,6 +144,7 @@ def test_read_jsonl_matches_json_loads(base: str) -> None:
     write_bytes(f"{base}/varied.jsonl", VARIED_JSONL.encode())
     tables = list(zio.read_jsonl(f"{base}/varied.jsonl"))
     assert [without_nulls(row) for row in rows(iter(tables))] == json_oracle(VARIED_JSONL)
+    assert_same_keys(rows(iter(tables)), VARIED_JSONL)
     schema = tables[0].schema
     assert pa.types.is_struct(schema.field("meta").type)
     assert pa.types.is_list(schema.field("tags").type)
@@ -146,8 +153,12 @@ def test_read_jsonl_matches_json_loads(base: str) -> None:
 
 def test_read_jsonl_projection_fills_absent_columns_with_nulls(base: str) -> None:
     write_bytes(f"{base}/varied.jsonl", VARIED_JSONL.encode())
-    got = rows(zio.read_jsonl(f"{base}/varied.jsonl", columns=["num", "id", "absent"]))
-    assert got == [{"num": n, "id": i, "absent": None} for i, n in [(1, None), (2, None), (3, 1), (4, 2.5)]]
+    tables = list(zio.read_jsonl(f"{base}/varied.jsonl", columns=["num", "id", "absent"]))
+    assert [row for t in tables for row in t.select(["num", "id", "absent"]).to_pylist()] == [
+        {"num": n, "id": i, "absent": None} for i, n in [(1, None), (2, None), (3, 1), (4, 2.5)]
+    ]
+    # As rows, a line lacking a key lacks it (as json.loads and Zephyr's reader give it).
+    assert rows(iter(tables)) == [{"id": 1}, {"id": 2}, {"num": 1, "id": 3}, {"num": 2.5, "id": 4}]
 
 
 record = st.fixed_dictionaries(
@@ -168,10 +179,11 @@ def test_read_jsonl_property_matches_json_loads(records: list[dict]) -> None:
     url = f"memory://prop-{uuid.uuid4().hex}/p.jsonl"
     write_bytes(url, text.encode())
     try:
-        got = [without_nulls(row) for row in rows(zio.read_jsonl(url))]
+        decoded = rows(zio.read_jsonl(url))
     finally:
         fsspec.filesystem("memory").rm(url)
-    assert got == json_oracle(text)
+    assert [without_nulls(row) for row in decoded] == json_oracle(text)
+    assert_same_keys(decoded, text)
 
 
 def test_read_jsonl_schema_drift_across_pieces(tmp_path: Path, small_pieces: None) -> None:
@@ -193,7 +205,7 @@ def test_read_jsonl_schema_drift_across_pieces(tmp_path: Path, small_pieces: Non
     assert tables[-1].schema.field("late").type == pa.string()
     assert tables[-1].schema.field("num").type == pa.float64()
     combined = pa.concat_tables(tables, promote_options="permissive")
-    assert [without_nulls(row) for row in combined.to_pylist()] == json_oracle(text)
+    assert [without_nulls(row) for row in table_to_rows(combined)] == json_oracle(text)
 
 
 @pytest.mark.parametrize("keep", [["num", "late"], ["num", "late", "absent"]])
@@ -219,13 +231,13 @@ def test_read_jsonl_keep_reads_only_those_columns_and_still_widens(
 
     monkeypatch.setattr(ztext, "_parse_json", spy)
     tables = list(zio.read_jsonl(str(path), keep=keep))
-    assert len(tables) > 2 and all(set(t.column_names) <= {"num", "late"} for t in tables)
+    assert len(tables) > 2 and all(set(t.column_names) <= {"num", "late", ABSENT_COLUMN} for t in tables)
     # Once every kept column has a type, pieces skip the other fields; never while one is unseen.
     assert any(skipping) == ("absent" not in keep)
     combined = pa.concat_tables(tables, promote_options="permissive")
     assert combined.schema.field("num").type == pa.float64()
     expected = [{k: v for k, v in row.items() if k in ("num", "late")} for row in json_oracle(text)]
-    assert [without_nulls(row) for row in combined.to_pylist()] == expected
+    assert [without_nulls(row) for row in table_to_rows(combined)] == expected
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "parquet", "csv"])

@@ -71,10 +71,13 @@ def test_rows_of_every_kind_round_trip(ctx):
     assert ctx.execute(Dataset.from_list(items, num_shards=2).map(lambda x: x)).to_pylist() == items
 
 
-def test_missing_keys_come_back_as_none(ctx):
+def test_missing_keys_stay_missing_in_rows_and_are_null_in_views(ctx):
     rows = [{"a": 1}, {"b": "x"}, {"a": None, "b": "y"}]
-    out = ctx.execute(Dataset.from_list(rows, num_shards=1).map(lambda r: r)).to_pylist()
-    assert out == [{"a": 1, "b": None}, {"a": None, "b": "x"}, {"a": None, "b": "y"}]
+    out = ctx.execute(Dataset.from_list(rows, num_shards=1).map(lambda r: r))
+    assert out.to_pylist() == rows
+    assert out.sql("select * from data").fetchall() == [(1, None), (None, "x"), (None, "y")]
+    assert out.to_polars().collect().rows() == [(1, None), (None, "x"), (None, "y")]
+    assert out.load().column_names == ["a", "b"]
 
 
 def test_select_keeps_argument_order(ctx):

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from zephyr_arrow.arrow import rows as rows_module
 from zephyr_arrow.arrow.rows import (
+    ABSENT_COLUMN,
     ITEM_COLUMN,
     ITEM_METADATA_KEY,
     PICKLED_METADATA_KEY,
@@ -73,17 +74,16 @@ def decoded_both_ways(rows: list) -> list[list]:
 
 
 def assert_round_trip(rows: list) -> None:
-    """Decoded rows equal the input rows, typewise, with missing keys filled by None."""
+    """Decoded rows equal the input rows, typewise, keys a row lacks still lacking, keys in first-seen order."""
     all_dicts = all(type(row) is dict for row in rows)
     names = list(dict.fromkeys(key for row in rows for key in row)) if all_dicts else []
     as_columns = bool(names) and all(type(name) is str for name in names)
-    expected = [{name: row.get(name) for name in names} for row in rows] if as_columns else rows
     for decoded in decoded_both_ways(rows):
         assert len(decoded) == len(rows)
-        for want, got in zip(expected, decoded):
-            assert same(want, got), (want, got)
+        for want, got in zip(rows, decoded):
+            assert same(want, got) and (not as_columns or want.keys() == got.keys()), (want, got)
             if as_columns:
-                assert list(got) == names
+                assert list(got) == [name for name in names if name in want]
 
 
 # Strategies. Typed columns (one Python type per column) exercise the native
@@ -168,11 +168,19 @@ def test_mixed_rows_round_trip(rows):
 
 def test_dict_rows_become_columns_in_first_seen_order():
     table = rows_to_table([{"b": 1, "a": "x"}, {"a": "y", "c": 2.5}])
-    assert table.schema.names == ["b", "a", "c"]
+    assert table.schema.names == ["b", "a", "c", ABSENT_COLUMN]
+    assert table.column(ABSENT_COLUMN).to_pylist() == [["c"], ["b"]]
     assert not is_item_schema(table.schema)
     for decoded in decoded_both_ways([{"b": 1, "a": "x"}, {"a": "y", "c": 2.5}]):
-        assert decoded == [{"b": 1, "a": "x", "c": None}, {"b": None, "a": "y", "c": 2.5}]
-        assert [list(row) for row in decoded] == [["b", "a", "c"]] * 2
+        assert decoded == [{"b": 1, "a": "x"}, {"a": "y", "c": 2.5}]
+        assert [list(row) for row in decoded] == [["b", "a"], ["a", "c"]]
+
+
+def test_a_row_lacking_a_key_differs_from_one_holding_none():
+    rows = [{"id": 1, "score": None}, {"id": 2}, {"id": 3, "score": 7}]
+    for decoded in decoded_both_ways(rows):
+        assert decoded == rows and ["score" in row for row in decoded] == [True, False, True]
+    assert ABSENT_COLUMN not in rows_to_table([{"id": 1, "score": None}, {"id": 2, "score": 3}]).column_names
 
 
 def test_nested_dicts_and_lists_are_structs_and_lists():
@@ -318,7 +326,7 @@ def test_no_rows_is_a_table_without_columns():
 def test_column_of_only_none_is_null():
     table = rows_to_table([{"a": None, "b": 1}, {"b": 2}])
     assert table.schema.field("a").type == pa.null()
-    assert decoded_both_ways([{"a": None, "b": 1}, {"b": 2}])[1] == [{"a": None, "b": 1}, {"a": None, "b": 2}]
+    assert decoded_both_ways([{"a": None, "b": 1}, {"b": 2}])[1] == [{"a": None, "b": 1}, {"b": 2}]
 
 
 def test_parquet_corner_cases():

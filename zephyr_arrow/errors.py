@@ -4,6 +4,7 @@
     ├── PlanError              a pipeline was built with a wrong argument (raised when it is built)
     ├── InputFileError         an input file is missing, unreadable or malformed (names file and line)
     ├── SchemaConflictError    two chunks disagree on a column's type beyond promotion (names column, types, files)
+    ├── OutputTypeError        a value no output file format holds (names the file, column, types and row)
     ├── ChunkMissingError      a ChunkRef's file is gone (names the path and why it may be gone)
     ├── ChunkCorruptError      a ChunkRef's file fails its checksums or is not Parquet (names the path)
     ├── ObjectStoreError       an object store kept failing past its client's retries (names operation and key)
@@ -16,6 +17,8 @@ Every message says what failed and where; a user's own exception is chained as `
 """
 
 from __future__ import annotations
+
+import pyarrow as pa
 
 
 class ZephyrError(Exception):
@@ -32,6 +35,11 @@ class InputFileError(ZephyrError):
 
 class SchemaConflictError(ZephyrError, TypeError):
     """Chunks of one output hold types for the same column that do not promote to one type."""
+
+
+class OutputTypeError(ZephyrError, pa.ArrowInvalid):
+    """A column holds values no output file (Parquet, JSON, CSV) can: a set, an object, an int in a column
+    of strings. An ``ArrowInvalid`` (a ValueError), as writing such rows is in Zephyr."""
 
 
 class ChunkMissingError(ZephyrError, FileNotFoundError):

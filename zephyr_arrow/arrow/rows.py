@@ -7,9 +7,13 @@ the same Python types, also after a Parquet write and read:
 
 - **dict rows** (every row a ``dict`` with ``str`` keys) become one column per
   key, in first-seen key order over the rows. A row lacking a key that other
-  rows have comes back with that key set to ``None``; so does a nested dict
-  lacking a field that other dicts of its struct column have. Rows come back
-  with their keys in column order.
+  rows have is null there, and the hidden column ``__zephyr_absent`` (a list of
+  the keys each row lacks, null for a row that lacks none) records it, so the
+  row comes back without the key; the column exists only when some row lacks a
+  key, so tables of rows that agree pay nothing. Views (SQL, Polars, pyarrow)
+  leave it out and see nulls. A nested dict lacking a field that other dicts of
+  its struct column have comes back with the field set to ``None``. Rows come
+  back with their keys in column order.
 - **items**: any other rows (ints, strings, paths, tuples, a mix of dicts and
   non-dicts, dicts with non-str keys, only ``{}``) become one column named
   ``item``; the schema metadata ``zephyr_arrow.item = 1`` marks it, and the
@@ -36,7 +40,7 @@ fields added as nulls) or one never made here (a user's Parquet file: no
 metadata, so plain columns become dicts).
 
 >>> table_to_rows(rows_to_table([{"id": 1, "tags": ("a", "b")}, {"id": 2}]))
-[{'id': 1, 'tags': ('a', 'b')}, {'id': 2, 'tags': None}]
+[{'id': 1, 'tags': ('a', 'b')}, {'id': 2}]
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ from operator import itemgetter
 import pyarrow as pa
 
 ITEM_COLUMN = "item"
+# The keys each row lacks (list<string>; null: none). Only in tables where some row lacks a key.
+ABSENT_COLUMN = "__zephyr_absent"
+ABSENT_TYPE = pa.list_(pa.string())
 ITEM_METADATA_KEY = b"zephyr_arrow.item"
 PICKLED_METADATA_KEY = b"zephyr_arrow.pickled"
 _PICKLE_PROTOCOL = 5
@@ -76,14 +83,16 @@ def rows_to_table(rows: list) -> pa.Table:
     """Encode Python rows as a table that ``table_to_rows`` turns back into equal rows.
 
     >>> rows_to_table([{"a": 1}, {"a": None, "b": "x"}]).schema.names
-    ['a', 'b']
+    ['a', 'b', '__zephyr_absent']
     """
     if not rows:
         return pa.table({})
     if set(map(type, rows)) == {dict}:
-        columns = _dict_columns(rows)
-        if columns and all(type(name) is str for name in columns):
+        columns, absent = _dict_columns(rows)
+        if columns and all(type(name) is str for name in columns) and ABSENT_COLUMN not in columns:
             fields, arrays = zip(*(_encode_column(name, values) for name, values in columns.items()))
+            if absent is not None:
+                fields, arrays = (*fields, pa.field(ABSENT_COLUMN, ABSENT_TYPE)), (*arrays, pa.array(absent, ABSENT_TYPE))
             return pa.Table.from_arrays(list(arrays), schema=pa.schema(fields))
     field, array = _encode_column(ITEM_COLUMN, rows)
     return pa.Table.from_arrays([array], schema=pa.schema([field], metadata={ITEM_METADATA_KEY: b"1"}))
@@ -96,11 +105,42 @@ def table_to_rows(table: pa.Table) -> list:
     ['a.txt', 'b.txt']
     """
     names = table.column_names
+    absent = None
+    if ABSENT_COLUMN in names:
+        absent = table.column(ABSENT_COLUMN).to_pylist()
+        table = table.drop_columns([ABSENT_COLUMN])
+        names = table.column_names
     pickled = set(pickled_columns(table.schema))
     columns = [_decode_column(column, name in pickled) for name, column in zip(names, table.columns)]
     if is_item_schema(table.schema):
         return columns[names.index(ITEM_COLUMN)]
-    return [dict(zip(names, values)) for values in zip(*columns)]
+    rows = [dict(zip(names, values)) for values in zip(*columns)] if names else [{} for _ in range(table.num_rows)]
+    if absent is not None:
+        for row, lacks in zip(rows, absent):
+            for name in lacks or ():
+                row.pop(name, None)
+    return rows
+
+
+def without_absent(table: pa.Table) -> pa.Table:
+    """``table`` without the absent-keys column: what views and the user's batch functions see."""
+    return table.drop_columns([ABSENT_COLUMN]) if ABSENT_COLUMN in table.column_names else table
+
+
+def mark_absent(table: pa.Table | pa.RecordBatch, names: list[str]) -> pa.Table | pa.RecordBatch:
+    """``table`` with ``names`` added to every row's absent keys (a chunk that lacks these columns
+    read under a schema that has them)."""
+    if not names or not table.num_rows:
+        return table
+    field = pa.field(ABSENT_COLUMN, ABSENT_TYPE)
+    index = table.schema.get_field_index(ABSENT_COLUMN)
+    if index >= 0 and table.column(index).null_count < table.num_rows:
+        merged = pa.array([[*(lacks or ()), *names] for lacks in table.column(index).to_pylist()], ABSENT_TYPE)
+        return table.set_column(index, field, merged)
+    column = pa.repeat(pa.scalar(names, ABSENT_TYPE), table.num_rows)
+    if index >= 0:
+        return table.set_column(index, field, column)
+    return type(table).from_arrays([*table.columns, column], schema=table.schema.append(field))
 
 
 def is_item_schema(schema: pa.Schema) -> bool:
@@ -116,6 +156,15 @@ def is_pickled(field: pa.Field) -> bool:
 def pickled_columns(schema: pa.Schema) -> list[str]:
     """Names of the top-level columns whose values are stored pickled."""
     return [field.name for field in schema if is_pickled(field)]
+
+
+def plain_arrow_type(kind: type) -> pa.DataType | None:
+    """The Arrow type that holds every value of Python type ``kind`` exactly, where one does for all.
+
+    >>> plain_arrow_type(str), plain_arrow_type(set)
+    (DataType(string), None)
+    """
+    return _PLAIN_TYPES.get(kind)
 
 
 def carry_markers(source: pa.Schema, table: pa.Table) -> pa.Table:
@@ -136,17 +185,22 @@ def carry_markers(source: pa.Schema, table: pa.Table) -> pa.Table:
     return table.cast(pa.schema(fields, metadata=metadata))
 
 
-def _dict_columns(rows: list[dict]) -> dict:
-    """Column name -> values, in first-seen key order, None where a row lacks the key."""
+def _dict_columns(rows: list[dict]) -> tuple[dict, list[list[str] | None] | None]:
+    """Column name -> values, in first-seen key order, None where a row lacks the key; and the
+    keys each row lacks (None for a row that lacks none), or None when no row lacks any."""
     first = rows[0]
     # Rows as wide as the first that hold all its keys have exactly its keys;
     # checking that is much cheaper than taking the union of every row's keys.
     if all(map(len(first).__eq__, map(len, rows))):
         try:
-            return {name: list(map(itemgetter(name), rows)) for name in first}
+            return {name: list(map(itemgetter(name), rows)) for name in first}, None
         except KeyError:
             pass
-    return {name: [row.get(name) for row in rows] for name in dict.fromkeys(chain.from_iterable(rows))}
+    names = dict.fromkeys(chain.from_iterable(rows))
+    width = len(names)
+    absent = [None if len(row) == width else [name for name in names if name not in row] for row in rows]
+    columns = {name: [row.get(name) for row in rows] for name in names}
+    return columns, absent if any(absent) else None
 
 
 def _encode_column(name: str, values: list) -> tuple[pa.Field, pa.Array | pa.ChunkedArray]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from zephyr_arrow.arrow.rows import is_pickled, pickled_column
+from zephyr_arrow.arrow.rows import ABSENT_COLUMN, ABSENT_TYPE, is_item_schema, is_pickled, mark_absent, pickled_column
 from zephyr_arrow.errors import SchemaConflictError
 
 if TYPE_CHECKING:
@@ -90,23 +90,46 @@ def _with_merged_metadata(unified: pa.Schema, schemas: list[pa.Schema]) -> pa.Sc
     return pa.schema(fields, metadata=schema_meta or None)
 
 
+def with_absent_column(schema: pa.Schema, schemas: Sequence[pa.Schema]) -> pa.Schema:
+    """``schema``, unified over ``schemas`` (those of tables or chunks that hold rows), with the
+    absent-keys column (``arrow/rows.py``) when one of them lacks a column: rows read from it
+    under ``schema`` lack those keys, as they did when they were written."""
+    if ABSENT_COLUMN in schema.names or is_item_schema(schema):
+        return schema
+    names = set(schema.names)
+    if all(names.issubset(other.names) for other in schemas):
+        return schema
+    return schema.append(pa.field(ABSENT_COLUMN, ABSENT_TYPE))
+
+
+def keeps_absence(schema: pa.Schema, target: pa.Schema) -> bool:
+    """Whether rows of ``schema`` conformed to ``target`` still lack the keys they lack: ``target``
+    adds no column, or records absent keys."""
+    return ABSENT_COLUMN in target.names or is_item_schema(target) or set(target.names).issubset(schema.names)
+
+
 def conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table | pa.RecordBatch:
     """Cast a table or batch to ``schema``: add missing columns as nulls, promote types, keep schema
-    order; a plain column whose field in ``schema`` is pickled has its values pickled."""
+    order; a plain column whose field in ``schema`` is pickled has its values pickled. Where
+    ``schema`` has the absent-keys column, the added columns are recorded as keys the rows lack."""
     if table.schema == schema:
         return table
     columns = []
+    missing = []
     for field in schema:
         index = table.schema.get_field_index(field.name)
         if index < 0:
             columns.append(pa.nulls(table.num_rows, field.type))
+            if field.name != ABSENT_COLUMN:
+                missing.append(field.name)
         elif is_pickled(field) and not is_pickled(table.schema.field(index)):
             columns.append(pickled_column(table.column(index)))
         elif table.schema.field(index).type == field.type:
             columns.append(table.column(index))
         else:
             columns.append(_cast(table.column(index), field))
-    return type(table).from_arrays(columns, schema=schema)
+    conformed = type(table).from_arrays(columns, schema=schema)
+    return mark_absent(conformed, missing) if ABSENT_COLUMN in schema.names else conformed
 
 
 def _cast(column: pa.Array | pa.ChunkedArray, field: pa.Field) -> pa.Array | pa.ChunkedArray:
@@ -125,6 +148,7 @@ def _cast(column: pa.Array | pa.ChunkedArray, field: pa.Field) -> pa.Array | pa.
 def concat_unified(tables: Sequence[pa.Table], sources: Sequence[str]) -> pa.Table:
     """``tables`` as one table of their unified schema; ``sources[i]`` names where ``tables[i]`` came from."""
     schema = unify([table.schema for table in tables], sources)
+    schema = with_absent_column(schema, [table.schema for table in tables if table.num_rows])
     return pa.concat_tables([conform(table, schema) for table in tables])
 
 

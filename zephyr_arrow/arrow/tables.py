@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
+from zephyr_arrow.arrow.rows import ABSENT_COLUMN
+
 
 def kept(names: list[str], keep: Iterable[str]) -> list[str]:
     """The columns of ``names`` that are in ``keep``, in their order; all of ``names`` if none
@@ -16,7 +18,7 @@ def kept(names: list[str], keep: Iterable[str]) -> list[str]:
     >>> kept(["a", "b", "c"], {"c", "a"}), kept(["a", "b"], {"x"})
     (['a', 'c'], ['a', 'b'])
     """
-    keep = set(keep)
+    keep = {*keep, ABSENT_COLUMN}  # the keys rows lack: reading fewer columns keeps them lacking
     return [name for name in names if name in keep] or list(names)
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from zephyr_arrow.arrow.rows import ABSENT_COLUMN
 from zephyr_arrow.arrow.tables import take
 from zephyr_arrow.errors import PlanError, SchemaConflictError
 
@@ -99,7 +100,9 @@ def filter_and_project(table: pa.Table, columns: list[str] | None, filter: pl.Ex
         needed = filter.meta.root_names() or table.column_names
         frame = pl.from_arrow(table.select(needed)).with_row_index(_ROW_INDEX)
         table = take(table, frame.filter(filter)[_ROW_INDEX].to_arrow())
-    return table if columns is None else table.select(columns)
+    if columns is None:
+        return table
+    return table.select([*columns, ABSENT_COLUMN] if ABSENT_COLUMN in table.column_names else columns)
 
 
 def slices(table: pa.Table) -> Iterator[pa.Table]:

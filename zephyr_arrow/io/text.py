@@ -20,6 +20,7 @@ import pyarrow.json as pjson
 from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 
+from zephyr_arrow.arrow.rows import ABSENT_COLUMN, ABSENT_TYPE, mark_absent, without_absent
 from zephyr_arrow.arrow.tables import kept
 from zephyr_arrow.errors import InputFileError
 from zephyr_arrow.io.batches import BATCH_ROWS, align, cast_to_schema, slices, timestamps_as_strings, type_contains, widen
@@ -168,6 +169,10 @@ def _parse_piece(parse: Callable[..., pa.Table], text: bytes | memoryview, hint:
 
 
 def _parse_jsonl_piece(text: bytes | memoryview, hint: pa.Schema | None, keep: frozenset[str] | None) -> pa.Table:
+    return _with_absent_keys(_parse_jsonl_columns(text, hint, keep), text)
+
+
+def _parse_jsonl_columns(text: bytes | memoryview, hint: pa.Schema | None, keep: frozenset[str] | None) -> pa.Table:
     kept = _kept_hint(hint, keep)
     if kept is not None:
         try:
@@ -182,6 +187,36 @@ def _parse_jsonl_piece(text: bytes | memoryview, hint: pa.Schema | None, keep: f
         strings = pa.schema([field.with_type(timestamps_as_strings(field.type)) for field in table.schema])
         table = _parse_json(text, strings, len(text) + 1)
     return table
+
+
+def _with_absent_keys(table: pa.Table, text: bytes | memoryview) -> pa.Table:
+    """``table`` with the keys its lines lack recorded (``arrow/rows.py``): Arrow's parser gives a
+    null both for ``"k": null`` and for a line without ``k``. Only rows with a null are looked
+    at: a line without the text ``"k"`` lacks the key, one with it is parsed to tell."""
+    nullable = [name for name, column in zip(table.column_names, table.columns) if column.null_count]
+    if not nullable:
+        return table
+    lines = [line for line in bytes(text).split(b"\n") if line.strip()]
+    if len(lines) != table.num_rows:  # not one record per line: leave the nulls as they are
+        return table
+    nulls = {name: table.column(name).is_null().to_pylist() for name in nullable}
+    quoted = {name: json.dumps(name).encode() for name in nullable}
+    absent: list[list[str] | None] = [None] * table.num_rows
+    for index, line in enumerate(lines):
+        names = [name for name in nullable if nulls[name][index]]
+        if names:
+            record = None
+            lacks = []
+            for name in names:
+                if quoted[name] in line:
+                    record = json.loads(line) if record is None else record
+                    if name in record:
+                        continue
+                lacks.append(name)
+            absent[index] = lacks or None
+    if not any(absent):
+        return table
+    return table.append_column(pa.field(ABSENT_COLUMN, ABSENT_TYPE), pa.array(absent, ABSENT_TYPE))
 
 
 def _kept_hint(hint: pa.Schema | None, keep: frozenset[str] | None) -> pa.Schema | None:
@@ -336,6 +371,9 @@ def _read_text(
                 raise InputFileError(f"{path}: line {line}: not valid UTF-8 ({error}); fix or drop the line") from error
             if keep is not None:
                 table = table.select(kept(table.column_names, keep))
+            absent = table.column(ABSENT_COLUMN) if ABSENT_COLUMN in table.column_names else None
+            table = without_absent(table)
+            names = set(table.column_names)
             try:
                 schema = widen([schema, table.schema]) if schema else table.schema
             except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
@@ -349,6 +387,10 @@ def _read_text(
             table = cast_to_schema(table, schema, path)
             if columns is not None:
                 table = align(table.select([c for c in columns if c in schema.names]), columns, path)
+            if not text_format.has_header:  # JSON: the columns (of earlier lines, or asked for) these lines lack
+                if absent is not None:
+                    table = table.append_column(pa.field(ABSENT_COLUMN, ABSENT_TYPE), absent)
+                table = mark_absent(table, [name for name in table.column_names if name not in names and name != ABSENT_COLUMN])
             yield from batches.add(table)
         yield from batches.flush()
 

@@ -1,17 +1,34 @@
-"""Writers of the files a pipeline ends in, each atomic: written beside the target, then moved."""
+"""Writers of the files a pipeline ends in, each atomic: written beside the target, then moved.
+
+Users' files hold plain columns only: pickled columns are for chunks between stages. Rows that
+are dataclasses are written as their fields (as Zephyr does); a value no output format holds
+(a tuple, a set, an int in a column of strings) is an ``OutputTypeError`` naming the column,
+the types and the row.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import BinaryIO
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
+from zephyr_arrow.arrow.rows import (
+    ABSENT_COLUMN,
+    is_item_schema,
+    pickled_columns,
+    plain_arrow_type,
+    rows_to_table,
+    table_to_rows,
+    without_absent,
+)
 from zephyr_arrow.arrow.tables import grouped_by_bytes
-from zephyr_arrow.errors import SchemaConflictError
+from zephyr_arrow.errors import OutputTypeError, SchemaConflictError
 from zephyr_arrow.fs import atomic_output
 from zephyr_arrow.io.batches import align, cast_to_schema, is_binary, reject_types, widen
 from zephyr_arrow.io.formats import open_stream, split_codec
@@ -86,12 +103,52 @@ class _ParquetSink:
             self._writer.close()
 
 
+def plain_tables(batches: Iterable[pa.Table], path: str) -> Iterator[pa.Table]:
+    """``batches`` as a user's file holds them: dataclasses as their fields and tuples as lists
+    (as Zephyr writes them), no pickled column (an ``OutputTypeError`` naming column, types and
+    row instead). The absent-keys column stays, for the JSON writer; the others drop it."""
+    first_row = 0
+    for table in batches:
+        if pickled_columns(table.schema):
+            table = rows_to_table([_plain(row) for row in table_to_rows(table)])
+            for name in pickled_columns(table.schema):
+                raise _unwritable(table, name, path, first_row)
+        first_row += table.num_rows
+        yield table
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with dataclasses turned into dicts of their fields and tuples into lists, at any depth."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    if type(value) is dict:
+        return {k: _plain(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _unwritable(table: pa.Table, name: str, path: str, first_row: int) -> OutputTypeError:
+    values = [row.get(name) if type(row) is dict else row for row in table_to_rows(table)]
+    kinds = list(dict.fromkeys(type(v) for v in values if v is not None))
+    # The row that shows it: the first of another type than the first value's, or the first value.
+    index = next(i for i, v in enumerate(values) if v is not None and (len(kinds) == 1 or type(v) is not kinds[0]))
+    named = " and ".join(f"{kind.__name__} ({plain_arrow_type(kind) or 'no Arrow type'})" for kind in kinds)
+    column = "the rows" if is_item_schema(table.schema) else f"column {name!r}"
+    return OutputTypeError(
+        f"cannot write {column} to {path}: it holds {named} values (row {first_row + index}: {values[index]!r:.100}), "
+        "and no column of an output file holds them; give it one plain type (str, int, float, bool, bytes, dates, "
+        "lists, dicts) in a map first"
+    )
+
+
 def write_parquet_file(batches: Iterable[pa.Table], path: str, schema: pa.Schema | None = None) -> int:
     """Write the batches to one Parquet file (zstd, row groups of ~128k rows); return the row count.
 
     With ``schema``, every batch is cast to it (SchemaConflictError names a column that won't cast
     or is not in it); without, the file's schema is the permissive union of the batches' schemas.
     """
+    batches = map(without_absent, plain_tables(batches, path))
     with atomic_output(path, replace_stale=True) as temp, _ParquetSink(temp.fs, temp.path, schema, where=path) as sink:
         for group in grouped_by_bytes(batches, ROW_GROUP_BYTES, ROW_GROUP_ROWS):
             sink.write(group)
@@ -102,7 +159,7 @@ def _write_text(batches: Iterable[pa.Table], path: str, write: Callable[[pa.Tabl
     """Stream batches through ``write(table, stream)`` into ``path``, atomically."""
     num_rows = 0
     with atomic_output(path, replace_stale=True) as temp, open_stream(temp.fs, temp.path, "wb", split_codec(path)[1]) as stream:
-        for table in batches:
+        for table in plain_tables(batches, path):
             write(table, stream)
             num_rows += table.num_rows
     return num_rows
@@ -119,7 +176,16 @@ def write_jsonl_file(batches: Iterable[pa.Table], path: str) -> int:
 
     def write(table: pa.Table, stream: BinaryIO) -> None:
         reject_types(table.schema, is_binary, path, "JSON has no binary type; decode or drop it first")
-        pl.from_arrow(table).write_ndjson(stream)
+        if ABSENT_COLUMN not in table.column_names:
+            pl.from_arrow(table).write_ndjson(stream)
+            return
+        # A row that lacked a key is written without it, as json.dumps of the row would.
+        lines = pl.from_arrow(without_absent(table)).write_ndjson().splitlines()
+        for line, lacks in zip(lines, table.column(ABSENT_COLUMN).to_pylist()):
+            if lacks:
+                record = json.loads(line)
+                line = json.dumps({k: v for k, v in record.items() if k not in lacks}, ensure_ascii=False, separators=(",", ":"))
+            stream.write(line.encode() + b"\n")
 
     return _write_text(batches, path, write)
 
@@ -134,6 +200,7 @@ def write_csv_file(batches: Iterable[pa.Table], path: str) -> int:
 
     def write(table: pa.Table, stream: BinaryIO) -> None:
         nonlocal header
+        table = without_absent(table)
         reject_types(table.schema, pa.types.is_nested, path, "CSV holds flat values only")
         if header is not None:
             table = align(table, header, path)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zephyr_arrow.arrow.schema import conform
+from zephyr_arrow.arrow.schema import conform, keeps_absence
 from zephyr_arrow.fs import atomic_output
 from zephyr_arrow.store.chunk_ref import ROW_GROUP_ROWS, ChunkRef, chunk_compression
 
@@ -99,6 +99,8 @@ def _fits(schema: pa.Schema, target: pa.Schema) -> bool:
     """Whether batches of ``schema`` can be cast to ``target`` without losing anything."""
     if schema == target:
         return True
+    if not keeps_absence(schema, target):  # a new file, read under a schema that records them
+        return False
     try:
         return pa.unify_schemas([target, schema], promote_options="permissive").remove_metadata() == target.remove_metadata()
     except (pa.ArrowTypeError, pa.ArrowInvalid):

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from zephyr_arrow.arrow.schema import conform, unify
+from zephyr_arrow.arrow.rows import ABSENT_COLUMN
+from zephyr_arrow.arrow.schema import conform, unify, with_absent_column
 from zephyr_arrow.errors import SchemaConflictError
 from zephyr_arrow.fs import atomic_output, filesystem
 from zephyr_arrow.store import views
@@ -65,11 +66,18 @@ class ShardRefs:
 
     @cached_property
     def schema(self) -> pa.Schema:
-        """The unified schema over every chunk (see ``store/schema.py``)."""
+        """The unified schema over every chunk (see ``arrow/schema.py``), as every view shows it."""
+        schema = self._row_schema
+        index = schema.get_field_index(ABSENT_COLUMN)
+        return schema if index < 0 else schema.remove(index)
+
+    @cached_property
+    def _row_schema(self) -> pa.Schema:
+        """``schema`` with the absent-keys column where rows lack keys (``arrow/rows.py``): what rows are decoded from."""
         chunks = self.chunks
         schema = unify([c.schema for c in chunks], [c.described for c in chunks])
         _check_ints_fit_floats(chunks, schema)
-        return schema
+        return with_absent_column(schema, [c.schema for c in chunks if c.num_rows])
 
     # Lazy views: none of these loads the whole output into Python.
     def to_arrow_dataset(self) -> ds.Dataset:
@@ -86,18 +94,17 @@ class ShardRefs:
 
     def iter_batches(self) -> Iterator[pa.RecordBatch]:
         """Every row, one batch at a time, in shard order, conformed to the unified schema."""
-        return self._batches(self.chunks)
+        return self._batches(self.chunks, self.schema)
 
     def iter_rows(self) -> Iterator[Any]:
         """Every row as the Python object a row function returned (one batch in memory at a time)."""
-        return _rows(self.iter_batches())
+        return _rows(self._batches(self.chunks, self._row_schema))
 
     def iter_shard_rows(self, shard_index: int) -> Iterator[Any]:
         """The rows of one shard, as ``iter_rows`` gives them (one batch in memory at a time)."""
-        return _rows(self._batches(self.shards[shard_index]))
+        return _rows(self._batches(self.shards[shard_index], self._row_schema))
 
-    def _batches(self, chunks: list[ChunkRef]) -> Iterator[pa.RecordBatch]:
-        schema = self.schema
+    def _batches(self, chunks: list[ChunkRef], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         for chunk in chunks:
             for batch in chunk.iter_batches():
                 yield conform(batch, schema)

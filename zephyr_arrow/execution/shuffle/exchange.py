@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from zephyr_arrow import ops
 from zephyr_arrow.arrow.rows import is_item_schema
-from zephyr_arrow.arrow.schema import concat_unified, unify
+from zephyr_arrow.arrow.schema import concat_unified, unify, with_absent_column
 from zephyr_arrow.arrow.stream import RowCount, Stream
 from zephyr_arrow.errors import PlanError, ZephyrError
 from zephyr_arrow.execution import stats
@@ -161,6 +161,7 @@ def run_schema(op: ops.Op, keys: K.ShuffleKeys, runs: ShardRefs, side: str | Non
     columns checked (when there are rows) and present (as nulls, when there are none)."""
     chunks = runs.chunks
     schema = unify([c.schema for c in chunks], [c.described for c in chunks])
+    schema = with_absent_column(schema, [c.schema for c in chunks if c.num_rows])
     if keys.columns is not None:
         if runs.num_rows:
             check_key_columns(op, keys.columns, schema, side)

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zephyr_arrow import ops
+from zephyr_arrow.arrow.rows import without_absent
 from zephyr_arrow.arrow.schema import concat_unified, conform, from_polars
 from zephyr_arrow.arrow.stream import RowCount, Stream
 from zephyr_arrow.arrow.tables import contiguous, grouped_by_bytes
@@ -134,6 +135,8 @@ def _has_output(how: str, left: pa.Table, right: pa.Table) -> bool:
 def joined(op: ops.JoinOp | ops.BroadcastJoinOp, left: pa.Table, right: pa.Table, keep_left_order: bool = False) -> pa.Table:
     """``left`` joined with ``right`` as ``op`` says (Polars), with the columns named and typed alike
     whatever rows there are; ``keep_left_order``: in the order of ``left``'s rows."""
+    # A columnar join's rows have every column: a key a row lacked is null there, as in SQL.
+    left, right = without_absent(left), without_absent(right)
     left_frame = pl.from_arrow(K.without_shuffle_columns(left))
     right_frame = pl.from_arrow(K.without_shuffle_columns(right))
     frame = left_frame.join(

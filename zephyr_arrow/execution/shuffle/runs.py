@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from zephyr_arrow.arrow.schema import keeps_absence
 from zephyr_arrow.arrow.tables import rows_per_slice, take_by_batch
 from zephyr_arrow.execution.shuffle import keys as K
 from zephyr_arrow.execution.shuffle.merge import SortedFile
@@ -83,6 +84,8 @@ def _fits(schema: pa.Schema, target: pa.Schema) -> bool:
     """Whether tables of ``schema`` cast to ``target`` without loss (one file can hold both)."""
     if schema == target:
         return True
+    if not keeps_absence(schema, target):  # a new file, read under a schema that records them
+        return False
     try:
         unified = pa.unify_schemas([target, schema], promote_options="permissive")
     except (pa.ArrowTypeError, pa.ArrowInvalid):

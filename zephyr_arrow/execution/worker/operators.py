@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from zephyr_arrow import ops
-from zephyr_arrow.arrow.rows import carry_markers
+from zephyr_arrow.arrow.rows import ABSENT_COLUMN, carry_markers, without_absent
 from zephyr_arrow.arrow.schema import normalize
 from zephyr_arrow.arrow.stream import Stream, batched
 from zephyr_arrow.execution import stats as engine
@@ -97,10 +97,12 @@ def _select(op: ops.SelectOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
 
         return Stream(rows=rows())
 
+    keep = (*op.columns, ABSENT_COLUMN)  # the keys a row lacks stay lacking
+
     def tables() -> Iterator[pa.Table]:
         for table in stream.tables:
             seen.update(table.column_names)
-            yield table.select([c for c in op.columns if c in table.column_names])
+            yield table.select([c for c in keep if c in table.column_names])
 
     return Stream(tables=tables())
 
@@ -127,7 +129,19 @@ def _filter_expr(op: ops.FilterExprOp, stream: Stream, shard: ops.ShardInfo) -> 
 
 
 def _with_columns(op: ops.WithColumnsOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
-    run = _polars(lambda frame: frame.with_columns(*op.exprs))
+    import polars as pl
+
+    outputs = [expr.meta.output_name(raise_if_undetermined=False) for expr in op.exprs]
+
+    def with_columns(frame: pl.DataFrame) -> pl.DataFrame:
+        frame = frame.with_columns(*op.exprs)
+        if ABSENT_COLUMN not in frame.columns:
+            return frame
+        # A column the expressions set is in every row now; one set by pattern or type, in every row it names.
+        made = [name for name in outputs if name is not None] if None not in outputs else frame.columns
+        return frame.with_columns(pl.col(ABSENT_COLUMN).list.set_difference(pl.lit(made, dtype=pl.List(pl.String))))
+
+    run = _polars(with_columns)
     return Stream(tables=(run(t) for t in stream.as_tables()))
 
 
@@ -137,6 +151,7 @@ def _map_batches(op: ops.MapBatchesOp, stream: Stream, shard: ops.ShardInfo) -> 
         tables = _rebatch(tables, op.batch_size)
 
     def run(table: pa.Table) -> pa.Table:
+        table = without_absent(table)  # the function sees nulls, as every columnar view does
         if op.batch_format == "polars":
             import polars as pl
 

@@ -1,0 +1,95 @@
+"""What Zephyr's own tests expect of its user API, checked here on every backend (issue #21).
+
+Where a value below was recorded from marin-zephyr 0.2.20 run on the same input, the comment says so;
+the tests need only zephyr_arrow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from zephyr_arrow import Dataset, ShardFailedError, write_parquet_file
+from zephyr_arrow.errors import OutputTypeError
+
+SPARSE = [{"id": 1, "name": "a"}, {"id": 2, "name": "b", "score": 60}, {"id": 3, "name": None, "score": None}]
+
+
+def _sparse(num_shards):
+    return Dataset.from_list(SPARSE, num_shards=num_shards)
+
+
+@pytest.mark.parametrize("num_shards", [1, 3])  # rows in one chunk; each row in a chunk of its own
+def test_a_key_a_row_lacks_stays_absent_through_every_stage(ctx, num_shards, tmp_path):
+    # Zephyr 0.2.20 gives back each row as it was for all of these.
+    assert ctx.execute(_sparse(num_shards).map(lambda r: r)).to_pylist() == SPARSE
+    assert ctx.execute(_sparse(num_shards).map(lambda r: "score" in r)).to_pylist() == [False, True, True]
+    assert ctx.execute(_sparse(num_shards).select("id", "score")).to_pylist() == [{"id": 1}, {"id": 2, "score": 60}, {"id": 3, "score": None}]
+    assert ctx.execute(_sparse(num_shards).map(lambda r: r).select("id", "score")).to_pylist() == [
+        {"id": 1},
+        {"id": 2, "score": 60},
+        {"id": 3, "score": None},
+    ]
+    grouped = ctx.execute(_sparse(num_shards).group_by("id", reducer=lambda k, rows: sorted(next(rows)), num_output_shards=1))
+    assert grouped.to_pylist() == [["id", "name"], ["id", "name", "score"], ["id", "name", "score"]]
+    assert sorted(ctx.execute(_sparse(num_shards).deduplicate("id")).to_pylist(), key=lambda r: r["id"]) == SPARSE
+    assert ctx.execute(_sparse(num_shards).sort("id", descending=True)).to_pylist() == SPARSE[::-1]
+    filtered = ctx.execute(_sparse(num_shards).map(lambda r: r).filter(pl.col("id") < 3).map(lambda r: r))
+    assert filtered.to_pylist() == SPARSE[:2]
+    # A column an expression sets is in every row; the keys it does not touch stay absent.
+    added = ctx.execute(_sparse(num_shards).map(lambda r: r).with_columns(pl.col("id").alias("score"), double=pl.col("id") * 2))
+    assert added.to_pylist() == [{**row, "score": row["id"], "double": row["id"] * 2} for row in SPARSE]
+    # Views see the column as null.
+    refs = ctx.execute(_sparse(num_shards).map(lambda r: r))
+    assert refs.sql("select id, score from data order by id").fetchall() == [(1, None), (2, 60), (3, None)]
+    assert refs.to_polars().sort("id").collect().rows() == [(1, "a", None), (2, "b", 60), (3, None, None)]
+    assert refs.load().column_names == ["id", "name", "score"]
+    assert refs.schema.names == ["id", "name", "score"]
+    assert [batch.schema.names for batch in refs.iter_batches()] == [["id", "name", "score"]] * len(refs.chunks)
+    # A JSON output holds each record as it was; a Parquet output has the column, null where absent.
+    ctx.execute(_sparse(num_shards).map(lambda r: r).reshard(1).write_jsonl(str(tmp_path / "out.jsonl")))
+    assert [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()] == SPARSE
+    ctx.execute(_sparse(num_shards).map(lambda r: r).reshard(1).write_parquet(str(tmp_path / "out.parquet")))
+    assert pl.read_parquet(tmp_path / "out.parquet").rows() == [(1, "a", None), (2, "b", 60), (3, None, None)]
+
+
+def test_a_json_line_without_a_key_reads_as_a_record_without_it(ctx, tmp_path):
+    lines = [{"id": 1}, {"id": 2, "score": None}, {"id": 3, "score": 7}, {"id": 4, "note": "score"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    loaded = Dataset.from_files(str(tmp_path / "in.jsonl")).load_jsonl()
+    assert ctx.execute(loaded).to_pylist() == lines
+    assert ctx.execute(loaded.map(lambda r: "score" in r)).to_pylist() == [False, True, True, False]
+    assert ctx.execute(loaded.filter(pl.col("id") > 1).select("id", "score")).to_pylist() == [{"id": 2, "score": None}, {"id": 3, "score": 7}, {"id": 4}]
+
+
+@dataclasses.dataclass
+class Doc:
+    id: int
+    tags: tuple
+
+
+def test_writers_write_dataclasses_as_their_fields_and_tuples_as_lists(ctx, tmp_path):
+    docs = Dataset.from_list([Doc(1, ("a", "b")), Doc(2, ())], num_shards=1)
+    ctx.execute(docs.write_parquet(str(tmp_path / "docs.parquet")))
+    ctx.execute(docs.map(lambda d: d).write_jsonl(str(tmp_path / "docs.jsonl")))
+    # As Zephyr 0.2.20 writes them: the dataclass's fields, a tuple as a list.
+    assert pq.read_table(tmp_path / "docs.parquet").to_pylist() == [{"id": 1, "tags": ["a", "b"]}, {"id": 2, "tags": []}]
+    assert (tmp_path / "docs.jsonl").read_text() == '{"id":1,"tags":["a","b"]}\n{"id":2,"tags":[]}\n'
+
+
+def test_a_value_no_output_holds_is_an_error_naming_column_types_and_row(ctx, tmp_path):
+    rows = [{"x": i} for i in range(8)] + [{"x": "stringy"}]
+    # Zephyr raises pyarrow's ArrowInvalid here, and its tests match on that and on both type names.
+    with pytest.raises(pa.ArrowInvalid, match=r"column 'x' .*int \(int64\) and str \(string\) values \(row 8: 'stringy'\)"):
+        write_parquet_file(rows, str(tmp_path / "mixed.parquet"))
+    assert not (tmp_path / "mixed.parquet").exists()
+    with pytest.raises(ShardFailedError) as failed:
+        ctx.execute(Dataset.from_list([{"s": {1, 2}}], num_shards=1).write_jsonl(str(tmp_path / "sets.jsonl")))
+    assert isinstance(failed.value.__cause__, OutputTypeError) and "column 's'" in str(failed.value.__cause__)
+    assert "set (no Arrow type) values (row 0: {1, 2})" in str(failed.value.__cause__)
+    assert not (tmp_path / "sets.jsonl").exists()
