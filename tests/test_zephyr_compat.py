@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from zephyr_arrow import Dataset, ShardFailedError, write_parquet_file
+from zephyr_arrow import Dataset, ShardFailedError, ZephyrContext, ZephyrError, write_parquet_file
 from zephyr_arrow.errors import OutputTypeError
 
 SPARSE = [{"id": 1, "name": "a"}, {"id": 2, "name": "b", "score": 60}, {"id": 3, "name": None, "score": None}]
@@ -93,3 +94,31 @@ def test_a_value_no_output_holds_is_an_error_naming_column_types_and_row(ctx, tm
     assert isinstance(failed.value.__cause__, OutputTypeError) and "column 's'" in str(failed.value.__cause__)
     assert "set (no Arrow type) values (row 0: {1, 2})" in str(failed.value.__cause__)
     assert not (tmp_path / "sets.jsonl").exists()
+
+
+def _fail_once(marker):
+    def fn(x):
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("first attempt fails")
+        return x
+
+    return fn
+
+
+def test_zephyr_context_takes_zephyrs_arguments_and_rejects_unknown_ones(tmp_path):
+    # Zephyr's dataclass raises TypeError for an unknown argument; so does this, when it is built.
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_execution_retrys'.*no backend takes it"):
+        ZephyrContext(backend="local", max_execution_retrys=3)
+    with pytest.raises(TypeError, match="'address' \\(it applies to backend='ray' only\\)"):
+        ZephyrContext(backend="sync", address="auto")
+    ctx = ZephyrContext(backend="sync", max_execution_retries=3, heartbeat_timeout=10.0, no_workers_timeout=60, max_shard_failures=2)
+    assert ctx.execute(Dataset.from_list([1, 2], num_shards=1).map(_fail_once(str(tmp_path / "m")))).results == [1, 2]
+    ctx.shutdown()  # Zephyr's close()
+    with pytest.raises(ZephyrError, match="closed"):
+        ctx.execute(Dataset.from_list([1]))
+    with ZephyrContext(backend="sync", max_shard_failures=1) as ctx:  # one failure aborts, as in Zephyr
+        with pytest.raises(ShardFailedError, match="first attempt fails"):
+            ctx.execute(Dataset.from_list([1], num_shards=1).map(_fail_once(str(tmp_path / "n"))))
+    with ZephyrContext(backend="sync", max_shard_infra_failures=7) as ctx:
+        assert ctx.policy.max_worker_deaths == 7

@@ -33,6 +33,21 @@ if TYPE_CHECKING:
     from zephyr_arrow.execution.dashboard import Dashboard
 
 BACKENDS = ("sync", "local", "ray")
+# The keyword arguments each backend takes beyond ZephyrContext's own.
+BACKEND_OPTIONS = {"sync": (), "local": (), "ray": ("address", "num_cpus_per_worker", "memory_per_worker", "runtime_env")}
+# Zephyr's ZephyrContext arguments for its own machinery (fray clients, Iris resources, its coordinator
+# job, heartbeats, subprocess runners): accepted, so a Zephyr program runs unchanged, with no effect here.
+ZEPHYR_ONLY_OPTIONS = (
+    "client",
+    "resources",
+    "coordinator_resources",
+    "no_workers_timeout",
+    "max_execution_retries",
+    "stage_runner_factory",
+    "map_workers_per_actor",
+    "reduce_workers_per_actor",
+    "heartbeat_timeout",
+)
 
 
 def _make_backend(name: str, options: dict[str, Any]) -> Backend:
@@ -77,6 +92,11 @@ class ZephyrContext:
         dashboard: serve the run report live while the context is open: True (127.0.0.1, port
             8642), a port, or "host:port"; another free port when that one is taken. Its URL is
             printed once; it stops when the context closes.
+        max_shard_failures: Zephyr's name for how often a task may fail: ``max_task_retries + 1``.
+        max_shard_infra_failures: Zephyr's name for ``max_worker_deaths``.
+        **options: the ray backend's ``address``, ``num_cpus_per_worker``, ``memory_per_worker`` and
+            ``runtime_env``; Zephyr's other arguments (``ZEPHYR_ONLY_OPTIONS``) are accepted and
+            have no effect. Any other name is a TypeError.
     """
 
     def __init__(
@@ -92,10 +112,21 @@ class ZephyrContext:
         name: str = "",
         run_dir: str | None = None,
         dashboard: bool | int | str = False,
-        **backend_options: Any,
+        max_shard_failures: int | None = None,
+        max_shard_infra_failures: int | None = None,
+        **options: Any,
     ) -> None:
         if backend not in BACKENDS:
             raise PlanError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        backend_options = _backend_options(backend, options)
+        if max_shard_failures is not None:
+            if not isinstance(max_shard_failures, int) or max_shard_failures < 1 or max_task_retries:
+                raise PlanError(
+                    f"max_shard_failures must be a positive int and not given with max_task_retries, got {max_shard_failures!r}"
+                )
+            max_task_retries = max_shard_failures - 1  # Zephyr counts the first failure too
+        if max_shard_infra_failures is not None:
+            max_worker_deaths = max_shard_infra_failures
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
             raise PlanError(f"max_workers must be a positive int, got {max_workers!r}")
         if task_timeout is not None and backend == "sync":
@@ -215,6 +246,10 @@ class ZephyrContext:
         self._resources.closed = True
         self._cleanup()
 
+    def shutdown(self) -> None:
+        """Zephyr's name for ``close()``."""
+        self.close()
+
     def _check_open(self, method: str) -> None:
         if not self._cleanup.alive:
             raise ZephyrError(
@@ -240,6 +275,19 @@ class ZephyrContext:
                 cloudpickle.dump(obj, out)
             paths[name] = path
         return paths
+
+
+def _backend_options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options meant for ``backend``; an unknown name (a typo, an option of another backend) is a TypeError."""
+    for name in options:
+        if name not in BACKEND_OPTIONS[backend] and name not in ZEPHYR_ONLY_OPTIONS:
+            where = [other for other, names in BACKEND_OPTIONS.items() if name in names]
+            why = f"it applies to backend={where[0]!r} only" if where else "no backend takes it"
+            raise TypeError(
+                f"ZephyrContext() got an unexpected keyword argument {name!r} ({why}); backend={backend!r} takes "
+                f"{', '.join(BACKEND_OPTIONS[backend]) or 'no options of its own'}"
+            )
+    return {name: value for name, value in options.items() if name in BACKEND_OPTIONS[backend]}
 
 
 @contextlib.contextmanager
