@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from zephyr_arrow import Dataset, ShardFailedError, ZephyrContext, ZephyrError, write_parquet_file
+from zephyr_arrow import Dataset, ShardFailedError, ZephyrContext, ZephyrError, counters, write_parquet_file
 from zephyr_arrow.errors import OutputTypeError
 
 SPARSE = [{"id": 1, "name": "a"}, {"id": 2, "name": "b", "score": 60}, {"id": 3, "name": None, "score": None}]
@@ -122,3 +122,42 @@ def test_zephyr_context_takes_zephyrs_arguments_and_rejects_unknown_ones(tmp_pat
             ctx.execute(Dataset.from_list([1], num_shards=1).map(_fail_once(str(tmp_path / "n"))))
     with ZephyrContext(backend="sync", max_shard_infra_failures=7) as ctx:
         assert ctx.policy.max_worker_deaths == 7
+
+
+def _count_with_zephyrs_api(x):
+    counters.pipeline.set_aggregation("max_x", counters.Aggregation.MAX)
+    counters.pipeline.update_counter("max_x", x)
+    counters.pipeline.set_aggregation("min_x", counters.Aggregation.MIN)
+    counters.pipeline.update_counter("min_x", x)
+    counters.pipeline.set_aggregation("avg_x", counters.Aggregation.AVERAGE)
+    counters.pipeline.update_counter("avg_x", x)
+    counters.pipeline.update_counter("sum_x", x)
+    counters.increment("n")
+    counters.stage("mystage").update_counter("staged", 2)
+    counters.pipeline.set_counter("last", x)
+    counters.current_stage().update_counter("cur", 1)
+    counters.pipeline.update_counter("seen_scope", len(counters.stage("mystage").get_counters()))
+    counters.pipeline.update_counter("in_current", len(counters.current_stage().get_counters()))
+    return x
+
+
+def test_counters_api_as_zephyr_has_it(ctx):
+    refs = ctx.execute(Dataset.from_list([1, 2, 3, 4, 10, 20]).map(_count_with_zephyrs_api))
+    got = {name: value for name, value in refs.counters.items() if not name.startswith("zephyr/")}
+    # Recorded from Zephyr 0.2.20 on the same pipeline, except avg_x: Zephyr truncates it to 6.
+    assert got == {
+        "avg_x": pytest.approx(40 / 6),
+        "cur": 6,
+        "last": 40,
+        "max_x": 20,
+        "min_x": 1,
+        "n": 6,
+        "seen_scope": 6,
+        "staged": 12,
+        "sum_x": 40,
+        "in_current": 6,
+    }
+    # Within one task a MAX keeps the largest, an AVERAGE weighs every value.
+    refs = ctx.execute(Dataset.from_list([1, 2, 3, 4, 10, 20], num_shards=2).map(_count_with_zephyrs_api))
+    assert (refs.counters["max_x"], refs.counters["min_x"], refs.counters["avg_x"]) == (20, 1, pytest.approx(40 / 6))
+    assert counters.pipeline.get_counters() == {} and counters.current_stage() is counters.pipeline  # outside a task

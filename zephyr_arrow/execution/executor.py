@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from zephyr_arrow import ops
+from zephyr_arrow.counters import CounterTotals
 from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.coordinator import RetryPolicy
@@ -59,7 +60,7 @@ class Executor:
         source_stage_inputs.update({index: pieces.inputs for index, pieces in split.items()})
         last_use = _last_use(plan)
         outputs: dict[int, ShardRefs] = {}
-        counters: dict[str, int | float] = {}
+        counters = CounterTotals()
         engine_counts: dict[str, int | float] = {}
         for stage in plan.stages:
             if stage.kind is StageKind.RESHARD:
@@ -90,11 +91,11 @@ class Executor:
                         self._remove_spills(stage)
                 _check_columns_exist(stage, inputs, results)
                 outputs[stage.index] = regroup(results, num_output_shards)
-                counters = add_counters(counters, sum_counters(r.counters for r in results))
+                counters.add_all(results)
                 engine_counts = add_counters(engine_counts, sum_counters(r.engine_counts for r in results))
             self._release(plan, stage.index, outputs, last_use)
         final = outputs[plan.output]
-        return ShardRefs(final.shards, counters=counters, stats=engine_counts)
+        return ShardRefs(final.shards, counters=counters.values, stats=engine_counts)
 
     def _task_inputs(
         self,

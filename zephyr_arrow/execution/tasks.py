@@ -138,6 +138,8 @@ class TaskResult:
     columns_seen: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
     host: str = field(default_factory=socket.gethostname)  # of the worker that ran it (made there)
     pid: int = field(default_factory=os.getpid)
+    # Counters not summed: name -> (aggregation, values folded); see counters.CounterTotals.
+    counter_modes: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,7 +127,7 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
     started, cpu_started = time.perf_counter(), time.process_time()
     rows_in = RowCount()
     with (
-        counters.collecting(task.execution.shared) as collected,
+        counters.collecting(task.execution.shared, f"[{stage.index}] {stage.name}") as collected,
         engine.collecting() as engine_counts,
         engine.seeing_columns() as columns_seen,
         _read(stage, task, rows_in) as stream,
@@ -145,7 +145,15 @@ def run_task(stage: Stage, task: ShardTask) -> TaskResult:
         peak_rss_bytes=_peak_rss_bytes(),
     )
     return TaskResult(
-        task.stage_index, task.shard_index, task.attempt, tuple(outputs), stats, collected.totals, engine_counts, columns_seen
+        task.stage_index,
+        task.shard_index,
+        task.attempt,
+        tuple(outputs),
+        stats,
+        collected.totals,
+        engine_counts,
+        columns_seen,
+        counter_modes=collected.modes(),
     )
 
 
