@@ -15,7 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from zephyr_arrow import Dataset, ShardFailedError, ZephyrContext, ZephyrError, counters, write_parquet_file
+from zephyr_arrow import (
+    Dataset,
+    PlanError,
+    ShardFailedError,
+    ZephyrContext,
+    ZephyrError,
+    ZephyrWorkerError,
+    counters,
+    write_parquet_file,
+)
 from zephyr_arrow.errors import OutputTypeError
 
 SPARSE = [{"id": 1, "name": "a"}, {"id": 2, "name": "b", "score": 60}, {"id": 3, "name": None, "score": None}]
@@ -161,3 +170,22 @@ def test_counters_api_as_zephyr_has_it(ctx):
     refs = ctx.execute(Dataset.from_list([1, 2, 3, 4, 10, 20], num_shards=2).map(_count_with_zephyrs_api))
     assert (refs.counters["max_x"], refs.counters["min_x"], refs.counters["avg_x"]) == (20, 1, pytest.approx(40 / 6))
     assert counters.pipeline.get_counters() == {} and counters.current_stage() is counters.pipeline  # outside a task
+
+
+def test_errors_zephyrs_tests_match_on(ctx, tmp_path):
+    # Zephyr 0.2.20's types and words, which its tests match on (ValueError / ZephyrWorkerError and a phrase).
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="num_shards must be positive"):
+            Dataset.from_list(range(10)).reshard(bad)
+    left = Dataset.from_list([{"id": 1}]).group_by("id", reducer=lambda k, rows: next(rows), num_output_shards=5)
+    right = Dataset.from_list([{"id": 1}]).group_by("id", reducer=lambda k, rows: next(rows), num_output_shards=10)
+    with pytest.raises(ValueError, match="Sorted merge join requires equal shard counts"):
+        ctx.execute(left.sorted_merge_join(right, left_key=lambda r: r["id"], right_key=lambda r: r["id"]))
+    (tmp_path / "notes.txt").write_text("some text")
+    with pytest.raises(ZephyrWorkerError, match="Unsupported extension"):
+        ctx.execute(Dataset.from_files(str(tmp_path / "*.txt")).load_file())
+    # Found before any task runs (nothing is written), yet the type Zephyr raises from its worker.
+    with pytest.raises(ZephyrWorkerError, match="Output pattern must contain '{shard}'") as raised:
+        ctx.execute(Dataset.from_list([{"id": 1}, {"id": 2}]).write_jsonl(str(tmp_path / "out.jsonl")))
+    assert isinstance(raised.value, PlanError) and not (tmp_path / "out.jsonl").exists()
+    assert ZephyrWorkerError is ShardFailedError and issubclass(ZephyrWorkerError, RuntimeError)

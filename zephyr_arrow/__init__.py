@@ -40,10 +40,12 @@ if TYPE_CHECKING:
         ChunkMissingError as ChunkMissingError,
         InputFileError as InputFileError,
         ObjectStoreError as ObjectStoreError,
+        OutputTypeError as OutputTypeError,
         PlanError as PlanError,
         SchemaConflictError as SchemaConflictError,
         ShardFailedError as ShardFailedError,
         ZephyrError as ZephyrError,
+        ZephyrWorkerError as ZephyrWorkerError,
     )
     from zephyr_arrow.execution.context import ZephyrContext as ZephyrContext
     from zephyr_arrow.ops import ShardInfo as ShardInfo
@@ -72,10 +74,12 @@ _LAZY = {
                 "ChunkMissingError",
                 "InputFileError",
                 "ObjectStoreError",
+                "OutputTypeError",
                 "PlanError",
                 "SchemaConflictError",
                 "ShardFailedError",
                 "ZephyrError",
+                "ZephyrWorkerError",
             )
         },
         "zephyr_arrow.execution.context": {"ZephyrContext": "ZephyrContext"},
@@ -134,6 +138,7 @@ __all__ = [
     "Dataset",
     "InputFileError",
     "ObjectStoreError",
+    "OutputTypeError",
     "Plan",
     "PlanError",
     "SchemaConflictError",
@@ -143,6 +148,7 @@ __all__ = [
     "WorkerContext",
     "ZephyrContext",
     "ZephyrError",
+    "ZephyrWorkerError",
     "col",
     "compute_plan",
     "counters",

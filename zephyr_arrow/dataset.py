@@ -250,6 +250,8 @@ class Dataset:
         """Rebalance rows into ``num_shards`` shards (sizes differ by at most one row, order kept)."""
         if num_shards is None:
             return self
+        if isinstance(num_shards, int) and not isinstance(num_shards, bool) and num_shards < 1:
+            raise PlanError(f"reshard(): num_shards must be positive, got {num_shards}")  # Zephyr's words, which its tests match
         check_positive_int("reshard", "num_shards", num_shards)
         return self._then(ops.ReshardOp(num_shards))
 

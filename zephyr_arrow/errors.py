@@ -8,7 +8,9 @@
     ├── ChunkMissingError      a ChunkRef's file is gone (names the path and why it may be gone)
     ├── ChunkCorruptError      a ChunkRef's file fails its checksums or is not Parquet (names the path)
     ├── ObjectStoreError       an object store kept failing past its client's retries (names operation and key)
-    └── ShardFailedError       a shard task failed: user code raised, or its worker died (names stage and shard)
+    └── ShardFailedError       a shard task failed: user code raised, or its worker died (names stage and shard);
+        │                      also a RuntimeError, and importable as Zephyr's name for it, ZephyrWorkerError
+        └── OutputPatternError several shards would write one output file (also a PlanError: found before running)
 
     UsageError                 the ``zephyr-arrow`` command line was wrong (exit code 2)
     CommandError               a ``zephyr-arrow`` command was right but its work failed (exit code 1)
@@ -55,13 +57,26 @@ class ObjectStoreError(ZephyrError, OSError):
     the retries with backoff its client makes (botocore's: 5 attempts for S3)."""
 
 
-class ShardFailedError(ZephyrError):
+class ShardFailedError(ZephyrError, RuntimeError):
     """A shard task failed for good: user code raised, or its worker kept dying."""
 
     def __init__(self, message: str, *, stage: str, shard_index: int) -> None:
         super().__init__(message)
         self.stage = stage
         self.shard_index = shard_index
+
+
+# Zephyr's name for a failed shard: its programs and tests catch ZephyrWorkerError.
+ZephyrWorkerError = ShardFailedError
+
+
+class OutputPatternError(PlanError, ShardFailedError):
+    """A write's pattern lacks ``{shard}`` while several shards write: found when the plan is
+    checked, before any task runs. Zephyr finds it on a worker, so it is a ShardFailedError
+    (ZephyrWorkerError) as well as a PlanError."""
+
+    def __init__(self, message: str, *, stage: str) -> None:
+        ShardFailedError.__init__(self, message, stage=stage, shard_index=1)
 
 
 class UsageError(Exception):

@@ -42,7 +42,7 @@ def format_of(path: str) -> str:
         supported = ", ".join(sorted(_FORMATS))
         codecs = ", ".join(sorted(_CODECS))
         raise PlanError(
-            f"cannot tell the format of {path!r}: supported extensions are {supported} "
+            f"Unsupported extension: cannot tell the format of {path!r}; supported extensions are {supported} "
             f"(JSON and CSV optionally followed by {codecs}; Parquet compresses internally)"
         )
     return file_format

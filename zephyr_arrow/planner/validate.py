@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zephyr_arrow import ops
-from zephyr_arrow.errors import PlanError
+from zephyr_arrow.errors import OutputPatternError, PlanError
 from zephyr_arrow.planner.stages import Plan, StageKind
 
 
@@ -24,9 +24,10 @@ def shard_counts(plan: Plan, source_shards: dict[int, int]) -> dict[int, int]:
                 _check_co_sharded(stage.boundary, *(counts[i] for i in stage.inputs))
         sink = stage.sink
         if isinstance(sink, ops.WriteOp) and isinstance(sink.pattern, str) and counts[stage.index] > 1 and not _names_shard(sink.pattern):
-            raise PlanError(
-                f"{sink!r} would write {counts[stage.index]} shards to the same file: "
-                "put {shard} in the pattern (e.g. 'out/part-{shard:05d}.parquet')"
+            raise OutputPatternError(
+                f"Output pattern must contain '{{shard}}' placeholder when writing {counts[stage.index]} shards: "
+                f"{sink!r} would write them all to the same file; put {{shard}} in the pattern (e.g. 'out/part-{{shard:05d}}.parquet')",
+                stage=stage.name,
             )
     return counts
 
@@ -34,8 +35,8 @@ def shard_counts(plan: Plan, source_shards: dict[int, int]) -> dict[int, int]:
 def _check_co_sharded(op: ops.SortedMergeJoinOp, left: int, right: int) -> None:
     if left != right:
         raise PlanError(
-            f"{op!r} needs both sides to have the same number of shards, got {left} on the left and "
-            f"{right} on the right: produce both with group_by(..., num_output_shards=N) on the join key, "
+            f"Sorted merge join requires equal shard counts: {op!r} has {left} shards on the left and "
+            f"{right} on the right; produce both with group_by(..., num_output_shards=N) on the join key, "
             "or use join(), which shuffles both sides itself"
         )
 
