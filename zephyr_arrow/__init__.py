@@ -48,9 +48,11 @@ if TYPE_CHECKING:
         ZephyrWorkerError as ZephyrWorkerError,
     )
     from zephyr_arrow.execution.context import ZephyrContext as ZephyrContext
+    from zephyr_arrow.io.spec import InputFileSpec as InputFileSpec
     from zephyr_arrow.ops import ShardInfo as ShardInfo
     from zephyr_arrow.planner import Plan as Plan, plan as compute_plan, plan as plan
     from zephyr_arrow.records import (
+        infer_arrow_schema as infer_arrow_schema,
         load_file as load_file,
         load_jsonl as load_jsonl,
         load_parquet as load_parquet,
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
         write_parquet_file as write_parquet_file,
     )
     from zephyr_arrow.store import ChunkRef as ChunkRef, ShardRefs as ShardRefs
+    from zephyr_arrow.store import ShardRefs as ZephyrExecutionResult
 
 # Public names and the modules they live in, imported on first use: `import zephyr_arrow`
 # stays light, and a process that only reads an output (``read_parquet(...).sql(...)``)
@@ -83,12 +86,15 @@ _LAZY = {
             )
         },
         "zephyr_arrow.execution.context": {"ZephyrContext": "ZephyrContext"},
+        "zephyr_arrow.io.spec": {"InputFileSpec": "InputFileSpec"},
         "zephyr_arrow.ops": {"ShardInfo": "ShardInfo"},
         "zephyr_arrow.planner": {"Plan": "Plan", "compute_plan": "plan", "plan": "plan"},
         "zephyr_arrow.records": {
-            name: name for name in ("load_file", "load_jsonl", "load_parquet", "write_jsonl_file", "write_parquet_file")
+            name: name
+            for name in ("infer_arrow_schema", "load_file", "load_jsonl", "load_parquet", "write_jsonl_file", "write_parquet_file")
         },
-        "zephyr_arrow.store": {"ChunkRef": "ChunkRef", "ShardRefs": "ShardRefs"},
+        # execute() returns ShardRefs, which has Zephyr's ZephyrExecutionResult.results and .counters.
+        "zephyr_arrow.store": {"ChunkRef": "ChunkRef", "ShardRefs": "ShardRefs", "ZephyrExecutionResult": "ShardRefs"},
         # Zephyr's col/lit build filter expressions; Polars' do the same here.
         "polars": {"col": "col", "lit": "lit"},
     }.items()
@@ -137,6 +143,7 @@ __all__ = [
     "ChunkRef",
     "Dataset",
     "InputFileError",
+    "InputFileSpec",
     "ObjectStoreError",
     "OutputTypeError",
     "Plan",
@@ -148,10 +155,12 @@ __all__ = [
     "WorkerContext",
     "ZephyrContext",
     "ZephyrError",
+    "ZephyrExecutionResult",
     "ZephyrWorkerError",
     "col",
     "compute_plan",
     "counters",
+    "infer_arrow_schema",
     "lit",
     "load_file",
     "load_jsonl",

@@ -7,6 +7,7 @@ showing the value) and returns a new Dataset with one op appended. Nothing runs 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -177,22 +178,38 @@ class Dataset:
     # Loading ---------------------------------------------------------------------------------
 
     def _load(
-        self, method: str, format: str, columns: Any, include_file_paths: bool, file_path_column: str
+        self,
+        method: str,
+        format: str,
+        columns: Any,
+        include_file_paths: bool,
+        file_path_column: str,
+        approx_shard_bytes: int | None = None,
+        batch_mode: bool = False,
     ) -> Dataset:
         if columns is not None:
             columns = check_columns(method, columns)
         if not isinstance(file_path_column, str) or not file_path_column:
             raise PlanError(f"{method}() needs file_path_column to be a non-empty string, got {file_path_column!r}")
-        return self._then(ops.LoadOp(format, columns, None, bool(include_file_paths), file_path_column))
+        dataset = self
+        if approx_shard_bytes is not None:
+            check_positive_int(method, "approx_shard_bytes", approx_shard_bytes)
+            if not isinstance(self.source, ops.FilesSource) or self.operations:
+                raise PlanError(f"{method}(approx_shard_bytes=...) splits the files of from_files(): call it right after from_files()")
+            dataset = Dataset(dataclasses.replace(self.source, approx_shard_bytes=approx_shard_bytes))
+        load = ops.LoadOp(format, columns, None, bool(include_file_paths), file_path_column, batch_mode=bool(batch_mode))
+        return dataset._then(load)
 
     def load_file(
         self,
         columns: list[str] | None = None,
+        approx_shard_bytes: int | None = None,
         include_file_paths: bool = False,
         file_path_column: str = DEFAULT_FILE_PATH_COLUMN,
     ) -> Dataset:
-        """Read each file path as records, choosing the reader by extension (.jsonl, .parquet, .csv, ...)."""
-        return self._load("load_file", "auto", columns, include_file_paths, file_path_column)
+        """Read each file path (or ``InputFileSpec``) as records, choosing the reader by extension
+        (.jsonl, .parquet, .csv, ...). ``approx_shard_bytes``: as ``load_parquet``'s, for its Parquet files."""
+        return self._load("load_file", "auto", columns, include_file_paths, file_path_column, approx_shard_bytes)
 
     def load_jsonl(self, include_file_paths: bool = False, file_path_column: str = DEFAULT_FILE_PATH_COLUMN) -> Dataset:
         """Read each file path (from ``from_files``) as JSON lines, one record per line (.gz, .zst, .bz2
@@ -211,10 +228,19 @@ class Dataset:
     def load_parquet(
         self,
         columns: list[str] | None = None,
+        approx_shard_bytes: int | None = None,
         include_file_paths: bool = False,
         file_path_column: str = DEFAULT_FILE_PATH_COLUMN,
+        *,
+        batch_mode: bool = False,
     ) -> Dataset:
-        """Read each file path (from ``from_files``) as a Parquet file; ``columns`` reads only those.
+        """Read each file path (from ``from_files``) or ``InputFileSpec`` as a Parquet file; ``columns``
+        reads only those.
+
+        ``approx_shard_bytes`` (right after ``from_files``) cuts each file into shards of about that
+        many bytes at row-group boundaries, as Zephyr does. With ``batch_mode=True`` the rows are
+        ``pyarrow.RecordBatch`` objects (up to ``io.BATCH_ROWS`` rows of one row group each), for a
+        function that works on whole batches.
 
         >>> from pathlib import Path
         >>> import zephyr_arrow
@@ -224,7 +250,7 @@ class Dataset:
         ...     ctx.execute(Dataset.from_files(str(kjv)).load_parquet(columns=["book", "ref"]).take_per_shard(1)).to_pylist()
         [{'book': 'Genesis', 'ref': '1:1'}]
         """
-        return self._load("load_parquet", "parquet", columns, include_file_paths, file_path_column)
+        return self._load("load_parquet", "parquet", columns, include_file_paths, file_path_column, approx_shard_bytes, batch_mode)
 
     def load_csv(
         self,

@@ -27,25 +27,25 @@ def _rows(tables: Iterable[Any]) -> Iterator[Any]:
         yield from table_to_rows(table)
 
 
-def load_jsonl(path: str) -> Iterator[dict]:
-    """The records of a JSONL file (.gz/.zst/.xz by extension)."""
-    from zephyr_arrow import io
+def _read(source: Any, columns: list[str] | None, file_format: str | None) -> Iterator[Any]:
+    from zephyr_arrow.io.spec import InputFileSpec, read_spec
 
-    return _rows(io.read_jsonl(path))
-
-
-def load_parquet(path: str, columns: list[str] | None = None) -> Iterator[dict]:
-    """The records of a Parquet file, read row group by row group."""
-    from zephyr_arrow import io
-
-    return _rows(io.read_parquet(path, columns=columns))
+    return _rows(read_spec(InputFileSpec.of(source), columns, file_format=file_format))
 
 
-def load_file(path: str, columns: list[str] | None = None) -> Iterator[dict]:
-    """The records of a JSONL, Parquet or CSV file, by extension."""
-    from zephyr_arrow import io
+def load_jsonl(source: Any) -> Iterator[dict]:
+    """The records of a JSONL file (.gz/.zst/.xz by extension): a path or an ``InputFileSpec``."""
+    return _read(source, None, "jsonl")
 
-    return _rows(io.read_file(path, columns=columns))
+
+def load_parquet(source: Any, columns: list[str] | None = None) -> Iterator[dict]:
+    """The records of a Parquet file (a path or an ``InputFileSpec``), read row group by row group."""
+    return _read(source, columns, "parquet")
+
+
+def load_file(source: Any, columns: list[str] | None = None) -> Iterator[dict]:
+    """The records of a JSONL, Parquet or CSV file (a path or an ``InputFileSpec``), by extension."""
+    return _read(source, columns, None)
 
 
 def write_jsonl_file(records: Iterable[Any], path: str) -> dict[str, Any]:
@@ -60,3 +60,19 @@ def write_parquet_file(records: Iterable[Any], path: str, schema: Any = None) ->
     from zephyr_arrow import io
 
     return {"path": path, "count": io.write_parquet_file(_tables(records), path, schema=schema)}
+
+
+def infer_arrow_schema(records: list[Any]) -> Any:
+    """The Arrow schema ``write_parquet_file`` would write ``records`` with (Zephyr's helper).
+
+    A column whose values no Arrow type holds (an int and a str, a set) raises OutputTypeError,
+    an ``ArrowInvalid`` as in Zephyr.
+
+    >>> infer_arrow_schema([{"id": 1, "score": None}, {"id": 2, "score": 0.5}]).types
+    [DataType(int64), DataType(double)]
+    """
+    from zephyr_arrow.arrow.rows import rows_to_table, without_absent
+    from zephyr_arrow.io.writers import plain_tables
+
+    (table,) = plain_tables([rows_to_table(list(records))], "the records")
+    return without_absent(table).schema

@@ -24,7 +24,12 @@ def source_inputs(source: ops.Source) -> list[ShardInput]:
     if isinstance(source, ops.ItemsSource):
         return [ItemsInput(tuple(items)) for items in ops.shard_items(source.items, source.num_shards)]
     if isinstance(source, ops.FilesSource):
-        return [ItemsInput((path,)) for path in glob_files(source.pattern, source.empty_glob_ok)]
+        paths = glob_files(source.pattern, source.empty_glob_ok)
+        if source.approx_shard_bytes is not None:
+            from zephyr_arrow.io.spec import split_specs
+
+            return [ItemsInput((spec,)) for spec in split_specs(paths, source.approx_shard_bytes)]
+        return [ItemsInput((path,)) for path in paths]
     if isinstance(source, ops.RefsSource):
         return [ChunksInput(tuple(shard)) for shard in source.refs.shards]
     raise TypeError(f"unknown source {source!r}")

@@ -142,6 +142,8 @@ class FilesSource(Source):
 
     pattern: str
     empty_glob_ok: bool = False
+    # Set by load_parquet(approx_shard_bytes=...): Parquet files are cut into shards of about this many bytes.
+    approx_shard_bytes: int | None = None
 
     def __repr__(self) -> str:
         return f"from_files({self.pattern!r})"

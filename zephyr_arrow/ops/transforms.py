@@ -177,6 +177,7 @@ class LoadOp(Op):
     file_path_column: str = "__file_path"
     # Set by the planner: the only columns the rest of the stage uses; the reader skips the others.
     keep: tuple[str, ...] | None = None
+    batch_mode: bool = False  # the rows are pa.RecordBatch objects, not records (Zephyr's load_parquet(batch_mode=True))
 
     def __repr__(self) -> str:
         pushed = []
@@ -186,6 +187,8 @@ class LoadOp(Op):
             pushed.append(f"keep={list(self.keep)}")
         if self.filter is not None:
             pushed.append(f"filter={self.filter}")
+        if self.batch_mode:
+            pushed.append("batch_mode=True")
         name = "load_file" if self.format == "auto" else f"load_{self.format}"
         return f"{name}({', '.join(pushed)})" if pushed else name
 

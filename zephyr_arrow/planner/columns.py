@@ -51,8 +51,8 @@ def push_used_columns_into_load(stage_ops: tuple[ops.Op, ...], end: tuple[str, .
     """Tell the stage's load which columns the ops after it use for ``end`` (the columns needed
     after the stage, None: every column) to be right (``used_columns``), so its reader skips the rest."""
     loads = [index for index, op in enumerate(stage_ops) if isinstance(op, ops.LoadOp)]
-    if not loads or stage_ops[loads[-1]].columns is not None:
-        return stage_ops
+    if not loads or stage_ops[loads[-1]].columns is not None or stage_ops[loads[-1]].batch_mode:
+        return stage_ops  # a batch-mode load's rows are batches, whose columns no row function names
     index = loads[-1]
     used = used_columns(stage_ops[index + 1 :], end)
     if used is None:

@@ -57,6 +57,8 @@ class Stage:
         """
         if self.kind not in (StageKind.MAP, StageKind.SCATTER) or not isinstance(self.source, ops.FilesSource):
             return False
+        if self.source.approx_shard_bytes is not None:  # the user cut the files into shards (Zephyr's way)
+            return False
         if not self.ops or not isinstance(self.ops[0], ops.LoadOp) or (self.sink is not None and self.sink.skip_existing):
             return False
         return all(_sees_one_batch(op) for op in self.ops[1 : -1 if self.sink is not None else None])

@@ -203,22 +203,31 @@ def _mark_clusters(op: ops.MarkClustersOp, stream: Stream, shard: ops.ShardInfo)
 def _load(op: ops.LoadOp, stream: Stream, shard: ops.ShardInfo) -> Stream:
     from zephyr_arrow import io
     from zephyr_arrow.io.pieces import FilePiece
+    from zephyr_arrow.io.spec import InputFileSpec, read_spec
 
     columns = list(op.columns) if op.columns is not None else None
     file_format = None if op.format == "auto" else op.format
 
     def tables() -> Iterator[pa.Table]:
-        for path in stream.as_rows():
+        for source in stream.as_rows():
             span = None
-            if isinstance(path, FilePiece):  # a task of a stage that reads_pieces
-                path, span = path.path, (path.start, path.stop)
-            if not isinstance(path, str):
-                raise TypeError(f"{op!r} needs file paths (str) as rows, got {type(path).__name__}: {path!r:.100}")
-            for table in io.read_file(path, columns, op.filter, file_format, op.keep, span):
+            if isinstance(source, FilePiece):  # a task of a stage that reads_pieces
+                source, span = source.path, (source.start, source.stop)
+            try:
+                spec = InputFileSpec.of(source)
+            except TypeError as error:
+                raise TypeError(f"{op!r} needs file paths (str) or InputFileSpecs as rows: {error}") from None
+            if span is None:
+                read = read_spec(spec, columns, op.filter, file_format, op.keep)
+            else:
+                read = io.read_file(spec.path, columns, op.filter, file_format, op.keep, span)
+            for table in read:
                 if op.include_file_paths:
-                    table = table.append_column(op.file_path_column, pa.array([path] * table.num_rows, pa.string()))
+                    table = table.append_column(op.file_path_column, pa.array([spec.path] * table.num_rows, pa.string()))
                 yield table
 
+    if op.batch_mode:  # each batch is a row, as Zephyr's load_parquet(batch_mode=True) gives them
+        return Stream(rows=(batch for table in tables() for batch in without_absent(table).to_batches()))
     return Stream(tables=tables())
 
 
