@@ -19,7 +19,7 @@ PUBLIC = {
     "ZephyrError", "col", "compute_plan", "counters", "lit", "load_file", "load_jsonl", "load_parquet", "plan",
     "read_parquet", "worker_ctx", "write_jsonl_file", "write_parquet_file", "zephyr_worker_ctx",
     # Zephyr's names (issue #21)
-    "InputFileSpec", "OutputTypeError", "ZephyrExecutionResult", "ZephyrWorkerError", "infer_arrow_schema",
+    "Expr", "InputFileSpec", "OutputTypeError", "ZephyrExecutionResult", "ZephyrWorkerError", "infer_arrow_schema",
 }
 
 # Zephyr's Dataset methods (shared/reference/zephyr-api.md, section 1.2), all present with their names.

@@ -232,3 +232,28 @@ def test_infer_arrow_schema_and_the_execution_result_type(ctx):
         infer_arrow_schema([{"id": 1, "foo": None}, {"id": 2, "foo": 1.5}, {"id": 4, "foo": "bar"}])
     result = ctx.execute(Dataset.from_list([1, 2]))
     assert isinstance(result, ZephyrExecutionResult) and result.results == [1, 2] and isinstance(result.counters, dict)
+
+
+EXPR_ROWS = [{"id": 1, "meta": {"lang": "en", "n": 1}, "s": 0.9}, {"id": 2, "meta": {"lang": "de", "n": 2}, "s": None}, {"id": 3, "meta": {"lang": "en", "n": 5}, "s": 0.2}]
+
+
+@pytest.mark.parametrize(
+    ("expr", "kept", "evaluated"),  # recorded from Zephyr 0.2.20: the ids its filter keeps, and expr.evaluate(row) per row
+    [
+        (col("meta")["lang"] == "en", [1, 3], [True, False, True]),
+        ((col("meta")["n"] > 1) & (col("meta")["lang"] == "en"), [3], [False, False, True]),
+        (~(col("id") == 1) | (col("s") > 0.5), [1, 2, 3], [True, True, True]),
+        (col("s").is_null(), [2], [False, True, False]),
+        (col("s").is_not_null(), [1, 3], [True, False, True]),
+        (col("id") * 2 + 1 > 4, [2, 3], [False, True, True]),
+    ],
+)
+def test_zephyrs_expressions_mean_what_they_mean_in_zephyr(ctx, expr, kept, evaluated):
+    assert [row["id"] for row in ctx.execute(Dataset.from_list(EXPR_ROWS).filter(expr)).results] == kept
+    assert [expr.evaluate(row) for row in EXPR_ROWS] == evaluated
+    assert isinstance(expr, pl.Expr)  # and a Polars expression wherever one goes
+
+
+def test_a_struct_field_is_a_polars_expression_anywhere(ctx):
+    ds = Dataset.from_list(EXPR_ROWS, num_shards=1).with_columns(col("meta")["n"].alias("n")).select("n")
+    assert ctx.execute(ds).results == [{"n": 1}, {"n": 2}, {"n": 5}]

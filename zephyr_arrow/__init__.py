@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     # What the lazy loader below returns, spelled out for type checkers (mypy, pyright), which
     # cannot follow __getattr__: they see the real classes and functions, not Any.
-    from polars import col as col, lit as lit
 
     from zephyr_arrow import counters as counters
     from zephyr_arrow.counters import WorkerContext as WorkerContext, worker_ctx as worker_ctx
@@ -48,6 +47,7 @@ if TYPE_CHECKING:
         ZephyrWorkerError as ZephyrWorkerError,
     )
     from zephyr_arrow.execution.context import ZephyrContext as ZephyrContext
+    from zephyr_arrow.expr import Expr as Expr, col as col, lit as lit
     from zephyr_arrow.io.spec import InputFileSpec as InputFileSpec
     from zephyr_arrow.ops import ShardInfo as ShardInfo
     from zephyr_arrow.planner import Plan as Plan, plan as compute_plan, plan as plan
@@ -95,8 +95,8 @@ _LAZY = {
         },
         # execute() returns ShardRefs, which has Zephyr's ZephyrExecutionResult.results and .counters.
         "zephyr_arrow.store": {"ChunkRef": "ChunkRef", "ShardRefs": "ShardRefs", "ZephyrExecutionResult": "ShardRefs"},
-        # Zephyr's col/lit build filter expressions; Polars' do the same here.
-        "polars": {"col": "col", "lit": "lit"},
+        # Zephyr's col/lit build filter expressions; here they are Polars', with Zephyr's col("a")["b"] and evaluate().
+        "zephyr_arrow.expr": {"Expr": "Expr", "col": "col", "lit": "lit"},
     }.items()
     for name, attribute in names.items()
 }
@@ -140,6 +140,7 @@ __all__ = [
     "DEFAULT_FILE_PATH_COLUMN",
     "ChunkCorruptError",
     "ChunkMissingError",
+    "Expr",
     "ChunkRef",
     "Dataset",
     "InputFileError",

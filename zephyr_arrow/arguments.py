@@ -20,7 +20,8 @@ def check_positive_int(method: str, name: str, value: Any, minimum: int = 1) -> 
 
 
 def is_polars_expr(value: Any) -> bool:
-    return type(value).__module__.startswith("polars") and type(value).__name__ == "Expr"
+    """A Polars expression, or a subclass of one (``zephyr_arrow.col`` makes those), without importing Polars."""
+    return any(kind.__module__.startswith("polars") and kind.__name__ == "Expr" for kind in type(value).__mro__)
 
 
 def check_columns(method: str, columns: Any) -> tuple[str, ...]:
