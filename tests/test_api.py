@@ -20,6 +20,7 @@ PUBLIC = {
     "read_parquet", "worker_ctx", "write_jsonl_file", "write_parquet_file", "zephyr_worker_ctx",
     # Zephyr's names (issue #21)
     "Expr", "InputFileSpec", "OutputTypeError", "ZephyrExecutionResult", "ZephyrWorkerError", "infer_arrow_schema",
+    "load_vortex", "write_vortex_file",
 }
 
 # Zephyr's Dataset methods (shared/reference/zephyr-api.md, section 1.2), all present with their names.

@@ -56,8 +56,10 @@ if TYPE_CHECKING:
         load_file as load_file,
         load_jsonl as load_jsonl,
         load_parquet as load_parquet,
+        load_vortex as load_vortex,
         write_jsonl_file as write_jsonl_file,
         write_parquet_file as write_parquet_file,
+        write_vortex_file as write_vortex_file,
     )
     from zephyr_arrow.store import ChunkRef as ChunkRef, ShardRefs as ShardRefs
     from zephyr_arrow.store import ShardRefs as ZephyrExecutionResult
@@ -91,7 +93,16 @@ _LAZY = {
         "zephyr_arrow.planner": {"Plan": "Plan", "compute_plan": "plan", "plan": "plan"},
         "zephyr_arrow.records": {
             name: name
-            for name in ("infer_arrow_schema", "load_file", "load_jsonl", "load_parquet", "write_jsonl_file", "write_parquet_file")
+            for name in (
+                "infer_arrow_schema",
+                "load_file",
+                "load_jsonl",
+                "load_parquet",
+                "load_vortex",
+                "write_jsonl_file",
+                "write_parquet_file",
+                "write_vortex_file",
+            )
         },
         # execute() returns ShardRefs, which has Zephyr's ZephyrExecutionResult.results and .counters.
         "zephyr_arrow.store": {"ChunkRef": "ChunkRef", "ShardRefs": "ShardRefs", "ZephyrExecutionResult": "ShardRefs"},
@@ -166,10 +177,12 @@ __all__ = [
     "load_file",
     "load_jsonl",
     "load_parquet",
+    "load_vortex",
     "plan",
     "read_parquet",
     "worker_ctx",
     "write_jsonl_file",
     "write_parquet_file",
+    "write_vortex_file",
     "zephyr_worker_ctx",
 ]

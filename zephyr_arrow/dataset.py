@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from zephyr_arrow.store import ShardRefs
 
 DEFAULT_FILE_PATH_COLUMN = "__file_path"
-_LOAD_FORMATS = ("auto", "jsonl", "parquet", "csv")
+_LOAD_FORMATS = ("auto", "jsonl", "parquet", "csv", "vortex")
 
 
 class Dataset:
@@ -270,6 +270,16 @@ class Dataset:
         """
         return self._load("load_csv", "csv", columns, include_file_paths, file_path_column)
 
+    def load_vortex(
+        self,
+        columns: list[str] | None = None,
+        include_file_paths: bool = False,
+        file_path_column: str = DEFAULT_FILE_PATH_COLUMN,
+    ) -> Dataset:
+        """Read each file path (from ``from_files``) or ``InputFileSpec`` as a Vortex file (needs
+        ``pip install 'zephyr_arrow[vortex]'``); ``columns`` keeps only those."""
+        return self._load("load_vortex", "vortex", columns, include_file_paths, file_path_column)
+
     # Stage boundaries -------------------------------------------------------------------------
 
     def reshard(self, num_shards: int | None) -> Dataset:
@@ -303,6 +313,10 @@ class Dataset:
     def write_parquet(self, output_pattern: str | Callable[[int, int], str], schema: pa.Schema | None = None, skip_existing: bool = False) -> Dataset:
         """Write each shard to one Parquet file; the output rows are the written paths."""
         return self._write("parquet", output_pattern, schema, skip_existing)
+
+    def write_vortex(self, output_pattern: str | Callable[[int, int], str], schema: pa.Schema | None = None, skip_existing: bool = False) -> Dataset:
+        """Write each shard to one Vortex file (needs ``pip install 'zephyr_arrow[vortex]'``); the output rows are the written paths."""
+        return self._write("vortex", output_pattern, schema, skip_existing)
 
     def write_jsonl(self, output_pattern: str | Callable[[int, int], str], skip_existing: bool = False) -> Dataset:
         """Write each shard to one JSONL file (.gz / .zst compress by extension)."""

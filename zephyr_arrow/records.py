@@ -44,8 +44,13 @@ def load_parquet(source: Any, columns: list[str] | None = None) -> Iterator[dict
 
 
 def load_file(source: Any, columns: list[str] | None = None) -> Iterator[dict]:
-    """The records of a JSONL, Parquet or CSV file (a path or an ``InputFileSpec``), by extension."""
+    """The records of a JSONL, Parquet, CSV or Vortex file (a path or an ``InputFileSpec``), by extension."""
     return _read(source, columns, None)
+
+
+def load_vortex(source: Any, columns: list[str] | None = None) -> Iterator[dict]:
+    """The records of a Vortex file (a path or an ``InputFileSpec``; needs the vortex-data package)."""
+    return _read(source, columns, "vortex")
 
 
 def write_jsonl_file(records: Iterable[Any], path: str) -> dict[str, Any]:
@@ -53,6 +58,13 @@ def write_jsonl_file(records: Iterable[Any], path: str) -> dict[str, Any]:
     from zephyr_arrow import io
 
     return {"path": path, "count": io.write_jsonl_file(_tables(records), path)}
+
+
+def write_vortex_file(records: Iterable[Any], path: str, schema: Any = None) -> dict[str, Any]:
+    """Write records to one Vortex file, atomically; return ``{"path", "count"}`` (needs the vortex-data package)."""
+    from zephyr_arrow.io.vortex import write_vortex_file as write
+
+    return {"path": path, "count": write(_tables(records), path, schema=schema)}
 
 
 def write_parquet_file(records: Iterable[Any], path: str, schema: Any = None) -> dict[str, Any]:

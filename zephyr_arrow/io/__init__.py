@@ -64,7 +64,7 @@ def read_file(
     keep: Iterable[str] | None = None,
     span: tuple[int, int] | None = None,
 ) -> Iterator[pa.Table]:
-    """Batches of a JSONL, Parquet or CSV file: ``file_format``, or picked by extension (see ``format_of``).
+    """Batches of a JSONL, Parquet, CSV or Vortex file: ``file_format``, or picked by extension (see ``format_of``).
 
     ``columns`` projects (see the readers); ``keep`` (without ``columns``) names the columns the
     caller uses, so the others may be skipped; the filter's columns are read for it either way.
@@ -73,6 +73,10 @@ def read_file(
     file_format = file_format or format_of(path)
     if file_format == "parquet":
         return read_parquet(path, columns, filter, row_range=span, keep=keep)
+    if file_format == "vortex":
+        from zephyr_arrow.io.vortex import read_vortex
+
+        return read_vortex(path, columns, filter, row_range=span, keep=keep)
     reader = read_jsonl if file_format == "jsonl" else read_csv
     if columns is None and keep is not None:
         keep = frozenset(keep)

@@ -18,7 +18,7 @@ from zephyr_arrow.errors import InputFileError, PlanError
 ZSTD_LEVEL = 3
 
 _CODECS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
-_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet", ".vortex": "vortex"}
 # Errors a damaged or unreadable input raises while it is opened or decompressed.
 _READ_ERRORS = (OSError, EOFError, isal_zlib.error, lzma.LZMAError, zstandard.ZstdError)
 
@@ -31,19 +31,19 @@ def split_codec(path: str) -> tuple[str, str | None]:
 
 
 def format_of(path: str) -> str:
-    """The format a path's extension names: ``"jsonl"``, ``"parquet"`` or ``"csv"``.
+    """The format a path's extension names: ``"jsonl"``, ``"parquet"``, ``"csv"`` or ``"vortex"``.
 
     >>> format_of("s3://bucket/docs-00001.jsonl.zst")
     'jsonl'
     """
     stem, codec = split_codec(path)
     file_format = _FORMATS.get(posixpath.splitext(stem)[1].lower())
-    if file_format is None or (file_format == "parquet" and codec):
+    if file_format is None or (file_format in ("parquet", "vortex") and codec):
         supported = ", ".join(sorted(_FORMATS))
         codecs = ", ".join(sorted(_CODECS))
         raise PlanError(
             f"Unsupported extension: cannot tell the format of {path!r}; supported extensions are {supported} "
-            f"(JSON and CSV optionally followed by {codecs}; Parquet compresses internally)"
+            f"(JSON and CSV optionally followed by {codecs}; Parquet and Vortex compress internally)"
         )
     return file_format
 

@@ -25,8 +25,8 @@ _FORMATS = ("auto", "parquet", "jsonl", "csv", "vortex")
 @dataclass(frozen=True)
 class InputFileSpec:
     """A file to read: its ``path``, ``format`` ("auto": by extension), the ``columns`` to read,
-    the rows ``[row_start, row_end)`` of it (Parquet; other formats are read whole, as in
-    Zephyr) and ``filter_expr``, a Polars expression the rows must satisfy."""
+    the rows ``[row_start, row_end)`` of it (Parquet and Vortex; JSON lines are read whole, as
+    in Zephyr) and ``filter_expr``, a Polars expression the rows must satisfy."""
 
     path: str
     format: str = "auto"
@@ -70,8 +70,12 @@ def read_spec(
     if spec.filter_expr is not None:
         filter = spec.filter_expr if filter is None else spec.filter_expr & filter
     file_format = (None if spec.format == "auto" else spec.format) or file_format or format_of(spec.path)
-    if file_format == "parquet" and (spec.row_start is not None or spec.row_end is not None):
+    if file_format in ("parquet", "vortex") and (spec.row_start is not None or spec.row_end is not None):
         row_range = (spec.row_start or 0, sys.maxsize if spec.row_end is None else spec.row_end)
+        if file_format == "vortex":
+            from zephyr_arrow.io.vortex import read_vortex
+
+            return read_vortex(spec.path, columns, filter, row_range=row_range, keep=None if columns is not None else keep)
         return read_parquet(spec.path, columns, filter, row_range=row_range, keep=None if columns is not None else keep)
     return read_file(spec.path, columns, filter, file_format, keep)
 

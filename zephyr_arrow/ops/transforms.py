@@ -208,7 +208,7 @@ class ReshardOp(Op):
 @dataclass(frozen=True, eq=False, repr=False)
 class WriteOp(Op):
     kind = Kind.SINK
-    format: str  # "parquet" | "jsonl" | "csv"
+    format: str  # "parquet" | "jsonl" | "csv" | "vortex"
     pattern: str | Callable[[int, int], str]
     schema: pa.Schema | None = None
     skip_existing: bool = False

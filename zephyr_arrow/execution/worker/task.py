@@ -221,6 +221,10 @@ def _write_sink(stage: Stage, sink: ops.WriteOp, stream: Stream, task: ShardTask
             io.write_parquet_file(stream.as_tables(), path, schema=sink.schema)
         elif sink.format == "jsonl":
             io.write_jsonl_file(stream.as_tables(), path)
+        elif sink.format == "vortex":
+            from zephyr_arrow.io.vortex import write_vortex_file
+
+            write_vortex_file(stream.as_tables(), path, schema=sink.schema)
         else:
             io.write_csv_file(stream.as_tables(), path)
     return ChunkRef.write(task.chunk_path(0), [path])
