@@ -650,3 +650,25 @@ def test_jsonl_pieces_cover_the_file_and_end_at_line_ends(lengths, trailing_newl
         ztext.PIECE_BYTES = original
     assert b"".join(pieces) == data
     assert all(pieces) and all(piece.endswith(b"\n") for piece in pieces[:-1])
+
+
+@pytest.mark.parametrize("keep", [None, ["id", "k"]])
+def test_read_jsonl_tells_a_missing_key_from_a_null_one(tmp_path: Path, keep: list[str] | None) -> None:
+    # A null, a missing key, the key's name as a value, the name nested, a space before the colon.
+    lines = [
+        '{"id": 1, "k": null}',
+        '{"id": 2}',
+        '{"id": 3, "note": "k"}',
+        '{"id": 4, "m": {"k": 1}}',
+        '{"id": 5, "k" : null}',
+        '{"id": 6, "k": 7}',
+        '{"id": 7, "m": {"k": null}, "k": null}',
+    ]
+    path = tmp_path / "keys.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    got = rows(zio.read_jsonl(str(path), keep=keep))
+    want = [json.loads(line) for line in lines]
+    if keep is not None:
+        want = [{key: value for key, value in row.items() if key in keep} for row in want]
+    assert [set(row) for row in got] == [set(row) for row in want]
+    assert [row.get("k") for row in got] == [None, None, None, None, None, 7, None]

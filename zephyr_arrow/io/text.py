@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 from fsspec import AbstractFileSystem
@@ -169,7 +170,9 @@ def _parse_piece(parse: Callable[..., pa.Table], text: bytes | memoryview, hint:
 
 
 def _parse_jsonl_piece(text: bytes | memoryview, hint: pa.Schema | None, keep: frozenset[str] | None) -> pa.Table:
-    return _with_absent_keys(_parse_jsonl_columns(text, hint, keep), text)
+    table = _parse_jsonl_columns(text, hint, keep)
+    # A parse that skipped fields (``keep``) cannot tell a nested key of the same name from a top-level one.
+    return _with_absent_keys(table, text, projected=keep is not None)
 
 
 def _parse_jsonl_columns(text: bytes | memoryview, hint: pa.Schema | None, keep: frozenset[str] | None) -> pa.Table:
@@ -189,34 +192,105 @@ def _parse_jsonl_columns(text: bytes | memoryview, hint: pa.Schema | None, keep:
     return table
 
 
-def _with_absent_keys(table: pa.Table, text: bytes | memoryview) -> pa.Table:
+def _with_absent_keys(table: pa.Table, text: bytes | memoryview, projected: bool) -> pa.Table:
     """``table`` with the keys its lines lack recorded (``arrow/rows.py``): Arrow's parser gives a
-    null both for ``"k": null`` and for a line without ``k``. Only rows with a null are looked
-    at: a line without the text ``"k"`` lacks the key, one with it is parsed to tell."""
+    null both for ``"k": null`` and for a line without ``k``.
+
+    Counting ``"k":`` in the piece settles the usual cases at once: as many as rows (every line
+    has the key) or as non-null values (every null is a line without it). The text ``"k"`` in a
+    JSON string is escaped, and a string value is never followed by a colon, so each count is one
+    line's key unless a nested object may hold a ``k`` too (a struct field of that name, or a parse
+    that skipped fields). Otherwise the lines with a null are looked at, and ``json.loads`` decides
+    where the text cannot.
+    """
     nullable = [name for name, column in zip(table.column_names, table.columns) if column.null_count]
     if not nullable:
         return table
-    lines = [line for line in bytes(text).split(b"\n") if line.strip()]
-    if len(lines) != table.num_rows:  # not one record per line: leave the nulls as they are
+    data = bytes(text)
+    nested_names = set() if projected else _nested_field_names(table.schema)
+    lines: pa.Array | None = None
+    lacking: dict[str, pa.Array] = {}  # name -> a mask of the rows that lack it
+    for name in nullable:
+        quoted = json.dumps(name).encode()
+        column = table.column(name)
+        keyed = data.count(quoted + b":")
+        exact = not projected and name not in nested_names and keyed == data.count(quoted)
+        if exact and keyed == table.num_rows:
+            continue  # every line has the key (its nulls are "k": null)
+        if exact and keyed == table.num_rows - column.null_count:
+            lacking[name] = column.is_null()  # every line with a null lacks the key
+            continue
+        lines = lines if lines is not None else _lines(text, table.num_rows)
+        if lines is None:  # not one record per line: leave the nulls as they are
+            return table
+        lacking[name] = _lacking(name, column, lines, exact)
+    lacking = {name: mask for name, mask in lacking.items() if pc.any(mask).as_py()}
+    if not lacking:
         return table
-    nulls = {name: table.column(name).is_null().to_pylist() for name in nullable}
-    quoted = {name: json.dumps(name).encode() for name in nullable}
-    absent: list[list[str] | None] = [None] * table.num_rows
-    for index, line in enumerate(lines):
-        names = [name for name in nullable if nulls[name][index]]
-        if names:
-            record = None
-            lacks = []
-            for name in names:
-                if quoted[name] in line:
-                    record = json.loads(line) if record is None else record
-                    if name in record:
-                        continue
-                lacks.append(name)
-            absent[index] = lacks or None
-    if not any(absent):
-        return table
-    return table.append_column(pa.field(ABSENT_COLUMN, ABSENT_TYPE), pa.array(absent, ABSENT_TYPE))
+    return table.append_column(pa.field(ABSENT_COLUMN, ABSENT_TYPE), _absent_lists(lacking, table.num_rows))
+
+
+def _lacking(name: str, column: pa.ChunkedArray, lines: pa.Array, exact: bool) -> pa.Array:
+    """A mask of the rows whose line lacks key ``name``, looking at the lines where ``column`` is null."""
+    quoted = json.dumps(name)
+    rows = pc.indices_nonzero(column.is_null())
+    candidates = lines.take(rows)
+    if exact:
+        lacks = pc.invert(pc.match_substring_regex(candidates, re.escape(quoted) + r"\s*:")).to_pylist()
+    else:
+        lacks = pc.invert(pc.match_substring(candidates, quoted)).to_pylist()
+        for index, lacked in enumerate(lacks):
+            if not lacked:
+                lacks[index] = name not in json.loads(candidates[index].as_py())
+    flags = [False] * len(column)
+    for row, lacked in zip(rows.to_pylist(), lacks):
+        flags[row] = lacked
+    return pa.array(flags, pa.bool_())
+
+
+def _absent_lists(lacking: dict[str, pa.Array], num_rows: int) -> pa.Array:
+    """The absent-keys column of rows that lack the keys of ``lacking`` (name -> mask of rows)."""
+    if len(lacking) == 1:  # the usual case, without a Python loop over rows: [name] where the mask is set, else null
+        ((name, mask),) = lacking.items()
+        mask = mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
+        offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(mask.cast(pa.int32()))])
+        values = pa.array([name], pa.string()).take(pa.array([0] * pc.sum(mask.cast(pa.int64())).as_py(), pa.int32()))
+        return pa.ListArray.from_arrays(offsets, values, type=ABSENT_TYPE, mask=pc.invert(mask))
+    absent: list[list[str] | None] = [None] * num_rows
+    for name, mask in lacking.items():
+        for index in pc.indices_nonzero(mask).to_pylist():
+            absent[index] = [name] if absent[index] is None else [*absent[index], name]
+    return pa.array(absent, ABSENT_TYPE)
+
+
+def _lines(text: bytes | memoryview, num_records: int) -> pa.Array | None:
+    """The lines of ``text`` that hold the ``num_records`` records Arrow's parser read, as an
+    Arrow string array (blank lines left out); None when they are not one per line."""
+    offsets = pa.array([0, len(text)], pa.int64()).buffers()[1]
+    whole = pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(text)])
+    lines = pc.split_pattern(whole, "\n").flatten()
+    if len(lines) != num_records:
+        lines = lines.filter(pc.not_equal(pc.utf8_trim_whitespace(lines), ""))
+    return lines if len(lines) == num_records else None
+
+
+def _nested_field_names(schema: pa.Schema) -> set[str]:
+    """The names of every struct field nested anywhere in ``schema``'s columns."""
+    names: set[str] = set()
+
+    def visit(type_: pa.DataType) -> None:
+        if pa.types.is_struct(type_):
+            for index in range(type_.num_fields):
+                names.add(type_.field(index).name)
+                visit(type_.field(index).type)
+        elif pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
+            visit(type_.value_type)
+        elif pa.types.is_map(type_):
+            visit(type_.item_type)
+
+    for field in schema:
+        visit(field.type)
+    return names
 
 
 def _kept_hint(hint: pa.Schema | None, keep: frozenset[str] | None) -> pa.Schema | None:
