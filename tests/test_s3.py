@@ -65,7 +65,8 @@ def test_pipeline_on_s3_matches_python_through_every_reader(s3_ctx, s3_prefix):
     def by_id(rows):
         return sorted(rows, key=lambda r: r["id"])
 
-    assert refs.to_pylist() == expected
+    # Rows lack the keys they lacked; every view shows the column, null there.
+    assert refs.to_pylist() == [{k: v for k, v in row.items() if k != "score" or "score" in source} for row, source in zip(expected, (r for r in ROWS if r["id"] % 4 != 3))]
     assert by_id(refs.to_arrow_dataset().to_table().to_pylist()) == expected
     assert by_id(refs.to_polars().collect().to_dicts()) == expected
     relation = refs.sql("select * from data order by id")
@@ -86,7 +87,7 @@ def _check_row_ranges(ctx):
     refs = ctx.execute(Dataset.from_list(ROWS, num_shards=2).map(lambda r: r).reshard(5))
     assert any(chunk.row_range is not None for chunk in refs.chunks)
     expected = [{**r, "score": r.get("score")} for r in ROWS]
-    assert refs.to_pylist() == expected
+    assert refs.to_pylist() == ROWS  # rows lack the keys they lacked; the views show nulls
     assert sorted(refs.to_arrow_dataset().to_table().to_pylist(), key=lambda r: r["id"]) == expected
     assert sorted(refs.to_polars().collect().to_dicts(), key=lambda r: r["id"]) == expected
     assert refs.sql("select sum(id) from data").fetchall() == [(sum(r["id"] for r in ROWS),)]
