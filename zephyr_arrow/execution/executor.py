@@ -236,8 +236,10 @@ def _origin(stage: Stage, shard_input: ShardInput) -> str | None:
 
 
 def _file_path(item: object) -> str:
-    """The file an input row of a load names: a path, or a piece of one (see ``split_inputs``)."""
-    return item.path if isinstance(item, FilePiece) else str(item)
+    """The file an input row of a load names: a path, a piece of one (see ``split_inputs``), or an InputFileSpec's."""
+    from zephyr_arrow.io.spec import InputFileSpec
+
+    return item.path if isinstance(item, (FilePiece, InputFileSpec)) else str(item)
 
 
 def _as_shard(result: TaskResult, shard_index: int) -> TaskResult:
