@@ -34,8 +34,9 @@ class FilePiece:
 
 
 def splittable(path: str, file_format: str | None) -> bool:
-    """Whether the file can be cut into pieces (Parquet, or uncompressed JSON lines or CSV)."""
-    return (file_format or format_of(path)) == "parquet" or split_codec(path)[1] is None
+    """Whether the file can be cut into pieces (Parquet, or uncompressed JSON lines or CSV; not Vortex)."""
+    file_format = file_format or format_of(path)
+    return file_format == "parquet" or (file_format in ("jsonl", "csv") and split_codec(path)[1] is None)
 
 
 def split_file(path: str, file_format: str | None, file_bytes: int, piece_bytes: int) -> list[FilePiece]:
