@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from zephyr_arrow import Dataset, io
+from zephyr_arrow.arrow.rows import without_absent
 from zephyr_arrow.errors import InputFileError, ShardFailedError
 from zephyr_arrow.execution import executor, sources
 from zephyr_arrow.io.pieces import FilePiece, split_file
@@ -24,8 +25,9 @@ from zephyr_arrow.planner import plan
 
 
 def rows(tables) -> list[dict]:
-    """The rows of ``tables`` as a reader of the output sees them: their schemas unified."""
-    return pa.concat_tables(list(tables), promote_options="permissive").to_pylist()
+    """The rows of ``tables`` as a reader of the output sees them: their schemas unified, the keys
+    rows lack null (a piece without a column and the whole file's lines that lack it read alike)."""
+    return pa.concat_tables([without_absent(table) for table in tables], promote_options="permissive").to_pylist()
 
 
 def read_pieces(pieces: list[FilePiece]) -> list[dict]:

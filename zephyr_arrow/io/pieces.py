@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zephyr_arrow.errors import PlanError
 from zephyr_arrow.fs import filesystem
 from zephyr_arrow.io.formats import format_of, input_errors, split_codec
 
@@ -34,8 +35,12 @@ class FilePiece:
 
 
 def splittable(path: str, file_format: str | None) -> bool:
-    """Whether the file can be cut into pieces (Parquet, or uncompressed JSON lines or CSV; not Vortex)."""
-    file_format = file_format or format_of(path)
+    """Whether the file can be cut into pieces (Parquet, or uncompressed JSON lines or CSV; not Vortex,
+    nor a file of a format no loader knows, which its task reports as Zephyr does: ZephyrWorkerError)."""
+    try:
+        file_format = file_format or format_of(path)
+    except PlanError:
+        return False
     return file_format == "parquet" or (file_format in ("jsonl", "csv") and split_codec(path)[1] is None)
 
 
