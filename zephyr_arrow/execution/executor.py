@@ -75,7 +75,7 @@ class Executor:
                 if self.recorder is not None:  # the stage as one step: its pipelines' own stages are not the plan's
                     self.recorder.start_stage(stage, started)
                     self.recorder.finish_stage(stage, [], time.time(), num_rows=outputs[stage.index].num_rows)
-                counters = add_counters(counters, outputs[stage.index].counters)
+                counters.add(outputs[stage.index].counters, {})  # its pipelines' totals, added as sums
                 engine_counts = add_counters(engine_counts, outputs[stage.index].stats)
             else:
                 inputs = self._task_inputs(stage, source_stage_inputs, outputs, shard_counts, last_use)
