@@ -8,9 +8,10 @@
     ├── ChunkMissingError      a ChunkRef's file is gone (names the path and why it may be gone)
     ├── ChunkCorruptError      a ChunkRef's file fails its checksums or is not Parquet (names the path)
     ├── ObjectStoreError       an object store kept failing past its client's retries (names operation and key)
-    └── ShardFailedError       a shard task failed: user code raised, or its worker died (names stage and shard);
-        │                      also a RuntimeError, and importable as Zephyr's name for it, ZephyrWorkerError
-        └── OutputPatternError several shards would write one output file (also a PlanError: found before running)
+    ├── ShardFailedError       a shard task failed: user code raised, or its worker died (names stage and shard);
+    │   │                      also a RuntimeError, and importable as Zephyr's name for it, ZephyrWorkerError
+    │   └── OutputPatternError several shards would write one output file (also a PlanError: found before running)
+    └── CheckpointLockedError  another live driver is running the same checkpoint (names its host, pid, since when)
 
     UsageError                 the ``zephyr-arrow`` command line was wrong (exit code 2)
     CommandError               a ``zephyr-arrow`` command was right but its work failed (exit code 1)
@@ -77,6 +78,10 @@ class OutputPatternError(PlanError, ShardFailedError):
 
     def __init__(self, message: str, *, stage: str) -> None:
         ShardFailedError.__init__(self, message, stage=stage, shard_index=1)
+
+
+class CheckpointLockedError(ZephyrError):
+    """Another driver, still alive, holds the checkpoint this run asked for."""
 
 
 class UsageError(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import signal
 import sys
@@ -48,6 +49,7 @@ ZEPHYR_ONLY_OPTIONS = (
     "reduce_workers_per_actor",
     "heartbeat_timeout",
 )
+logger = logging.getLogger("zephyr_arrow")
 
 
 def _make_backend(name: str, options: dict[str, Any]) -> Backend:
@@ -177,9 +179,21 @@ class ZephyrContext:
             raise PlanError(f"put() needs a non-empty name, got {name!r}")
         self._shared[name] = obj
 
-    def execute(self, dataset: Dataset, verbose: bool = False, dry_run: bool = False) -> ShardRefs:
-        """Run ``dataset`` and return references to its output chunks (nothing is loaded)."""
+    def execute(self, dataset: Dataset, verbose: bool = False, dry_run: bool = False, checkpoint: str | None = None) -> ShardRefs:
+        """Run ``dataset`` and return references to its output chunks (nothing is loaded).
+
+        ``checkpoint``: a key naming the run under the chunk prefix. Each finished task is
+        committed; a run that fails or is killed keeps what was committed, and running the
+        pipeline again with the same key runs only what is missing or changed (README: Resumable runs).
+        """
         self._check_open("execute")
+        if checkpoint is not None and (not isinstance(checkpoint, str) or not checkpoint):
+            raise PlanError(f"checkpoint must be a non-empty string, got {checkpoint!r}")
+        if checkpoint is not None and self._resources.owns_prefix:
+            raise PlanError(
+                "checkpoint= needs a chunk_storage_prefix that outlives this context: without one, chunks go to a "
+                "temporary directory deleted when it closes, and nothing would be left to resume"
+            )
         plan = make_plan(dataset)
         if dry_run or verbose:
             print(plan.explain())
@@ -198,7 +212,7 @@ class ZephyrContext:
             # the process), and the run's must replace it, not be replaced by it.
             backend = self._get_backend()
             with _terminate_like_interrupt():
-                return self._execute(plan, backend)
+                return self._execute(plan, backend) if checkpoint is None else self._execute_checkpointed(plan, checkpoint, backend)
         finally:
             self._running.release()
 
@@ -239,6 +253,31 @@ class ZephyrContext:
                 raise
             warnings.warn(f"the failed run's record could not be written to {self.run_dir}: {error}", stacklevel=3)
             return record
+
+    def _execute_checkpointed(self, plan: Plan, key: str, backend: Backend) -> ShardRefs:
+        """Run ``plan`` kept under ``key``: committed work stays on failure; the output's chunks
+        are released when the context closes, the run's small record stays."""
+        from zephyr_arrow.execution.checkpoint import Checkpoint
+        from zephyr_arrow.execution.executor import stage_dirs_of
+        from zephyr_arrow.execution.fingerprint import digest
+
+        run = Checkpoint(self.chunk_storage_prefix, key, digest(sorted(self._shared.items()))).open()
+        progress = Progress(self.progress)
+        try:
+            execution = ExecutionInfo(
+                self.chunk_storage_prefix, run.execution_id, self._write_shared(run.execution_id), _fsspec_config(), os.getcwd()
+            )
+            refs = Executor(backend, execution, self.policy, progress, self.max_workers, run).execute(plan)
+            self._resources.executions.extend(stage_dirs_of(refs, execution))
+            return refs
+        except BaseException as error:
+            hint = run.resume_hint()
+            error.add_note(hint)
+            logger.warning("%s", hint)
+            raise
+        finally:
+            run.close()
+            self.last_stage_summaries = progress.summaries
 
     def close(self) -> None:
         """Stop the workers and delete this context's chunk files (unless preserve_chunks); a

@@ -9,19 +9,27 @@ reading data. A PIPELINES stage (``fuzzy_deduplicate``) runs pipelines of its ow
 input (``near_duplicates.run``), each a plan executed like this one, in a directory of the stage's. A stage's chunk files are deleted as soon as no later stage, and not
 the final output, refers to them (a reshard's output points into its input's files,
 so deletion follows references, not stage order).
+
+With a checkpoint (``checkpoint.py``), each finished task is committed as it is accepted,
+a stage runs only the shards not committed under its fingerprint, and chunks are kept
+until the run completes (a resumed stage may need any earlier stage's output).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from zephyr_arrow import ops
 from zephyr_arrow.counters import CounterTotals
 from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution.backends.base import Backend
+from zephyr_arrow.execution.checkpoint import Checkpoint
 from zephyr_arrow.execution.coordinator import RetryPolicy
+from zephyr_arrow.execution.fingerprint import StageFingerprint, stage_fingerprints
 from zephyr_arrow.execution.progress import Progress
 from zephyr_arrow.execution.reshard import reshard
 from zephyr_arrow.execution.run_record import RunRecorder
@@ -39,6 +47,8 @@ from zephyr_arrow.store import ChunkRef, ShardRefs, layout
 if TYPE_CHECKING:
     from zephyr_arrow.dataset import Dataset
 
+logger = logging.getLogger("zephyr_arrow")
+
 
 @dataclass
 class Executor:
@@ -48,6 +58,8 @@ class Executor:
     progress: Progress
     max_workers: int
     recorder: RunRecorder | None = None
+    checkpoint: Checkpoint | None = None
+    _fingerprints: dict[int, StageFingerprint] = field(default_factory=dict, init=False)
 
     def execute(self, plan: Plan) -> ShardRefs:
         source_stage_inputs = {s.index: source_inputs(s.source) for s in plan.stages if s.source is not None}
@@ -59,6 +71,12 @@ class Executor:
         }
         source_stage_inputs.update({index: pieces.inputs for index, pieces in split.items()})
         last_use = _last_use(plan)
+        if self.checkpoint is not None:
+            self._fingerprints = stage_fingerprints(plan, source_stage_inputs, shard_counts, last_use, self.checkpoint.shared_digest)
+            done = self.checkpoint.completed_output(self._fingerprints[plan.output])
+            if done is not None:
+                return done
+            self.checkpoint.begin(plan, self._fingerprints, shard_counts)
         outputs: dict[int, ShardRefs] = {}
         counters = CounterTotals()
         engine_counts: dict[str, int | float] = {}
@@ -81,11 +99,17 @@ class Executor:
                 inputs = self._task_inputs(stage, source_stage_inputs, outputs, shard_counts, last_use)
                 broadcast = tuple(tuple(outputs[index].chunks) for index in stage.broadcast)
                 num_output_shards = shard_counts[last_use[stage.index] if stage.kind is StageKind.SCATTER else stage.index]
+                committed = None
+                if self.checkpoint is not None and stage.index not in split:
+                    committed = self.checkpoint.committed(stage, self._fingerprints[stage.index], len(inputs))
+                elif self.checkpoint is not None:
+                    logger.info("checkpoint %r: stage %d (%s): runs whole (its input files are cut into pieces, which a "
+                                "checkpoint does not keep)", self.checkpoint.key, stage.index, stage.name)
                 try:
                     if stage.index in split:
                         results = self._run_pieces(stage, inputs, broadcast, split[stage.index].shards)
                     else:
-                        results = _with_origins(stage, inputs, self.run_tasks(stage, inputs, broadcast))
+                        results = _with_origins(stage, inputs, self.run_tasks(stage, inputs, broadcast, committed=committed))
                 finally:
                     if stage.kind in (StageKind.SHUFFLE, StageKind.JOIN):
                         self._remove_spills(stage)
@@ -93,9 +117,13 @@ class Executor:
                 outputs[stage.index] = regroup(results, num_output_shards)
                 counters.add_all(results)
                 engine_counts = add_counters(engine_counts, sum_counters(r.engine_counts for r in results))
-            self._release(plan, stage.index, outputs, last_use)
+            if self.checkpoint is None:
+                self._release(plan, stage.index, outputs, last_use)
         final = outputs[plan.output]
-        return ShardRefs(final.shards, counters=counters.values, stats=engine_counts)
+        refs = ShardRefs(final.shards, counters=counters.values, stats=engine_counts)
+        if self.checkpoint is not None:
+            self.checkpoint.complete(self._fingerprints[plan.output], refs, stage_dirs_of(refs, self.execution))
+        return refs
 
     def _task_inputs(
         self,
@@ -126,7 +154,7 @@ class Executor:
         their shard (a scatter's runs are the shuffle's already). A sink then writes each
         shard's file from its pieces' chunks, which are deleted after."""
         sink = stage.sink
-        pieces_dir = _stage_dir_name(stage) + "-pieces"
+        pieces_dir = self._stage_dir_name(stage) + "-pieces"
         piece_stage = replace(stage, ops=stage.ops[:-1]) if sink is not None else stage
         results = [
             result if stage.kind is StageKind.SCATTER else _as_shard(result, shards[result.shard_index])
@@ -144,17 +172,35 @@ class Executor:
             remove_quietly(layout.stage_dir(self.execution.chunk_prefix, self.execution.execution_id, pieces_dir))
 
     def run_tasks(
-        self, stage: Stage, inputs: list[ShardInput], broadcast: tuple[tuple[ChunkRef, ...], ...] = (), stage_dir: str | None = None
+        self,
+        stage: Stage,
+        inputs: list[ShardInput],
+        broadcast: tuple[tuple[ChunkRef, ...], ...] = (),
+        stage_dir: str | None = None,
+        committed: dict[int, TaskResult] | None = None,
     ) -> list[TaskResult]:
-        """Run one task per input of ``stage`` through the scheduler loop; every task gets
-        all of ``broadcast`` (the chunks of each of its broadcast joins' right side)."""
-        stage_dir = stage_dir or _stage_dir_name(stage)
+        """Run one task per input of ``stage`` through the scheduler loop, but for the shards already
+        ``committed``; every task gets all of ``broadcast`` (the chunks of each of its broadcast
+        joins' right side). Returns every shard's result, in shard order. With ``committed`` (a
+        checkpointed run, even if empty), each result is committed as it is accepted."""
+        stage_dir = stage_dir or self._stage_dir_name(stage)
+        attempt = 0 if self.checkpoint is None else self.checkpoint.attempt_base
+        done = committed or {}
         tasks = [
-            ShardTask(stage.index, stage_dir, index, len(inputs), 0, shard_input, self.execution, broadcast)
+            ShardTask(stage.index, stage_dir, index, len(inputs), attempt, shard_input, self.execution, broadcast)
             for index, shard_input in enumerate(inputs)
+            if index not in done
         ]
+        if done and not tasks:
+            return [done[index] for index in sorted(done)]
+        on_result = None if committed is None else partial(self.checkpoint.commit, self._fingerprints[stage.index])
         self.backend.start(min(self.max_workers, max(len(tasks), 1)))
-        return run_stage(self.backend, stage, tasks, self.policy, self.progress, self.recorder)
+        results = run_stage(self.backend, stage, tasks, self.policy, self.progress, self.recorder, on_result)
+        return sorted([*done.values(), *results], key=lambda result: result.shard_index)
+
+    def _stage_dir_name(self, stage: Stage) -> str:
+        fingerprint = self._fingerprints.get(stage.index)
+        return layout.stage_dir_name(stage.index, stage.kind.value, fingerprint.digest if fingerprint else "")
 
     def _run_pipelines(self, stage: Stage, refs: ShardRefs) -> ShardRefs:
         """The output of a stage that runs pipelines of its own (``near_duplicates.run``), each in a
@@ -166,7 +212,7 @@ class Executor:
     def _remove_spills(self, stage: Stage) -> None:
         """Delete what a shuffle's reduce tasks merged in passes (a failed attempt's files too)."""
         for side in range(len(stage.inputs)):
-            name = layout.spill_dir_name(_stage_dir_name(stage), side)
+            name = layout.spill_dir_name(self._stage_dir_name(stage), side)
             remove_quietly(layout.stage_dir(self.execution.chunk_prefix, self.execution.execution_id, name))
 
     def _release(self, plan: Plan, done: int, outputs: dict[int, ShardRefs], last_use: dict[int, int]) -> None:
@@ -255,20 +301,22 @@ class _StagePipelines:
 
     def execute(self, dataset: Dataset, name: str) -> ShardRefs:
         self.num_runs += 1
-        run_id = layout.join(self.executor.execution.execution_id, _stage_dir_name(self.stage), f"{self.num_runs:03d}-{name}")
-        executor = replace(self.executor, execution=replace(self.executor.execution, execution_id=run_id), recorder=None)
+        run_id = layout.join(self.executor.execution.execution_id, self.executor._stage_dir_name(self.stage), f"{self.num_runs:03d}-{name}")
+        # Its pipelines are not checkpointed: under a checkpoint the stage runs whole when it runs.
+        executor = replace(self.executor, execution=replace(self.executor.execution, execution_id=run_id), recorder=None, checkpoint=None)
         return executor.execute(make_plan(dataset))
 
     def release(self, refs: ShardRefs) -> None:
         """Delete the directories of the pipeline run that wrote ``refs``."""
         execution = self.executor.execution
-        root = layout.join(layout.execution_dir(execution.chunk_prefix, execution.execution_id), _stage_dir_name(self.stage)) + "/"
+        root = layout.join(layout.execution_dir(execution.chunk_prefix, execution.execution_id), self.executor._stage_dir_name(self.stage)) + "/"
         for path in {root + chunk.path[len(root) :].split("/", 1)[0] for chunk in refs.chunks if chunk.path.startswith(root)}:
             remove_quietly(path)
 
 
-def _stage_dir_name(stage: Stage) -> str:
-    return layout.stage_dir_name(stage.index, stage.kind.value)
+def stage_dirs_of(refs: ShardRefs, execution: ExecutionInfo) -> set[str]:
+    """The stage directories (under this execution's own directory) holding ``refs``' chunks."""
+    return _stage_dirs({chunk.path for chunk in refs.chunks}, execution)
 
 
 def _stage_dirs(paths: set[str], execution: ExecutionInfo) -> set[str]:

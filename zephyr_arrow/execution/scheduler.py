@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.coordinator import RetryPolicy, StageCoordinator
@@ -26,9 +27,11 @@ def run_stage(
     policy: RetryPolicy,
     progress: Progress,
     recorder: RunRecorder | None = None,
+    on_result: Callable[[TaskResult], None] | None = None,
 ) -> list[TaskResult]:
     """Run ``tasks`` of ``stage`` to completion; raise ShardFailedError if one fails for good.
-    ``recorder`` (the run record) sees every attempt handed out and every event (on the wall clock)."""
+    ``recorder`` (the run record) sees every attempt handed out and every event (on the wall clock);
+    ``on_result`` is called with each result as it is accepted (a checkpoint commits it there)."""
     coordinator = StageCoordinator(stage.name, tasks, policy)
     progress.start_stage(stage, len(tasks))
     if recorder is not None:
@@ -41,7 +44,10 @@ def run_stage(
                 backend.submit(worker, stage, task)
             deadline = coordinator.next_deadline(time.monotonic())
             for event in backend.poll(timeout=_IDLE_POLL_SECONDS if deadline is None else min(deadline, _IDLE_POLL_SECONDS)):
+                num_done = coordinator.num_done
                 coordinator.handle(event, time.monotonic())
+                if on_result is not None and coordinator.num_done > num_done:
+                    on_result(event.result)
                 progress.update(event)
                 if recorder is not None:
                     recorder.event(event, _wall_clock())

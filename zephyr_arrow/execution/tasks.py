@@ -106,7 +106,10 @@ class ShardTask:
     @property
     def stage_key(self) -> tuple[str, str]:
         """The run of a stage this task is of (a stage whose files are cut runs twice: its pieces,
-        then its sink); a worker keeps the stage it was sent under this key."""
+        then its sink); a worker keeps the stage it was sent under this key. By its directory, not
+        its index: a resumed checkpoint runs under the same execution id, and a checkpointed
+        stage's directory names its fingerprint, so a worker never runs a fixed stage with the
+        code it held before the fix."""
         return (self.execution.execution_id, self.stage_dir)
 
     def chunk_path(self, index: int, stage_dir: str | None = None) -> str:

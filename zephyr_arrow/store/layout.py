@@ -10,10 +10,12 @@ mistaken for the accepted one.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 
 MANIFEST_NAME = "_zephyr_manifest.json"
+CHECKPOINT_DIR_NAME = "_checkpoint"  # a checkpointed run's records, inside its execution directory
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -27,8 +29,16 @@ def join(*parts: str) -> str:
     return "/".join([head.rstrip("/"), *(p.strip("/") for p in rest)])
 
 
-def stage_dir_name(stage_index: int, stage_name: str) -> str:
-    return f"stage-{stage_index:02d}-{_UNSAFE.sub('_', stage_name)[:60]}"
+def checkpoint_execution_id(key: str) -> str:
+    """The stable execution id of the checkpoint ``key``: readable, and unique however ``key`` is spelled."""
+    return f"ckpt-{_UNSAFE.sub('_', key)[:60]}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def stage_dir_name(stage_index: int, stage_name: str, fingerprint: str = "") -> str:
+    """A stage's directory name; a checkpointed run's carries the stage's fingerprint, so chunks of
+    a stage whose code or input changed never overwrite those an older record names."""
+    suffix = f"-{fingerprint[:12]}" if fingerprint else ""
+    return f"stage-{stage_index:02d}-{_UNSAFE.sub('_', stage_name)[:60]}{suffix}"
 
 
 def spill_dir_name(stage_dir: str, side: int) -> str:
@@ -53,6 +63,19 @@ def chunk_path(
 ) -> str:
     name = f"chunk-{chunk_index:05d}-attempt-{attempt}.parquet"
     return join(shard_dir(prefix, execution_id, stage, shard_index), name)
+
+
+def checkpoint_path(prefix: str, execution_id: str, *parts: str) -> str:
+    """A file of a checkpointed run's records: ``lock.json``, ``run.json``, ``complete.json``."""
+    return join(prefix, execution_id, CHECKPOINT_DIR_NAME, *parts)
+
+
+def task_records_dir(prefix: str, execution_id: str, stage_index: int, fingerprint: str) -> str:
+    return checkpoint_path(prefix, execution_id, "tasks", f"stage-{stage_index:02d}-{fingerprint[:16]}")
+
+
+def task_record_path(prefix: str, execution_id: str, stage_index: int, fingerprint: str, shard_index: int) -> str:
+    return join(task_records_dir(prefix, execution_id, stage_index, fingerprint), f"shard-{shard_index:05d}.json")
 
 
 def shared_object_path(prefix: str, execution_id: str, name: str) -> str:

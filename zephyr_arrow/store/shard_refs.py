@@ -147,7 +147,7 @@ class ShardRefs:
             "version": 1,
             "counters": result.counters,
             "stats": result.stats,
-            "shards": [[_chunk_entry(c, directory) for c in shard] for shard in result.shards],
+            "shards": [[chunk_entry(c, directory) for c in shard] for shard in result.shards],
         }
         with fs.open(join(filesystem(directory)[1], MANIFEST_NAME), "w") as out:
             json.dump(manifest, out)
@@ -159,7 +159,7 @@ class ShardRefs:
         fs, fs_dir = filesystem(directory)
         with fs.open(join(fs_dir, MANIFEST_NAME)) as source:
             manifest = json.load(source)
-        shards = [[_chunk_from_entry(entry, directory) for entry in shard] for shard in manifest["shards"]]
+        shards = [[chunk_from_entry(entry, directory) for entry in shard] for shard in manifest["shards"]]
         return cls(shards, counters=manifest["counters"], stats=manifest.get("stats", {}))
 
 
@@ -174,7 +174,8 @@ def _copy(chunk: ChunkRef, target: str) -> None:
             shutil.copyfileobj(src, dst, _COPY_BUFFER_BYTES)
 
 
-def _chunk_entry(chunk: ChunkRef, directory: str) -> dict[str, Any]:
+def chunk_entry(chunk: ChunkRef, directory: str) -> dict[str, Any]:
+    """``chunk`` as JSON (its path relative to ``directory`` when under it); ``chunk_from_entry`` reads it back."""
     prefix = directory.rstrip("/") + "/"
     return {
         "path": chunk.path[len(prefix) :] if chunk.path.startswith(prefix) else chunk.path,
@@ -184,7 +185,7 @@ def _chunk_entry(chunk: ChunkRef, directory: str) -> dict[str, Any]:
     }
 
 
-def _chunk_from_entry(entry: dict[str, Any], directory: str) -> ChunkRef:
+def chunk_from_entry(entry: dict[str, Any], directory: str) -> ChunkRef:
     path = entry["path"]
     if "://" not in path and not path.startswith("/"):
         path = join(directory, path)

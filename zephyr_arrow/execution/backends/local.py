@@ -47,7 +47,7 @@ def _worker_main(connection: Connection, driver_pid: int) -> None:
     from zephyr_arrow.execution.worker.task import run_task_in_worker
 
     connection.send(("ready", None))  # tasks are given only from now: start-up never counts against a timeout
-    stages: dict[tuple[str, int], Stage] = {}
+    stages: dict[tuple[str, str], Stage] = {}
     while True:
         try:
             kind, payload = connection.recv()
@@ -107,7 +107,7 @@ class LocalBackend:
 
     def __init__(self) -> None:
         self._workers: list[_Worker] = []
-        self._stage_bytes: dict[tuple[str, int], bytes] = {}
+        self._stage_bytes: dict[tuple[str, str], bytes] = {}
         self._pending: list[Event] = []
 
     @property
