@@ -24,7 +24,7 @@ import time
 import pytest
 
 from zephyr_arrow import Dataset, ZephyrContext
-from zephyr_arrow.errors import CheckpointLockedError, ShardFailedError
+from zephyr_arrow.errors import CheckpointLockedError, ShardFailedError, ZephyrError
 from zephyr_arrow.store import layout
 
 KEY = "resume-test"
@@ -220,6 +220,25 @@ def test_a_killed_driver_resumes_with_only_the_uncommitted_tasks(work, tmp_path,
     assert tasks_of(logged(work)) == ALL_TASKS - committed
 
 
+def test_sigterm_keeps_the_committed_work_and_says_how_to_resume(work, tmp_path):
+    prefix = str(tmp_path / "chunks")
+    driver = start_driver(work, prefix, "local", "reduce:1")
+    try:
+        wait_for_line(work / "paused", driver)
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        driver.kill()
+    assert f"checkpoint={KEY!r} to resume it" in driver.stderr.read()
+    committed = committed_tasks(prefix)
+    assert {("map", i) for i in range(NUM_FILES)} <= committed
+    logged(work)
+
+    result = run_driver(work, prefix, "local")
+    check_completed(work, result)
+    assert tasks_of(logged(work)) == ALL_TASKS - committed
+
+
 def test_a_killed_driver_resumes_with_the_prefix_on_s3(work, s3_prefix):
     kill_driver_at(work, s3_prefix, "sync", "reduce:1")
     committed = {task for task in tasks_of(logged(work)) if task != ("reduce", 1)}  # sync: in order, all before it
@@ -346,3 +365,62 @@ def test_a_fixed_reducer_resumes_on_every_backend(backend, backend_options, tmp_
         refs = ctx.execute(pipeline(fixed), checkpoint="reducer")
         assert sorted(refs.to_pylist(), key=lambda r: r["k"]) == [{"k": k, "total": sum(range(k, 40, 4))} for k in range(4)]
     assert not seen.exists(), "the map stage ran again"
+
+
+def _failing_run(prefix: str) -> ZephyrContext:
+    """A sync context whose run kept under "inspect" failed in stage 1 (the reducer raises on key 2)."""
+
+    def reducer(key, rows):
+        values = [r["v"] for r in rows]
+        if key == 2:
+            raise ValueError("bad key 2")
+        return {"k": key, "total": sum(values)}
+
+    dataset = Dataset.from_list(list(range(30)), num_shards=3).map(lambda x: {"k": x % 3, "v": x}).group_by("k", reducer, num_output_shards=3)
+    ctx = ZephyrContext(backend="sync", chunk_storage_prefix=prefix, progress=False)
+    with pytest.raises(ShardFailedError):
+        ctx.execute(dataset, checkpoint="inspect")
+    return ctx
+
+
+def test_a_kept_runs_stages_and_tasks_can_be_read_and_replayed(tmp_path):
+    with _failing_run(str(tmp_path)) as ctx:
+        mapped = ctx.checkpoint_refs("inspect", stage=0)
+        assert sorted(mapped.to_polars().select("v").collect()["v"].to_list()) == list(range(30))
+        with pytest.raises(ZephyrError, match="stage 1 of checkpoint 'inspect' .* is not all there: shards .* were not committed"):
+            ctx.checkpoint_refs("inspect", stage=1)
+        failed_shard = next(s for s in range(3) if not os.path.exists(layout.task_record_path(
+            str(tmp_path), layout.checkpoint_execution_id("inspect"), 1,
+            json.load(open(layout.checkpoint_path(str(tmp_path), layout.checkpoint_execution_id("inspect"), "run.json")))["stages"]["1"]["fingerprint"], s)))
+        with pytest.raises(ValueError, match="bad key 2"):  # the user's own exception, raised here
+            ctx.replay("inspect", stage=1, shard=failed_shard)
+        replayed = [row for s in range(3) if s != failed_shard for row in ctx.replay("inspect", stage=1, shard=s).to_pylist()]
+        assert sorted(replayed, key=lambda r: r["k"]) == [{"k": k, "total": sum(range(k, 30, 3))} for k in (0, 1)]
+
+
+def test_runs_lists_kept_runs_and_gc_deletes_only_dead_runs(tmp_path):
+    prefix = str(tmp_path)
+    _failing_run(prefix).close()
+    with ZephyrContext(backend="sync", chunk_storage_prefix=prefix, progress=False) as ctx:
+        ctx.execute(Dataset.from_list([1, 2, 3], num_shards=3).map(lambda x: x), checkpoint="finished")
+    listed = subprocess.run([sys.executable, "-m", "zephyr_arrow.cli", "runs", prefix], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split("|")[0].strip(): [cell.strip() for cell in line.split("|")] for line in listed.stdout.splitlines()[2:-1]}
+    assert lines["inspect"][1:4] == ["failed", "1/2", "3/3 2/3"]
+    assert lines["finished"][1:4] == ["complete", "1/1", "3/3"]
+
+    old, fresh = tmp_path / "run-0123456789ab", tmp_path / "run-ba9876543210"
+    for directory in (old, fresh):
+        (directory / "stage-00-map").mkdir(parents=True)
+        (directory / "stage-00-map" / "chunk.parquet").write_bytes(b"x")
+    long_ago = time.time() - 3 * 86400
+    os.utime(old / "stage-00-map" / "chunk.parquet", (long_ago, long_ago))
+    (tmp_path / "notes-of-mine").mkdir()
+    gc = subprocess.run([sys.executable, "-m", "zephyr_arrow.cli", "gc", prefix, "--older-than", "1d"], capture_output=True, text=True)
+    assert gc.returncode == 0, gc.stderr
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["notes-of-mine", "run-ba9876543210", layout.checkpoint_execution_id("inspect"), layout.checkpoint_execution_id("finished")]
+    )
+    deleted = subprocess.run([sys.executable, "-m", "zephyr_arrow.cli", "runs", prefix, "--delete", "inspect"], capture_output=True, text=True)
+    assert deleted.returncode == 0, deleted.stderr
+    assert layout.checkpoint_execution_id("inspect") not in os.listdir(tmp_path)

@@ -6,6 +6,9 @@
     zephyr-arrow inspect PATH [--union]
     zephyr-arrow sql PATH "SELECT ... FROM data" [--union]
     zephyr-arrow report RUN [-o OUT.html]
+    zephyr-arrow runs PREFIX [--delete KEY]
+    zephyr-arrow gc PREFIX [--older-than DURATION] [--checkpoints]
+    zephyr-arrow replay PREFIX KEY --stage S --shard N
 
 PATH is a directory saved with ``ShardRefs.save`` (it holds ``_zephyr_manifest.json``),
 a Parquet file, a directory of Parquet files (searched recursively) or a glob; a quoted
@@ -32,6 +35,7 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from typing import TYPE_CHECKING, NoReturn
 
+from zephyr_arrow.cli.checkpoints import add_commands as add_checkpoint_commands
 from zephyr_arrow.cli.text_table import format_table, human_bytes
 from zephyr_arrow.errors import CommandError, UsageError
 
@@ -368,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_path", metavar="RUN", help="a run's directory, e.g. runs/run-1a2b3c4d5e6f (a path or fsspec URL)")
     report.add_argument("-o", "--out", default=None, metavar="OUT.html", help="where to write it (default: RUN/report.html)")
     report.set_defaults(handler=cmd_report)
+    add_checkpoint_commands(commands, _non_negative_int)
     return parser
 
 
@@ -402,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(own_args)
         if args.command is None:
-            raise UsageError(f"a command is needed: demo, run, inspect, sql or report (see '{PROG} --help')")
+            raise UsageError(f"a command is needed: demo, run, inspect, sql, report, runs, gc or replay (see '{PROG} --help')")
         if args.command == "run":
             args.script_args = [*args.script_args, *script_args]
         return args.handler(args) or 0

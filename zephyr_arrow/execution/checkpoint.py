@@ -4,6 +4,7 @@
         stage-02-scatter-{fingerprint}/shard=00003/...   chunk files, one directory per stage fingerprint
         _checkpoint/lock.json                            the driver holding the run: host, pid, since, heartbeat
         _checkpoint/run.json                             the plan: each stage's name, shard count, fingerprint
+        _checkpoint/stages/stage-02.pkl                  a stage's ops and its tasks' inputs, for replaying one task
         _checkpoint/tasks/stage-02-{fingerprint}/shard-00003.json   one TaskRecord per committed task
         _checkpoint/complete.json                        the final output's refs, once the run completed
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from zephyr_arrow.errors import CheckpointLockedError
 from zephyr_arrow.execution.fingerprint import StageFingerprint
 from zephyr_arrow.execution.task_record import TaskRecord, read_record, write_record
-from zephyr_arrow.execution.tasks import TaskResult
+from zephyr_arrow.execution.tasks import ShardTask, TaskResult
 from zephyr_arrow.fs import atomic_output, filesystem, remove_quietly
 from zephyr_arrow.planner import Plan, Stage
 from zephyr_arrow.store import ShardRefs, layout
@@ -124,7 +125,7 @@ class Checkpoint:
         _write_json(self._path("lock.json"), data)
 
     def _last_session(self) -> int:
-        run = _read_json(self._path("run.json"))
+        run = read_json(self._path("run.json"))
         return run.get("session", 0) if run else 0
 
     @property
@@ -136,7 +137,7 @@ class Checkpoint:
     # The plan ------------------------------------------------------------------------------
     def begin(self, plan: Plan, fingerprints: dict[int, StageFingerprint], shard_counts: dict[int, int]) -> None:
         """Record the plan (names, shard counts, fingerprints), keeping what the last run recorded to explain changes."""
-        previous = _read_json(self._path("run.json")) or {}
+        previous = read_json(self._path("run.json")) or {}
         self._recorded_parts = {int(index): stage["parts"] for index, stage in previous.get("stages", {}).items()}
         stages = {
             str(stage.index): {
@@ -160,7 +161,7 @@ class Checkpoint:
         """The stage's committed results whose chunk files all exist, by shard; logs what is reused and why."""
         records_dir = layout.task_records_dir(self.prefix, self.execution_id, stage.index, fingerprint.digest)
         fs, fs_dir = filesystem(records_dir)
-        names = [path.rsplit("/", 1)[1] for path in _listing(fs, fs_dir) if path.endswith(".json")]
+        names = [path.rsplit("/", 1)[1] for path in listing(fs, fs_dir) if path.endswith(".json")]
         results: dict[int, TaskResult] = {}
         lost: list[int] = []
         present = None
@@ -169,7 +170,7 @@ class Checkpoint:
             if present is None:
                 stage_dir = layout.stage_dir(self.prefix, self.execution_id, self.stage_dir_name(stage, fingerprint))
                 chunk_fs, chunk_dir = filesystem(stage_dir)
-                present = {chunk_fs.unstrip_protocol(p) if "://" in stage_dir else p for p in _listing(chunk_fs, chunk_dir, recursive=True)}
+                present = {chunk_fs.unstrip_protocol(p) if "://" in stage_dir else p for p in listing(chunk_fs, chunk_dir, recursive=True)}
             if all(_local(output.chunk.path) in present for output in record.result.outputs):
                 results[record.result.shard_index] = record.result
             else:
@@ -191,6 +192,13 @@ class Checkpoint:
             why = fingerprint.differences(self._recorded_parts[stage.index]) or ["no shard of it was committed"]
             logger.info("%s: rerun (%s)%s", where, "; ".join(why), lost_note)
 
+    def record_stage(self, stage: Stage, tasks: list[ShardTask]) -> None:
+        """Keep what replaying one of the stage's tasks needs: the stage as workers get it, and its tasks."""
+        import cloudpickle
+
+        with atomic_output(self._path("stages", f"stage-{stage.index:02d}.pkl")) as temp, temp.open() as out:
+            cloudpickle.dump((stage.for_worker(), tasks), out)
+
     def commit(self, fingerprint: StageFingerprint, result: TaskResult) -> None:
         """Commit one finished task: its record, written once its chunk files are in place."""
         path = layout.task_record_path(self.prefix, self.execution_id, result.stage_index, fingerprint.digest, result.shard_index)
@@ -198,12 +206,12 @@ class Checkpoint:
 
     def resume_hint(self) -> str:
         """What a failed run kept, and how to resume it."""
-        run = _read_json(self._path("run.json")) or {"stages": {}}
+        run = read_json(self._path("run.json")) or {"stages": {}}
         done = []
         for index, stage in sorted(run["stages"].items(), key=lambda item: int(item[0])):
             records_dir = layout.task_records_dir(self.prefix, self.execution_id, int(index), stage["fingerprint"])
             fs, fs_dir = filesystem(records_dir)
-            done.append(f"stage {index}: {len(_listing(fs, fs_dir))}/{stage['num_shards']}")
+            done.append(f"stage {index}: {len(listing(fs, fs_dir))}/{stage['num_shards']}")
         return (
             f"The run is kept under checkpoint {self.key!r} ({self.root}); shards committed: {', '.join(done) or 'none'}. "
             f"Fix the cause and run the same pipeline again with checkpoint={self.key!r} to resume it: committed "
@@ -213,7 +221,7 @@ class Checkpoint:
     # Completion ----------------------------------------------------------------------------
     def completed_output(self, fingerprint: StageFingerprint) -> ShardRefs | None:
         """The output of a completed run of the same final stage, if every chunk of it is still readable."""
-        complete = _read_json(self._path("complete.json"))
+        complete = read_json(self._path("complete.json"))
         if complete is None or complete["fingerprint"] != fingerprint.digest:
             return None
         shards = [[chunk_from_entry(entry, self.root) for entry in shard] for shard in complete["shards"]]
@@ -227,28 +235,29 @@ class Checkpoint:
 
     def complete(self, fingerprint: StageFingerprint, output: ShardRefs, output_dirs: set[str]) -> None:
         """Mark the run complete (a small record of its output), then delete what only resuming needed:
-        task records and every stage's chunks but the output's."""
+        task records, replay inputs and every stage's chunks but the output's."""
         entries = [[chunk_entry(chunk, self.root) for chunk in shard] for shard in output.shards]
         data = {"fingerprint": fingerprint.digest, "completed": time.time(), "shards": entries,
                 "counters": output.counters, "stats": output.stats}
         _write_json(self._path("complete.json"), data)
         remove_quietly(self._path("tasks"))
+        remove_quietly(self._path("stages"))
         fs, fs_root = filesystem(self.root)
         keep = {layout.CHECKPOINT_DIR_NAME, *(path.rstrip("/").rsplit("/", 1)[1] for path in output_dirs)}
-        for path in _listing(fs, fs_root):
+        for path in listing(fs, fs_root):
             if path.rstrip("/").rsplit("/", 1)[1] not in keep:
                 remove_quietly(fs.unstrip_protocol(path) if "://" in self.root else path)
 
-    def _path(self, name: str) -> str:
-        return layout.checkpoint_path(self.prefix, self.execution_id, name)
+    def _path(self, *parts: str) -> str:
+        return layout.checkpoint_path(self.prefix, self.execution_id, *parts)
 
 
 def read_lock(path: str) -> LockHolder | None:
-    data = _read_json(path)
+    data = read_json(path)
     return None if data is None else LockHolder(**data)
 
 
-def _listing(fs, path: str, recursive: bool = False) -> list[str]:
+def listing(fs, path: str, recursive: bool = False) -> list[str]:
     with contextlib.suppress(FileNotFoundError):
         return list(fs.find(path)) if recursive else list(fs.ls(path, detail=False))
     return []
@@ -258,7 +267,7 @@ def _local(path: str) -> str:
     return path.removeprefix("file://")
 
 
-def _read_json(path: str) -> dict | None:
+def read_json(path: str) -> dict | None:
     fs, fs_path = filesystem(path)
     try:
         with fs.open(fs_path, "rb") as source:

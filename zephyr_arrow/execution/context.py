@@ -279,6 +279,22 @@ class ZephyrContext:
             run.close()
             self.last_stage_summaries = progress.summaries
 
+    def checkpoint_refs(self, key: str, stage: int) -> ShardRefs:
+        """The output of stage ``stage`` of the run kept under checkpoint ``key`` (every shard of it
+        committed), to query the rows that went into a stage that failed: ``.sql(...)``, ``.to_polars()``."""
+        from zephyr_arrow.execution.kept_runs import stage_refs
+
+        return stage_refs(self.chunk_storage_prefix, key, stage)
+
+    def replay(self, key: str, stage: int, shard: int) -> ShardRefs:
+        """Run one task of the run kept under ``key`` again, in this process, on its recorded inputs
+        (breakpoints and prints work); returns what it wrote. A write task writes its file again."""
+        from zephyr_arrow.execution.executor import regroup
+        from zephyr_arrow.execution.kept_runs import replay
+
+        result = replay(self.chunk_storage_prefix, key, stage, shard)
+        return ShardRefs(regroup([result], 1 + max((o.shard_index for o in result.outputs), default=0)).shards, counters=result.counters)
+
     def close(self) -> None:
         """Stop the workers and delete this context's chunk files (unless preserve_chunks); a
         closed context runs nothing more. Closing twice does nothing."""

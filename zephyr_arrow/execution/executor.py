@@ -186,14 +186,17 @@ class Executor:
         stage_dir = stage_dir or self._stage_dir_name(stage)
         attempt = 0 if self.checkpoint is None else self.checkpoint.attempt_base
         done = committed or {}
-        tasks = [
+        every_task = [
             ShardTask(stage.index, stage_dir, index, len(inputs), attempt, shard_input, self.execution, broadcast)
             for index, shard_input in enumerate(inputs)
-            if index not in done
         ]
+        tasks = [task for task in every_task if task.shard_index not in done]
         if done and not tasks:
             return [done[index] for index in sorted(done)]
-        on_result = None if committed is None else partial(self.checkpoint.commit, self._fingerprints[stage.index])
+        on_result = None
+        if committed is not None:
+            self.checkpoint.record_stage(stage, every_task)
+            on_result = partial(self.checkpoint.commit, self._fingerprints[stage.index])
         self.backend.start(min(self.max_workers, max(len(tasks), 1)))
         results = run_stage(self.backend, stage, tasks, self.policy, self.progress, self.recorder, on_result)
         return sorted([*done.values(), *results], key=lambda result: result.shard_index)
