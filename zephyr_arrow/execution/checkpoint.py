@@ -28,7 +28,7 @@ from zephyr_arrow.errors import CheckpointLockedError
 from zephyr_arrow.execution.fingerprint import StageFingerprint
 from zephyr_arrow.execution.task_record import TaskRecord, read_record, write_record
 from zephyr_arrow.execution.tasks import ShardTask, TaskResult
-from zephyr_arrow.fs import atomic_output, filesystem, remove_quietly
+from zephyr_arrow.fs import atomic_output, filesystem, is_local, remove_quietly
 from zephyr_arrow.planner import Plan, Stage
 from zephyr_arrow.store import ShardRefs, layout
 from zephyr_arrow.store.shard_refs import chunk_entry, chunk_from_entry
@@ -94,9 +94,13 @@ class Checkpoint:
             )
         session = (current.session if current is not None else self._last_session()) + 1
         self.holder = LockHolder(socket.gethostname(), os.getpid(), now, now, session)
-        self._write_lock()
-        if read_lock(path) != self.holder:  # another driver wrote after us: it holds the run
-            raise CheckpointLockedError(f"checkpoint {self.key!r} ({self.root}) was taken by another driver as this one started")
+        self._write_lock(exclusive=current is None)
+        holder = read_lock(path)
+        if holder != self.holder:  # another driver wrote after us: it holds the run
+            raise CheckpointLockedError(
+                f"checkpoint {self.key!r} ({self.root}) was taken by another driver as this one started: "
+                f"{holder.describe() if holder else 'it has finished since'}"
+            )
         self._heartbeat = threading.Thread(target=self._beat, name="zephyr-checkpoint-heartbeat", daemon=True)
         self._heartbeat.start()
         return self
@@ -119,10 +123,26 @@ class Checkpoint:
             except Exception as error:  # noqa: BLE001 - the next beat tries again; the run goes on
                 logger.warning("checkpoint %r: could not renew its lock: %s", self.key, error)
 
-    def _write_lock(self) -> None:
+    def _write_lock(self, exclusive: bool = False) -> None:
+        """Write this driver's lock; ``exclusive``: only if there is none (on a local disk two drivers
+        starting at once cannot both create it; an object store has no such check, so the lock is
+        read back, which narrows the race to the moment between the two writes)."""
         holder = self.holder
         data = {"host": holder.host, "pid": holder.pid, "since": holder.since, "heartbeat": holder.heartbeat, "session": holder.session}
-        _write_json(self._path("lock.json"), data)
+        path = self._path("lock.json")
+        if not (exclusive and is_local(path)):
+            _write_json(path, data)
+            return
+        path = path.removeprefix("file://")
+        candidate = f"{path}.{holder.host}-{holder.pid}"
+        with atomic_output(candidate) as temp, temp.open() as out:
+            out.write(json.dumps(data).encode())
+        try:
+            os.link(candidate, path)  # fails if the file exists: the one atomic create-if-absent
+        except FileExistsError:
+            pass  # the read-back in open() names the driver that created it
+        finally:
+            os.remove(candidate)
 
     def _last_session(self) -> int:
         run = read_json(self._path("run.json"))
