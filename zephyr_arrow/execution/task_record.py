@@ -1,7 +1,7 @@
 """The record a checkpointed run keeps of one finished task: ``TaskRecord``, as one small JSON file.
 
-A record holds the task's ``TaskResult`` (its output ChunkRefs, stats, the user's counters and
-the engine's counts) and the fingerprint of the stage it ran for. It is written once, atomically,
+A record holds the task's ``TaskResult`` (its output ChunkRefs, stats, the user's counters, the
+engine's counts and the columns its selects saw) and the fingerprint of the stage it ran for. It is written once, atomically,
 after the task's chunk files are in place, so a record that exists is whole and what it names was
 written. Chunk paths under the run's directory are stored relative to it.
 """
@@ -42,6 +42,7 @@ class TaskRecord:
                 "stats": asdict(result.stats),
                 "counters": result.counters,
                 "engine_counts": result.engine_counts,
+                "columns_seen": [[list(used), sorted(seen)] for used, seen in result.columns_seen.items()],
             }
         )
 
@@ -59,6 +60,7 @@ class TaskRecord:
             TaskStats(**entry["stats"]),
             entry["counters"],
             entry["engine_counts"],
+            {tuple(used): set(seen) for used, seen in entry["columns_seen"]},
         )
         return cls(entry["fingerprint"], result, entry["committed_at"])
 
