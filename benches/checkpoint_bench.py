@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workloads", default="W1,W2,W3,W4")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-resume", action="store_true")
     args = parser.parse_args()
     corpus = os.path.abspath(args.corpus)
 
@@ -94,6 +95,8 @@ def main() -> None:
             plain, ckpt = statistics.median(times[(workload, "plain")]), statistics.median(times[(workload, "checkpoint")])
             print(f"| {workload} | {plain:.2f} | {ckpt:.2f} | {ckpt / plain:.3f} |", flush=True)
 
+    if args.skip_resume:
+        return
     scratch, resumed = [], []
     for repeat in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="ckpt-resume-") as prefix:

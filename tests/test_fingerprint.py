@@ -73,3 +73,22 @@ def test_an_imported_functions_code_is_part_of_its_fingerprint(tmp_path, monkeyp
     fp_helper_module.step.__code__ = compile("def step(x):\n    return x + 2\n", str(module), "exec").co_consts[0]
     after = digest(plan(Dataset.from_list([1]).map(fp_helper_module.step)).stages[0].for_worker().ops)
     assert before != after
+
+
+def test_a_pipeline_that_cannot_be_pickled_cannot_be_checkpointed(tmp_path):
+    import threading
+
+    import pytest
+
+    from zephyr_arrow import PlanError, ZephyrContext
+
+    lock = threading.Lock()
+
+    def locked(x):
+        with lock:
+            return x
+
+    with ZephyrContext(backend="sync", chunk_storage_prefix=str(tmp_path), progress=False) as ctx:
+        assert ctx.execute(Dataset.from_list([1, 2]).map(locked)).to_pylist() == [1, 2]  # fine without a checkpoint
+        with pytest.raises(PlanError, match=r"checkpoint= needs every function of the pipeline to be picklable .* stage 0 \(from_list"):
+            ctx.execute(Dataset.from_list([1, 2]).map(locked), checkpoint="locked")

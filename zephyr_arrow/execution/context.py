@@ -270,6 +270,8 @@ class ZephyrContext:
             refs = Executor(backend, execution, self.policy, progress, self.max_workers, run).execute(plan)
             self._resources.executions.extend(stage_dirs_of(refs, execution))
             return refs
+        except PlanError:
+            raise  # the pipeline cannot run as written: nothing to resume
         except BaseException as error:
             hint = run.resume_hint()
             error.add_note(hint)

@@ -21,6 +21,7 @@ import io
 import json
 import marshal
 import os
+import pickle
 import types
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -29,6 +30,7 @@ import cloudpickle
 from cloudpickle import cloudpickle as cloudpickle_internals
 
 from zephyr_arrow import ops
+from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution.tasks import ItemsInput, ShardInput
 from zephyr_arrow.fs import filesystem, is_local
 from zephyr_arrow.planner import Plan, Stage, StageKind
@@ -91,7 +93,13 @@ def _stage_ops_digest(stage: Stage) -> str:
         # Only the reduce side runs the reducer: fixing it must not rerun the map side, unless
         # the fix reads other columns, which the map side then carries through the shuffle.
         boundary = (replace(boundary, reducer=None), boundary.carried_columns())
-    return digest((stage.kind.value, worker_stage.ops, boundary, stage.side, stage.input_columns, len(stage.broadcast)))
+    try:
+        return digest((stage.kind.value, worker_stage.ops, boundary, stage.side, stage.input_columns, len(stage.broadcast)))
+    except (pickle.PicklingError, TypeError, AttributeError) as error:
+        raise PlanError(
+            f"checkpoint= needs every function of the pipeline to be picklable (its fingerprint is its pickled code), "
+            f"but stage {stage.index} ({stage.name}) is not: {error}"
+        ) from error
 
 
 def _source_digest(source: ops.Source, inputs: list[ShardInput]) -> str:
