@@ -271,7 +271,7 @@ class ZephyrContext:
             self._resources.executions.extend(stage_dirs_of(refs, execution))
             return refs
         except PlanError:
-            raise  # the pipeline cannot run as written: nothing to resume
+            raise  # the pipeline is wrong as written (say, cannot be fingerprinted): its fix is a new fingerprint
         except BaseException as error:
             hint = run.resume_hint()
             error.add_note(hint)
