@@ -181,7 +181,7 @@ class Checkpoint:
         """The stage's committed results whose chunk files all exist, by shard; logs what is reused and why."""
         records_dir = layout.task_records_dir(self.prefix, self.execution_id, stage.index, fingerprint.digest)
         fs, fs_dir = filesystem(records_dir)
-        names = [path.rsplit("/", 1)[1] for path in listing(fs, fs_dir) if path.endswith(".json")]
+        names = record_names(fs, fs_dir)
         results: dict[int, TaskResult] = {}
         lost: list[int] = []
         present = None
@@ -231,7 +231,7 @@ class Checkpoint:
         for index, stage in sorted(run["stages"].items(), key=lambda item: int(item[0])):
             records_dir = layout.task_records_dir(self.prefix, self.execution_id, int(index), stage["fingerprint"])
             fs, fs_dir = filesystem(records_dir)
-            done.append(f"stage {index}: {len(listing(fs, fs_dir))}/{stage['num_shards']}")
+            done.append(f"stage {index}: {len(record_names(fs, fs_dir))}/{stage['num_shards']}")
         return (
             f"The run is kept under checkpoint {self.key!r} ({self.root}); shards committed: {', '.join(done) or 'none'}. "
             f"Fix the cause and run the same pipeline again with checkpoint={self.key!r} to resume it: committed "
@@ -275,6 +275,12 @@ class Checkpoint:
 def read_lock(path: str) -> LockHolder | None:
     data = read_json(path)
     return None if data is None else LockHolder(**data)
+
+
+def record_names(fs, records_dir: str) -> list[str]:
+    """The names of the committed task records in ``records_dir`` (not a half-written one's hidden temporary file)."""
+    names = (path.rsplit("/", 1)[1] for path in listing(fs, records_dir))
+    return [name for name in names if name.endswith(".json") and not name.startswith(".")]
 
 
 def listing(fs, path: str, recursive: bool = False) -> list[str]:

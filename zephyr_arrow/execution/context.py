@@ -263,23 +263,28 @@ class ZephyrContext:
 
         run = Checkpoint(self.chunk_storage_prefix, key, digest(sorted(self._shared.items()))).open()
         progress = Progress(self.progress)
+        recorder = RunRecorder(run.execution_id, plan, environment(self.backend_name, self.max_workers, self.chunk_storage_prefix), time.time())
+        if self._resources.dashboard is not None:
+            self._resources.dashboard.recorder = recorder
         try:
             execution = ExecutionInfo(
                 self.chunk_storage_prefix, run.execution_id, self._write_shared(run.execution_id), _fsspec_config(), os.getcwd()
             )
-            refs = Executor(backend, execution, self.policy, progress, self.max_workers, run).execute(plan)
+            refs = Executor(backend, execution, self.policy, progress, self.max_workers, recorder, checkpoint=run).execute(plan)
             self._resources.executions.extend(stage_dirs_of(refs, execution))
-            return refs
-        except PlanError:
-            raise  # the pipeline is wrong as written (say, cannot be fingerprinted): its fix is a new fingerprint
         except BaseException as error:
-            hint = run.resume_hint()
-            error.add_note(hint)
-            logger.warning("%s", hint)
+            if not isinstance(error, PlanError):  # a pipeline wrong as written (say, not fingerprintable) has nothing to resume
+                hint = run.resume_hint()
+                error.add_note(hint)
+                logger.warning("%s", hint)
+            record = self._keep(recorder.record("failed", f"{type(error).__name__}: {error}", time.time()), failed=True)
+            with contextlib.suppress(AttributeError):  # an exception type with __slots__ cannot carry it
+                error.run = record
             raise
         finally:
             run.close()
             self.last_stage_summaries = progress.summaries
+        return replace(refs, run=self._keep(recorder.record("succeeded", "", time.time(), refs.counters)))
 
     def checkpoint_refs(self, key: str, stage: int) -> ShardRefs:
         """The output of stage ``stage`` of the run kept under checkpoint ``key`` (every shard of it

@@ -104,7 +104,9 @@ def _stage_ops_digest(stage: Stage) -> str:
 
 def _source_digest(source: ops.Source, inputs: list[ShardInput]) -> str:
     if isinstance(source, ops.FilesSource):
-        return digest([_file_identity(item.items[0]) for item in inputs if isinstance(item, ItemsInput)])
+        # A task's item is a file's path, or a piece of a file cut for several tasks (io/pieces.py).
+        items = [item.items[0] for item in inputs if isinstance(item, ItemsInput)]
+        return digest([(_file_identity(getattr(i, "path", i)), getattr(i, "start", None), getattr(i, "stop", None)) for i in items])
     if isinstance(source, ops.RefsSource):
         return digest([(c.path, c.num_rows, c.row_range) for c in source.refs.chunks])
     return digest((source.items, source.num_shards))

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, replace
 
 from zephyr_arrow.errors import CheckpointLockedError, ZephyrError
-from zephyr_arrow.execution.checkpoint import listing, read_json, read_lock
+from zephyr_arrow.execution.checkpoint import listing, read_json, read_lock, record_names
 from zephyr_arrow.execution.executor import regroup
 from zephyr_arrow.execution.task_record import read_record
 from zephyr_arrow.execution.tasks import ShardTask, TaskResult
@@ -52,7 +52,7 @@ def list_runs(prefix: str) -> list[RunSummary]:
         for index, stage in sorted(run["stages"].items(), key=lambda item: int(item[0])):
             total = stage["num_shards"]
             records = layout.task_records_dir(prefix, root.rsplit("/", 1)[1], int(index), stage["fingerprint"])
-            shards.append((total if complete else len(listing(fs, _fs_path(records))), total))
+            shards.append((total if complete else len(record_names(fs, _fs_path(records))), total))
         files = fs.find(directory, detail=True)
         updated = max((_mtime(info) for info in files.values()), default=0.0)
         runs.append(RunSummary(run["key"], root, state, tuple(shards), sum(info.get("size") or 0 for info in files.values()), updated))
@@ -67,7 +67,7 @@ def stage_refs(prefix: str, key: str, stage_index: int) -> ShardRefs:
         raise ZephyrError(f"checkpoint {key!r} has no stage {stage_index}; its stages are 0 to {len(run['stages']) - 1}")
     records_dir = layout.task_records_dir(prefix, layout.checkpoint_execution_id(key), stage_index, stage["fingerprint"])
     fs, fs_dir = filesystem(records_dir)
-    results = [read_record(layout.join(records_dir, path.rsplit("/", 1)[1]), root).result for path in listing(fs, fs_dir)]
+    results = [read_record(layout.join(records_dir, name), root).result for name in record_names(fs, fs_dir)]
     missing = sorted(set(range(stage["num_shards"])) - {result.shard_index for result in results})
     if missing:
         complete = read_json(layout.join(root, layout.CHECKPOINT_DIR_NAME, "complete.json")) is not None

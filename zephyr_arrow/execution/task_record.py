@@ -43,6 +43,8 @@ class TaskRecord:
                 "counters": result.counters,
                 "engine_counts": result.engine_counts,
                 "columns_seen": [[list(used), sorted(seen)] for used, seen in result.columns_seen.items()],
+                "host": result.host,
+                "pid": result.pid,
             }
         )
 
@@ -61,6 +63,8 @@ class TaskRecord:
             entry["counters"],
             entry["engine_counts"],
             {tuple(used): set(seen) for used, seen in entry["columns_seen"]},
+            entry["host"],
+            entry["pid"],
         )
         return cls(entry["fingerprint"], result, entry["committed_at"])
 
