@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from zephyr_arrow import Dataset, ZephyrContext
+from zephyr_arrow import Dataset, ZephyrContext, counters
 from zephyr_arrow.errors import CheckpointLockedError, ShardFailedError, ZephyrError
 from zephyr_arrow.store import layout
 
@@ -345,6 +345,8 @@ def test_a_fixed_reducer_resumes_on_every_backend(backend, backend_options, tmp_
     def source(x):
         with open(seen, "a") as out:
             out.write(f"{x}\n")
+        counters.pipeline.set_aggregation("largest", counters.Aggregation.MAX)
+        counters.pipeline.update_counter("largest", x)
         return {"k": x % 4, "v": x}
 
     def broken(key, rows):
@@ -366,6 +368,7 @@ def test_a_fixed_reducer_resumes_on_every_backend(backend, backend_options, tmp_
         seen.unlink()
         refs = ctx.execute(pipeline(fixed), checkpoint="reducer")
         assert sorted(refs.to_pylist(), key=lambda r: r["k"]) == [{"k": k, "total": sum(range(k, 40, 4))} for k in range(4)]
+        assert refs.counters["largest"] == 39  # the committed tasks' maxima combine as a maximum, not a sum
     assert not seen.exists(), "the map stage ran again"
 
 

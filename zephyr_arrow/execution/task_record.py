@@ -45,6 +45,7 @@ class TaskRecord:
                 "columns_seen": [[list(used), sorted(seen)] for used, seen in result.columns_seen.items()],
                 "host": result.host,
                 "pid": result.pid,
+                "counter_modes": {name: list(mode) for name, mode in result.counter_modes.items()},
             }
         )
 
@@ -65,6 +66,7 @@ class TaskRecord:
             {tuple(used): set(seen) for used, seen in entry["columns_seen"]},
             entry["host"],
             entry["pid"],
+            {name: (mode[0], mode[1]) for name, mode in entry["counter_modes"].items()},
         )
         return cls(entry["fingerprint"], result, entry["committed_at"])
 

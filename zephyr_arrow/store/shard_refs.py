@@ -182,6 +182,7 @@ def chunk_entry(chunk: ChunkRef, directory: str) -> dict[str, Any]:
         "num_rows": chunk.num_rows,
         "row_range": list(chunk.row_range) if chunk.row_range else None,
         "schema": base64.b64encode(chunk.schema.serialize().to_pybytes()).decode(),
+        "origin": chunk.origin,
     }
 
 
@@ -191,7 +192,7 @@ def chunk_from_entry(entry: dict[str, Any], directory: str) -> ChunkRef:
         path = join(directory, path)
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(entry["schema"])))
     row_range = tuple(entry["row_range"]) if entry["row_range"] else None
-    return ChunkRef(path, entry["num_rows"], schema, row_range)
+    return ChunkRef(path, entry["num_rows"], schema, row_range, entry.get("origin"))
 
 
 def _rows(batches: Iterator[pa.RecordBatch]) -> Iterator[Any]:
