@@ -32,6 +32,8 @@ def _check_adds_up(run: RunRecord) -> None:
 
 def _count(x):
     counters.increment("rows_seen")
+    counters.pipeline.set_aggregation("largest", counters.Aggregation.MAX)
+    counters.pipeline.update_counter("largest", x)
     return {"key": x % 4, "value": x}
 
 
@@ -47,8 +49,8 @@ def test_map_record(ctx):
     assert {t["status"] for t in tasks} == {"ok"} and {t["rows_out"] for t in tasks} == {10}
     assert all(t["host"] and t["pid"] > 0 and t["ended_at"] >= t["started_at"] and t["peak_rss_bytes"] > 0 for t in tasks)
     assert sum(t["bytes_out"] for t in tasks) == sum(os.path.getsize(path) for path in {c.path for c in refs.chunks})
-    assert run.counters == refs.counters == {"rows_seen": 50}
-    assert run.counter_samples[-1]["counters"] == {"rows_seen": 50}
+    assert run.counters == refs.counters == {"rows_seen": 50, "largest": 49}
+    assert run.counter_samples[-1]["counters"] == {"rows_seen": 50, "largest": 49}  # tasks' maxima make a maximum
     assert "map(_count)" in run.plan and stage["name"] in run.plan
     assert run.environment["backend"] == ctx.backend_name
     _check_adds_up(run)

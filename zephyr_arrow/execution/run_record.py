@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from zephyr_arrow.counters import CounterTotals
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerId
-from zephyr_arrow.execution.stats import TaskStats, add_counters
+from zephyr_arrow.execution.stats import TaskStats
 from zephyr_arrow.execution.tasks import ShardTask, TaskResult
 from zephyr_arrow.fs import atomic_output, filesystem
 from zephyr_arrow.planner import Plan, Stage
@@ -194,6 +195,7 @@ class RunRecorder:
         self.attempts: list[TaskAttempt] = []
         self.stages: list[dict[str, Any]] = []
         self.counters: dict[str, int | float] = {}
+        self._counter_totals = CounterTotals()
         self.counter_samples: list[dict[str, Any]] = []
         self._open: dict[WorkerId, _Open] = {}
         self._workers: dict[WorkerId, tuple[str, int]] = {}  # the host and pid each slot last reported
@@ -219,7 +221,8 @@ class RunRecorder:
                 return  # a stale attempt, already recorded as stopped or died
             del self._open[event.worker]
             self._add(running, "ok", result.host, result.pid, now, result.stats)
-            self.counters = add_counters(self.counters, result.counters)
+            self._counter_totals.add(result.counters, result.counter_modes)  # each by its aggregation (MAX is no sum)
+            self.counters = self._counter_totals.values
             if now - self._last_sample >= COUNTER_SAMPLE_SECONDS:
                 self._sample(now)
         elif isinstance(event, TaskFailed):
