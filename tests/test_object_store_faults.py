@@ -69,3 +69,22 @@ def test_a_store_that_keeps_failing_fails_the_task_naming_the_operation_and_key(
             assert isinstance(caught.value.__cause__, ObjectStoreError)
     assert proxy.faults, "the proxy refused the uploads"
     assert not [path for path in fsspec.filesystem("s3").find(bucket_key) if ".tmp-" in path], "no temporary file is left"
+
+
+def refuse(row):
+    if row["id"] == 350:
+        raise PermissionError("the user's own file, not the store")
+    return row
+
+
+@pytest.mark.parametrize("output", ["chunks", "jsonl", "parquet"])
+def test_a_users_os_error_while_rows_stream_to_the_store_is_not_called_the_stores(backend, backend_options, s3_prefix, output):
+    # The map runs lazily inside the write of a chunk or an output file on S3: the store's
+    # error wrapping must not claim the user's error.
+    dataset = Dataset.from_list(ROWS, num_shards=4).map(refuse)
+    if output != "chunks":
+        dataset = getattr(dataset, f"write_{output}")(f"{s3_prefix}/out/part-{{shard:05d}}.{output}")
+    with ZephyrContext(backend=backend, max_workers=2, chunk_storage_prefix=s3_prefix, progress=False, **backend_options) as ctx:
+        with pytest.raises(ShardFailedError, match=r"raised PermissionError: the user's own file") as caught:
+            ctx.execute(dataset)
+    assert "ObjectStoreError" not in str(caught.value)

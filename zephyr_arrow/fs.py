@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,12 +111,20 @@ class TempFile:
         return self.fs.open(self.path, "wb")
 
 
+_STORE_CLIENTS = ("fsspec", "s3fs", "gcsfs", "adlfs", "botocore", "aiobotocore", "aiohttp")
+
+
 def is_store_failure(error: BaseException) -> bool:
-    """Whether ``error``, raised by an object store's client, is the store failing (a server
-    error, throttling, a lost connection) rather than a missing key or bad data."""
+    """Whether ``error`` is an object store failing (a server error, throttling, a lost
+    connection) rather than a missing key, bad data or the user's code, which runs inside a
+    write as its rows stream in: it must be raised by the store's client (s3fs turns the
+    server's errors into plain OSErrors, so the type alone cannot tell)."""
     if isinstance(error, (FileNotFoundError, ZephyrError)) or type(error).__module__.startswith("pyarrow"):
         return False
-    return isinstance(error, OSError) or type(error).__module__.startswith(("botocore", "aiobotocore", "s3fs", "gcsfs"))
+    if type(error).__module__.split(".")[0] in _STORE_CLIENTS:
+        return True
+    frames = traceback.extract_tb(error.__traceback__)
+    return isinstance(error, OSError) and bool(frames) and any(f"/{name}/" in frames[-1].filename for name in _STORE_CLIENTS)
 
 
 @contextlib.contextmanager
