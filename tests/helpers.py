@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 import types
+
+from zephyr_arrow import counters
+
+
+def kill_own_worker_once(marker_dir: str):
+    """A map function that kills its own worker on item 2 the first time (a marker file remembers),
+    counting each row it sees in the counter "rows"; it returns ``x * 10``."""
+
+    def run(x):
+        counters.increment("rows")
+        marker = os.path.join(marker_dir, f"killed-{x}")
+        if x == 2 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x * 10
+
+    return run
 
 
 def hang_once(marker_dir: str):

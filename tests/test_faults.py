@@ -13,27 +13,15 @@ import time
 import psutil
 import pytest
 
-from helpers import WORKER_START_MARKER, clock_jumps_per_marker, hang_once
-from zephyr_arrow import Dataset, ShardFailedError, ZephyrContext, ZephyrError, counters
-
-
-def _kill_own_worker_once(marker_dir: str):
-    def run(x):
-        counters.increment("rows")
-        marker = os.path.join(marker_dir, f"killed-{x}")
-        if x == 2 and not os.path.exists(marker):
-            open(marker, "w").close()
-            os.kill(os.getpid(), signal.SIGKILL)
-        return x * 10
-
-    return run
+from helpers import WORKER_START_MARKER, clock_jumps_per_marker, hang_once, kill_own_worker_once
+from zephyr_arrow import Dataset, ShardFailedError, ZephyrContext, ZephyrError
 
 
 def test_worker_killed_on_first_attempt_is_retried_with_exact_result(tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
     with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=str(tmp_path / "chunks")) as ctx:
-        refs = ctx.execute(Dataset.from_list(list(range(6)), num_shards=6).map(_kill_own_worker_once(str(markers))))
+        refs = ctx.execute(Dataset.from_list(list(range(6)), num_shards=6).map(kill_own_worker_once(str(markers))))
         assert refs.to_pylist() == [x * 10 for x in range(6)]
         assert refs.counters == {"rows": 6}  # the killed attempt's counts never arrive
         # Only the accepted attempt's chunk is part of the output.

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 from collections import Counter
 
 import pytest
 
+from helpers import kill_own_worker_once
 from zephyr_arrow import Dataset, ShardFailedError, ZephyrContext, counters
 from zephyr_arrow.cli.main import main as cli_main
 from zephyr_arrow.execution.run_record import REPORT_FILE, RUN_FILE, TASKS_FILE, RunRecord
@@ -90,22 +90,11 @@ def test_join_record(ctx):
     _check_adds_up(run)
 
 
-def _kill_own_worker_once(marker_dir: str):
-    def run(x):
-        marker = os.path.join(marker_dir, f"killed-{x}")
-        if x == 2 and not os.path.exists(marker):
-            open(marker, "w").close()
-            os.kill(os.getpid(), signal.SIGKILL)
-        return x * 10
-
-    return run
-
-
 def test_retry_after_a_killed_worker_is_recorded(tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
     with ZephyrContext(backend="local", max_workers=2, chunk_storage_prefix=str(tmp_path / "chunks")) as ctx:
-        refs = ctx.execute(Dataset.from_list(list(range(6)), num_shards=6).map(_kill_own_worker_once(str(markers))))
+        refs = ctx.execute(Dataset.from_list(list(range(6)), num_shards=6).map(kill_own_worker_once(str(markers))))
         assert refs.to_pylist() == [x * 10 for x in range(6)]
     run = refs.run
     attempts = run.tasks.sql("select shard_index, attempt, status, error from data where shard_index = 2 order by attempt").fetchall()
