@@ -107,6 +107,23 @@ def test_parquet_pieces_are_whole_row_groups_in_order(tmp_path):
     assert read_pieces(coarse) == whole(path)
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_file_is_cut_into_pieces_the_workers_share_evenly(tmp_path, monkeypatch, workers):
+    """32 equal row groups, at most a 7.7th of the file a piece: 8 pieces of 4 groups for 2 workers
+    (cutting at the first group past the bound made 6 of 5 and one of 2), 9 of 3-4 for 3."""
+    path = str(tmp_path / "data.parquet")
+    pq.write_table(pa.table({"i": list(range(320_000))}), path, row_group_size=10_000, compression="none", use_dictionary=False)
+    groups = pq.ParquetFile(path).metadata
+    group_bytes = groups.row_group(0).column(0).total_compressed_size
+    assert {groups.row_group(g).column(0).total_compressed_size for g in range(32)} == {group_bytes}
+    monkeypatch.setattr(sources, "MIN_PIECE_BYTES", group_bytes)
+    monkeypatch.setattr(sources, "MAX_PIECE_BYTES", int(32 * group_bytes / 7.7))
+    pieces = sources.split_inputs([sources.ItemsInput((path,))], plan(Dataset.from_files(path).load_file()).stages[0].ops[0], workers)
+    groups_per_piece = [(piece.items[0].stop - piece.items[0].start) // 10_000 for piece in pieces.inputs]
+    assert groups_per_piece == ([4] * 8 if workers == 2 else [4, 3, 4, 3, 4, 3, 4, 3, 4])
+    assert pieces.shards == [0] * len(groups_per_piece)
+
+
 def test_a_malformed_line_in_a_later_piece_names_the_file_and_its_line(tmp_path):
     lines = [json.dumps({"i": i}) for i in range(100)]
     lines[76] = '{"i": 76, oops'
