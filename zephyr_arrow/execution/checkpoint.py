@@ -6,11 +6,12 @@
         _checkpoint/run.json                             the plan: each stage's name, shard count, fingerprint
         _checkpoint/stages/stage-02.pkl                  a stage's ops and its tasks' inputs, for replaying one task
         _checkpoint/tasks/stage-02-{fingerprint}/shard-00003.json   one TaskRecord per committed task
+        _checkpoint/tasks/stage-00-{fingerprint}-pieces/...          a writing stage's pieces (files cut, io/pieces.py)
         _checkpoint/complete.json                        the final output's refs, once the run completed
 
 A task is committed when its record exists; the record is written after the task's chunks
 are in place. On resume each stage keeps the records of its current fingerprint whose chunk
-files are all still there, and runs the rest of its shards.
+files are all still there, and runs the rest of its shards (or pieces).
 """
 
 from __future__ import annotations
@@ -177,9 +178,12 @@ class Checkpoint:
     def stage_dir_name(self, stage: Stage, fingerprint: StageFingerprint) -> str:
         return layout.stage_dir_name(stage.index, stage.kind.value, fingerprint.digest)
 
-    def committed(self, stage: Stage, fingerprint: StageFingerprint, num_tasks: int) -> dict[int, TaskResult]:
-        """The stage's committed results whose chunk files all exist, by shard; logs what is reused and why."""
-        records_dir = layout.task_records_dir(self.prefix, self.execution_id, stage.index, fingerprint.digest)
+    def committed(
+        self, stage: Stage, fingerprint: StageFingerprint, num_tasks: int, pieces: bool = False, unit: str = "shards"
+    ) -> dict[int, TaskResult]:
+        """The stage's committed results whose chunk files all exist, by task (a shard, or a piece of
+        a file cut: ``unit``); logs what is reused and why. ``pieces``: the pieces before its write tasks."""
+        records_dir = layout.task_records_dir(self.prefix, self.execution_id, stage.index, fingerprint.digest, pieces)
         fs, fs_dir = filesystem(records_dir)
         names = record_names(fs, fs_dir)
         results: dict[int, TaskResult] = {}
@@ -188,23 +192,27 @@ class Checkpoint:
         for name in sorted(names):
             record = read_record(layout.join(records_dir, name), self.root)
             if present is None:
-                stage_dir = layout.stage_dir(self.prefix, self.execution_id, self.stage_dir_name(stage, fingerprint))
+                stage_dir_name = self.stage_dir_name(stage, fingerprint)
+                stage_dir = layout.stage_dir(self.prefix, self.execution_id, layout.pieces_dir_name(stage_dir_name) if pieces else stage_dir_name)
                 chunk_fs, chunk_dir = filesystem(stage_dir)
                 present = {chunk_fs.unstrip_protocol(p) if "://" in stage_dir else p for p in listing(chunk_fs, chunk_dir, recursive=True)}
             if all(_local(output.chunk.path) in present for output in record.result.outputs):
                 results[record.result.shard_index] = record.result
             else:
                 lost.append(record.result.shard_index)
-        self._log_reuse(stage, fingerprint, num_tasks, results, lost)
+        where = f"checkpoint {self.key!r}: stage {stage.index} ({stage.name})" + (", its pieces before the writes" if pieces else "")
+        self._log_reuse(where, stage, fingerprint, (num_tasks, "pieces" if pieces else unit), results, lost)
         return results
 
-    def _log_reuse(self, stage: Stage, fingerprint: StageFingerprint, num_tasks: int, results: dict, lost: list[int]) -> None:
-        where = f"checkpoint {self.key!r}: stage {stage.index} ({stage.name})"
-        lost_note = f"; shards {', '.join(map(str, lost))} rerun: chunk files of theirs are gone" if lost else ""
+    def _log_reuse(
+        self, where: str, stage: Stage, fingerprint: StageFingerprint, tasks: tuple[int, str], results: dict, lost: list[int]
+    ) -> None:
+        num_tasks, unit = tasks
+        lost_note = f"; {unit} {', '.join(map(str, lost))} rerun: chunk files of theirs are gone" if lost else ""
         if results and len(results) == num_tasks:
-            logger.info("%s: reused (%d of %d shards committed)", where, len(results), num_tasks)
+            logger.info("%s: reused (%d of %d %s committed)", where, len(results), num_tasks, unit)
         elif results:
-            logger.info("%s: partly reused (%d of %d shards committed; %d to run)%s", where, len(results), num_tasks,
+            logger.info("%s: partly reused (%d of %d %s committed; %d to run)%s", where, len(results), num_tasks, unit,
                         num_tasks - len(results), lost_note)
         elif stage.index not in self._recorded_parts:
             logger.info("%s: runs (first run of this checkpoint)", where)
@@ -219,9 +227,10 @@ class Checkpoint:
         with atomic_output(self._path("stages", f"stage-{stage.index:02d}.pkl")) as temp, temp.open() as out:
             cloudpickle.dump((stage.for_worker(), tasks), out)
 
-    def commit(self, fingerprint: StageFingerprint, result: TaskResult) -> None:
-        """Commit one finished task: its record, written once its chunk files are in place."""
-        path = layout.task_record_path(self.prefix, self.execution_id, result.stage_index, fingerprint.digest, result.shard_index)
+    def commit(self, fingerprint: StageFingerprint, result: TaskResult, pieces: bool = False) -> None:
+        """Commit one finished task: its record, written once its chunk files are in place (``pieces``:
+        a piece before the stage's write tasks)."""
+        path = layout.task_record_path(self.prefix, self.execution_id, result.stage_index, fingerprint.digest, result.shard_index, pieces)
         write_record(path, TaskRecord(fingerprint.digest, result), self.root)
 
     def resume_hint(self) -> str:

@@ -11,14 +11,16 @@ the final output, refers to them (a reshard's output points into its input's fil
 so deletion follows references, not stage order).
 
 With a checkpoint (``checkpoint.py``), each finished task is committed as it is accepted,
-a stage runs only the shards not committed under its fingerprint, and chunks are kept
-until the run completes (a resumed stage may need any earlier stage's output).
+a stage runs only the tasks not committed under its fingerprint, and chunks are kept
+until the run completes (a resumed stage may need any earlier stage's output). A stage
+whose files are cut commits each piece (and, if it writes, each shard's write).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -76,7 +78,9 @@ class Executor:
             done = self.checkpoint.completed_output(self._fingerprints[plan.output])
             if done is not None:
                 return done
-            self.checkpoint.begin(plan, self._fingerprints, shard_counts)
+            # A stage whose files are cut (and that writes no files) commits a task per piece.
+            num_tasks = {s.index: len(split[s.index].inputs) for s in plan.stages if s.index in split and s.sink is None}
+            self.checkpoint.begin(plan, self._fingerprints, {**shard_counts, **num_tasks})
         outputs: dict[int, ShardRefs] = {}
         counters = CounterTotals()
         engine_counts: dict[str, int | float] = {}
@@ -99,16 +103,13 @@ class Executor:
                 inputs = self._task_inputs(stage, source_stage_inputs, outputs, shard_counts, last_use)
                 broadcast = tuple(tuple(outputs[index].chunks) for index in stage.broadcast)
                 num_output_shards = shard_counts[last_use[stage.index] if stage.kind is StageKind.SCATTER else stage.index]
-                committed = None
-                if self.checkpoint is not None and stage.index not in split:
-                    committed = self.checkpoint.committed(stage, self._fingerprints[stage.index], len(inputs))
-                elif self.checkpoint is not None:
-                    logger.info("checkpoint %r: stage %d (%s): runs whole (its input files are cut into pieces, which a "
-                                "checkpoint does not keep)", self.checkpoint.key, stage.index, stage.name)
                 try:
                     if stage.index in split:
                         results = self._run_pieces(stage, inputs, broadcast, split[stage.index].shards)
                     else:
+                        committed = None
+                        if self.checkpoint is not None:
+                            committed = self.checkpoint.committed(stage, self._fingerprints[stage.index], len(inputs))
                         results = _with_origins(stage, inputs, self.run_tasks(stage, inputs, broadcast, committed=committed))
                 finally:
                     if stage.kind in (StageKind.SHUFFLE, StageKind.JOIN):
@@ -152,24 +153,39 @@ class Executor:
         """Run ``stage`` one task per piece of its files (``shards``: the shard of each); the results
         are the shards' as if a task per shard had run: the pieces' chunks, in order, make up
         their shard (a scatter's runs are the shuffle's already). A sink then writes each
-        shard's file from its pieces' chunks, which are deleted after."""
+        shard's file from its pieces' chunks, which are deleted after (with a checkpoint, when
+        the run completes: a resumed run's writes may need them).
+
+        With a checkpoint, each piece is committed as a task of the stage, its chunks as its
+        shard's; a stage that writes commits its pieces apart and each shard's write as its task."""
+        checkpoint, fingerprint = self.checkpoint, self._fingerprints.get(stage.index)
+
+        def as_shard(result: TaskResult) -> TaskResult:
+            return result if stage.kind is StageKind.SCATTER else _as_shard(result, shards[result.shard_index])
+
+        def run_pieces(piece_stage: Stage, stage_dir: str | None, pieces: bool) -> list[TaskResult]:
+            def commit(result: TaskResult) -> None:
+                checkpoint.commit(fingerprint, as_shard(result), pieces=pieces)
+
+            committed = None if checkpoint is None else checkpoint.committed(stage, fingerprint, len(inputs), pieces=pieces, unit="pieces")
+            results = self.run_tasks(piece_stage, inputs, broadcast, stage_dir, committed, commit)
+            return [as_shard(result) for result in _with_origins(stage, inputs, results)]
+
         sink = stage.sink
-        pieces_dir = self._stage_dir_name(stage) + "-pieces"
-        piece_stage = replace(stage, ops=stage.ops[:-1]) if sink is not None else stage
-        results = [
-            result if stage.kind is StageKind.SCATTER else _as_shard(result, shards[result.shard_index])
-            for result in _with_origins(stage, inputs, self.run_tasks(piece_stage, inputs, broadcast, pieces_dir))
-        ]
         if sink is None:
-            return results
+            return run_pieces(stage, None, pieces=False)
+        pieces_dir = layout.pieces_dir_name(self._stage_dir_name(stage))
+        num_shards = shards[-1] + 1
+        written_before = None if checkpoint is None else checkpoint.committed(stage, fingerprint, num_shards)
         try:
-            chunks = regroup(results, shards[-1] + 1).shards
+            results = run_pieces(replace(stage, ops=stage.ops[:-1]), pieces_dir, pieces=True)
             sink_stage = replace(stage, ops=(sink,), source=None, input_columns=None, broadcast=())
-            sink_inputs = [ChunksInput(tuple(shard)) for shard in chunks]
-            written = _with_origins(sink_stage, sink_inputs, self.run_tasks(sink_stage, sink_inputs))
+            sink_inputs = [ChunksInput(tuple(shard)) for shard in regroup(results, num_shards).shards]
+            written = _with_origins(sink_stage, sink_inputs, self.run_tasks(sink_stage, sink_inputs, committed=written_before))
             return [replace(result, outputs=()) for result in results] + written  # the pieces' counters count
         finally:
-            remove_quietly(layout.stage_dir(self.execution.chunk_prefix, self.execution.execution_id, pieces_dir))
+            if checkpoint is None:
+                remove_quietly(layout.stage_dir(self.execution.chunk_prefix, self.execution.execution_id, pieces_dir))
 
     def run_tasks(
         self,
@@ -178,11 +194,13 @@ class Executor:
         broadcast: tuple[tuple[ChunkRef, ...], ...] = (),
         stage_dir: str | None = None,
         committed: dict[int, TaskResult] | None = None,
+        commit: Callable[[TaskResult], None] | None = None,
     ) -> list[TaskResult]:
         """Run one task per input of ``stage`` through the scheduler loop, but for the shards already
         ``committed``; every task gets all of ``broadcast`` (the chunks of each of its broadcast
         joins' right side). Returns every shard's result, in shard order. With ``committed`` (a
-        checkpointed run, even if empty), each result is committed as it is accepted."""
+        checkpointed run, even if empty), each result is committed as it is accepted (by ``commit``;
+        by default as the stage's task)."""
         stage_dir = stage_dir or self._stage_dir_name(stage)
         attempt = 0 if self.checkpoint is None else self.checkpoint.attempt_base
         done = committed or {}
@@ -196,7 +214,7 @@ class Executor:
         on_result = None
         if committed is not None:
             self.checkpoint.record_stage(stage, every_task)
-            on_result = partial(self.checkpoint.commit, self._fingerprints[stage.index])
+            on_result = commit or partial(self.checkpoint.commit, self._fingerprints[stage.index])
         self.backend.start(min(self.max_workers, max(len(tasks), 1)))
         results = run_stage(self.backend, stage, tasks, self.policy, self.progress, self.recorder, on_result)
         return sorted([*done.values(), *results], key=lambda result: result.shard_index)

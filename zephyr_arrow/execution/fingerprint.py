@@ -2,8 +2,9 @@
 
 A stage's fingerprint covers its ops (the code and closures of user functions, their
 arguments), its shard counts, its source (a file list with sizes and modification times or
-object-store ETags; in-memory items; an existing output's chunks), the objects given to
-``ctx.put``, and the fingerprints of the stages it reads. So a stage whose fingerprint
+object-store ETags; in-memory items; an existing output's chunks), how its files are cut into
+pieces (io/pieces.py: files, byte or row ranges; the cut follows ``max_workers``), the objects
+given to ``ctx.put``, and the fingerprints of the stages it reads. So a stage whose fingerprint
 matches a committed record's would compute what the record holds; the first stage that
 differs, and every stage after it, reruns.
 
@@ -33,6 +34,7 @@ from zephyr_arrow import ops
 from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution.tasks import ItemsInput, ShardInput
 from zephyr_arrow.fs import filesystem, is_local
+from zephyr_arrow.io.pieces import FilePiece
 from zephyr_arrow.planner import Plan, Stage, StageKind
 
 
@@ -41,18 +43,22 @@ class StageFingerprint:
     """A stage's fingerprint (``digest``) and what it was made of, to say why a stage reruns."""
 
     digest: str
-    parts: dict[str, str] = field(default_factory=dict)  # ops, source, shards, shared, inputs
+    parts: dict[str, str] = field(default_factory=dict)  # ops, source, pieces, shards, shared, inputs
 
     def differences(self, recorded: dict[str, str]) -> list[str]:
         """What changed since ``recorded`` (an earlier run's ``parts``), in words."""
         words = {
             "ops": "its code or arguments changed",
             "source": "its input files changed",
+            "pieces": "its files are cut into other pieces (max_workers changed)",
             "shards": "its shard count changed",
             "shared": "an object given to ctx.put changed",
             "inputs": "a stage it reads reran",
         }
-        return [words[name] for name in words if self.parts.get(name) != recorded.get(name)]
+        changed = [name for name in words if self.parts.get(name) != recorded.get(name)]
+        if "source" in changed and "pieces" in changed:
+            changed.remove("pieces")  # other files are cut otherwise: no news
+        return [words[name] for name in changed]
 
 
 def stage_fingerprints(
@@ -66,7 +72,7 @@ def stage_fingerprints(
         num_output_shards = shard_counts[last_use[stage.index]] if stage.kind is StageKind.SCATTER else num_tasks
         parts = {
             "ops": _stage_ops_digest(stage),
-            "source": "" if stage.source is None else _source_digest(stage.source, source_inputs[stage.index]),
+            **({"source": "", "pieces": ""} if stage.source is None else _source_digests(stage.source, source_inputs[stage.index])),
             "shards": f"{num_tasks}/{num_output_shards}",
             "shared": shared_digest,
             "inputs": ",".join(fingerprints[index].digest for index in (*stage.inputs, *stage.broadcast)),
@@ -102,14 +108,22 @@ def _stage_ops_digest(stage: Stage) -> str:
         ) from error
 
 
-def _source_digest(source: ops.Source, inputs: list[ShardInput]) -> str:
+def _source_digests(source: ops.Source, inputs: list[ShardInput]) -> dict[str, str]:
+    """The "source" part (what the stage reads) and the "pieces" part (how its files are cut; "" if they are not)."""
     if isinstance(source, ops.FilesSource):
-        # A task's item is a file's path, or a piece of a file cut for several tasks (io/pieces.py).
+        # A task's item is a file's path, an InputFileSpec (a row range of one), or a piece of a
+        # file cut for several tasks: a file's pieces are consecutive tasks, the first from 0.
         items = [item.items[0] for item in inputs if isinstance(item, ItemsInput)]
-        return digest([(_file_identity(getattr(i, "path", i)), getattr(i, "start", None), getattr(i, "stop", None)) for i in items])
+        pieces = [(item.path, item.start, item.stop) for item in items if isinstance(item, FilePiece)]
+        files = [
+            (_file_identity(getattr(item, "path", item)), getattr(item, "row_start", None), getattr(item, "row_end", None))
+            for item in items
+            if not isinstance(item, FilePiece) or item.start == 0
+        ]
+        return {"source": digest(files), "pieces": digest(pieces) if pieces else ""}
     if isinstance(source, ops.RefsSource):
-        return digest([(c.path, c.num_rows, c.row_range) for c in source.refs.chunks])
-    return digest((source.items, source.num_shards))
+        return {"source": digest([(c.path, c.num_rows, c.row_range) for c in source.refs.chunks]), "pieces": ""}
+    return {"source": digest((source.items, source.num_shards)), "pieces": ""}
 
 
 def _file_identity(path: str) -> tuple[str, str, int]:

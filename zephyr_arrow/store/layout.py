@@ -46,6 +46,12 @@ def spill_dir_name(stage_dir: str, side: int) -> str:
     return f"{stage_dir}-spill{side}"
 
 
+def pieces_dir_name(stage_dir: str) -> str:
+    """The stage directory of the pieces' chunks of a stage that writes files cut into pieces (its
+    write tasks read them; deleted when the stage is done, or with a checkpoint when the run is)."""
+    return f"{stage_dir}-pieces"
+
+
 def execution_dir(prefix: str, execution_id: str) -> str:
     return join(prefix, execution_id)
 
@@ -70,12 +76,14 @@ def checkpoint_path(prefix: str, execution_id: str, *parts: str) -> str:
     return join(prefix, execution_id, CHECKPOINT_DIR_NAME, *parts)
 
 
-def task_records_dir(prefix: str, execution_id: str, stage_index: int, fingerprint: str) -> str:
-    return checkpoint_path(prefix, execution_id, "tasks", f"stage-{stage_index:02d}-{fingerprint[:16]}")
+def task_records_dir(prefix: str, execution_id: str, stage_index: int, fingerprint: str, pieces: bool = False) -> str:
+    """Where a stage's committed tasks' records go; ``pieces``: those of the pieces before its write tasks."""
+    name = f"stage-{stage_index:02d}-{fingerprint[:16]}"
+    return checkpoint_path(prefix, execution_id, "tasks", pieces_dir_name(name) if pieces else name)
 
 
-def task_record_path(prefix: str, execution_id: str, stage_index: int, fingerprint: str, shard_index: int) -> str:
-    return join(task_records_dir(prefix, execution_id, stage_index, fingerprint), f"shard-{shard_index:05d}.json")
+def task_record_path(prefix: str, execution_id: str, stage_index: int, fingerprint: str, shard_index: int, pieces: bool = False) -> str:
+    return join(task_records_dir(prefix, execution_id, stage_index, fingerprint, pieces), f"shard-{shard_index:05d}.json")
 
 
 def shared_object_path(prefix: str, execution_id: str, name: str) -> str:
