@@ -1,9 +1,10 @@
 """Resuming at task granularity in the stages whose tasks are not one per shard: a stage whose
-input files are cut into pieces (a task per piece, then a write task per shard).
+input files are cut into pieces (a task per piece, then a write task per shard), and a
+PIPELINES stage (fuzzy_deduplicate), whose pipelines are checkpointed runs of their own.
 
-A first run fails partway (a map raises while a marker file exists, or a directory stands where
-a write goes); the rerun with the same key must run exactly the tasks that were not committed,
-and give the oracle's answer.
+A first run fails partway (a map raises while a marker file exists, a directory stands where
+a write goes, or the scheduler stops mid-stage as a killed driver would); the rerun with the
+same key must run exactly the tasks that were not committed, and give the oracle's answer.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 
 import pytest
 
 from zephyr_arrow import Dataset, ZephyrContext, counters, io
 from zephyr_arrow.errors import ShardFailedError
-from zephyr_arrow.execution import sources
+from zephyr_arrow.execution import executor, sources
 from zephyr_arrow.execution.checkpoint import record_names
 from zephyr_arrow.fs import filesystem
 from zephyr_arrow.store import layout
@@ -173,3 +175,98 @@ def test_files_cut_for_another_max_workers_rerun_their_stage_and_say_why(cut_fil
     assert shards == [expected_rows(work, "a"), expected_rows(work, "b")]
     assert refs.counters["tagged"] == 1520
 
+
+# PIPELINES ------------------------------------------------------------------------------------
+
+
+def chain_docs() -> list[dict]:
+    """Documents in chains (each close to the next, far from the one after): label propagation
+    needs several rounds to give a chain its first row id. Interleaved, so chains cross shards."""
+    words = [f"w{i}" for i in range(400)]
+    chains = [[" ".join(words[start + step : start + step + 24]) for step in range(0, 24, 2)] for start in (0, 100, 200, 300)]
+    docs = [{"id": f"c{c}-{i}", "text": text} for i, texts in enumerate(zip(*chains)) for c, text in enumerate(texts)]
+    return docs + [{"id": f"solo-{i}", "text": f"lonely{i} text{i} only{i} here{i}"} for i in range(6)]
+
+
+class TaskLog:
+    """Wraps the executor's ``run_stage``: records every task it hands to the scheduler (as the
+    pipeline run, stage and shard it belongs to) and, when told, runs only the first task of the
+    first stage of pipeline ``stop_in`` and raises, as a driver killed mid-stage would stop."""
+
+    def __init__(self, monkeypatch, stop_in: str | None = None) -> None:
+        self.tasks: set[tuple[str, str, int]] = set()
+        self.stop_in = stop_in
+        real = executor.run_stage
+
+        def run_stage(backend, stage, tasks, *args, **kwargs):
+            if self.stop_in is not None and tasks and tasks[0].execution.execution_id.endswith(self.stop_in):
+                self.stop_in, tasks = None, tasks[:1]
+                self.tasks |= {self.name(task) for task in tasks}
+                real(backend, stage, tasks, *args, **kwargs)
+                raise RuntimeError("the driver stopped here")
+            self.tasks |= {self.name(task) for task in tasks}
+            return real(backend, stage, tasks, *args, **kwargs)
+
+        monkeypatch.setattr(executor, "run_stage", run_stage)
+
+    @staticmethod
+    def name(task) -> tuple[str, str, int]:
+        """(pipeline run, stage without its fingerprint, shard): the same in runs under different keys."""
+        execution_id = task.execution.execution_id
+        pipeline = execution_id.rsplit("/", 1)[1] if "/" in execution_id else ""
+        return pipeline, re.sub(r"-[0-9a-f]{12}$", "", task.stage_dir), task.shard_index
+
+    def take(self) -> set[tuple[str, str, int]]:
+        tasks, self.tasks = self.tasks, set()
+        return tasks
+
+
+@pytest.mark.parametrize("backend_name", ["sync", "local"])  # what differs is the driver's side: Ray adds time, not cover
+def test_a_pipelines_stage_resumes_in_the_round_it_stopped(tmp_path, monkeypatch, backend_name):
+    docs = chain_docs()
+    fail_marker = tmp_path / "broken"
+
+    def count(doc):
+        counters.increment("docs")
+        return doc
+
+    def after(doc):
+        if doc["id"] == "solo-5" and fail_marker.exists():
+            raise ValueError("cannot finish solo-5")
+        return doc
+
+    dataset = Dataset.from_list(docs, num_shards=3).map(count).fuzzy_deduplicate("text", threshold=0.7, ngram_size=2).map(after)
+    prefix = str(tmp_path / "chunks")
+    log = TaskLog(monkeypatch)
+    with ZephyrContext(backend=backend_name, max_workers=2, chunk_storage_prefix=prefix, progress=False) as ctx:
+        expected = ctx.execute(dataset)  # no checkpoint: the answer to match
+        everything = log.take()
+        rounds = sorted({pipeline for pipeline, _, _ in everything if "-round-" in pipeline})
+        assert len(rounds) >= 3, rounds
+        kept = [row["id"] for row in expected.to_pylist()]
+        assert kept[:4] == ["c0-0", "c1-0", "c2-0", "c3-0"] and len(kept) < len(docs) / 2 and kept[-6:] == [f"solo-{i}" for i in range(6)]
+
+        log.stop_in = rounds[2]
+        with pytest.raises(RuntimeError, match="the driver stopped here"):
+            ctx.execute(dataset, checkpoint="fuzzy")
+        first = log.take()
+        assert first < everything
+
+        fail_marker.touch()  # the stage after the pipelines fails on one document
+        with pytest.raises(ShardFailedError, match="cannot finish solo-5"):
+            ctx.execute(dataset, checkpoint="fuzzy")
+        second = log.take()
+        run_dir = layout.execution_dir(prefix, layout.checkpoint_execution_id("fuzzy"))
+        (stage_dir,) = [name for name in os.listdir(run_dir) if name.startswith("stage-01-pipelines-")]
+        assert [name.split("-", 1)[1] for name in os.listdir(os.path.join(run_dir, stage_dir))] == ["output"], "the stage is done"
+        assert {pipeline for pipeline, _, _ in second if pipeline} == {pipeline for pipeline, _, _ in everything if pipeline >= rounds[2]}
+        assert second == {task for task in everything if task not in first and task[0] >= rounds[2]} | {
+            task for task in everything if not task[0] and task not in first
+        }, "a committed task ran again, or a pipeline before the one stopped"
+
+        fail_marker.unlink()
+        refs = ctx.execute(dataset, checkpoint="fuzzy")
+        third = log.take()
+        assert third and all(not pipeline and stage.startswith("stage-02") for pipeline, stage, _ in third), third
+        assert refs.to_pylist() == expected.to_pylist()
+        assert refs.counters == expected.counters == {"docs": len(docs)}

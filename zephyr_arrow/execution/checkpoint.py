@@ -8,6 +8,9 @@
         _checkpoint/tasks/stage-02-{fingerprint}/shard-00003.json   one TaskRecord per committed task
         _checkpoint/tasks/stage-00-{fingerprint}-pieces/...          a writing stage's pieces (files cut, io/pieces.py)
         _checkpoint/complete.json                        the final output's refs, once the run completed
+        stage-05-pipelines-{fingerprint}/003-round-2/    a pipeline a PIPELINES stage ran: a nested run with
+            _checkpoint/run.json, tasks/, complete.json      records of its own (``nested``), kept until the
+                                                         stage's own records are committed
 
 A task is committed when its record exists; the record is written after the task's chunks
 are in place. On resume each stage keeps the records of its current fingerprint whose chunk
@@ -71,11 +74,11 @@ def _pid_alive(pid: int) -> bool:
 class Checkpoint:
     """The run kept under ``key`` below ``prefix``, held by this driver from ``open`` to ``close``."""
 
-    def __init__(self, prefix: str, key: str, shared_digest: str = "") -> None:
+    def __init__(self, prefix: str, key: str, shared_digest: str = "", execution_id: str | None = None) -> None:
         self.prefix = prefix
         self.key = key
         self.shared_digest = shared_digest  # of the objects given to ctx.put: part of every stage's fingerprint
-        self.execution_id = layout.checkpoint_execution_id(key)
+        self.execution_id = execution_id or layout.checkpoint_execution_id(key)
         self.root = layout.execution_dir(prefix, self.execution_id)
         self.holder: LockHolder | None = None
         self._stop = threading.Event()
@@ -148,6 +151,14 @@ class Checkpoint:
     def _last_session(self) -> int:
         run = read_json(self._path("run.json"))
         return run.get("session", 0) if run else 0
+
+    def nested(self, execution_id: str, name: str) -> Checkpoint:
+        """The checkpoint of a pipeline that a stage runs itself (a PIPELINES stage's), in ``execution_id``
+        (a directory of the stage's, whose name carries the stage's fingerprint): held by this driver,
+        under this run's lock, with its attempt numbers and shared objects."""
+        inner = Checkpoint(self.prefix, f"{self.key}, {name}", self.shared_digest, execution_id)
+        inner.holder = self.holder
+        return inner
 
     @property
     def attempt_base(self) -> int:

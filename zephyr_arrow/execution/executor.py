@@ -13,14 +13,16 @@ so deletion follows references, not stage order).
 With a checkpoint (``checkpoint.py``), each finished task is committed as it is accepted,
 a stage runs only the tasks not committed under its fingerprint, and chunks are kept
 until the run completes (a resumed stage may need any earlier stage's output). A stage
-whose files are cut commits each piece (and, if it writes, each shard's write).
+whose files are cut commits each piece (and, if it writes, each shard's write); a PIPELINES
+stage runs each of its pipelines as a nested checkpointed run, and commits its output's
+shards once they all ran.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -29,7 +31,7 @@ from zephyr_arrow import ops
 from zephyr_arrow.counters import CounterTotals
 from zephyr_arrow.errors import PlanError
 from zephyr_arrow.execution.backends.base import Backend
-from zephyr_arrow.execution.checkpoint import Checkpoint
+from zephyr_arrow.execution.checkpoint import Checkpoint, listing
 from zephyr_arrow.execution.coordinator import RetryPolicy
 from zephyr_arrow.execution.fingerprint import StageFingerprint, stage_fingerprints
 from zephyr_arrow.execution.progress import Progress
@@ -38,9 +40,18 @@ from zephyr_arrow.execution.run_record import RunRecorder
 from zephyr_arrow.execution.scheduler import run_stage
 from zephyr_arrow.execution.shuffle import exchange_for
 from zephyr_arrow.execution.sources import source_inputs, split_inputs
-from zephyr_arrow.execution.stats import add_counters, sum_counters
-from zephyr_arrow.execution.tasks import ChunksInput, ExecutionInfo, ItemsInput, ScatterInput, ShardInput, ShardTask, TaskResult
-from zephyr_arrow.fs import remove_quietly
+from zephyr_arrow.execution.stats import TaskStats, add_counters, sum_counters
+from zephyr_arrow.execution.tasks import (
+    ChunksInput,
+    ExecutionInfo,
+    ItemsInput,
+    ScatterInput,
+    ShardInput,
+    ShardTask,
+    StageResult,
+    TaskResult,
+)
+from zephyr_arrow.fs import filesystem, remove_quietly
 from zephyr_arrow.io.pieces import FilePiece
 from zephyr_arrow.planner import Plan, Stage, StageKind, validate
 from zephyr_arrow.planner import plan as make_plan
@@ -93,7 +104,7 @@ class Executor:
                     self.recorder.finish_stage(stage, [], now, num_rows=outputs[stage.index].num_rows)
             elif stage.kind is StageKind.PIPELINES:
                 started = time.time()
-                outputs[stage.index] = self._run_pipelines(stage, outputs[stage.inputs[0]])
+                outputs[stage.index] = self._run_pipelines(stage, outputs[stage.inputs[0]], shard_counts[stage.index])
                 if self.recorder is not None:  # the stage as one step: its pipelines' own stages are not the plan's
                     self.recorder.start_stage(stage, started)
                     self.recorder.finish_stage(stage, [], time.time(), num_rows=outputs[stage.index].num_rows)
@@ -223,12 +234,37 @@ class Executor:
         fingerprint = self._fingerprints.get(stage.index)
         return layout.stage_dir_name(stage.index, stage.kind.value, fingerprint.digest if fingerprint else "")
 
-    def _run_pipelines(self, stage: Stage, refs: ShardRefs) -> ShardRefs:
+    def _run_pipelines(self, stage: Stage, refs: ShardRefs, num_shards: int) -> ShardRefs:
         """The output of a stage that runs pipelines of its own (``near_duplicates.run``), each in a
-        directory under the stage's, which goes when the stage's output does."""
+        directory under the stage's, which goes when the stage's output does.
+
+        With a checkpoint, each pipeline is a nested checkpointed run (one killed in its third
+        round resumes there: the earlier ones return their recorded output, kept until then),
+        and once all ran the output is committed a task per shard (the first holding the
+        pipelines' counters) and the other pipelines' directories are deleted."""
         from zephyr_arrow.execution import near_duplicates
 
-        return near_duplicates.run(stage.boundary, refs, _StagePipelines(self, stage))
+        pipelines = _StagePipelines(self, stage)
+        if self.checkpoint is None:
+            return near_duplicates.run(stage.boundary, refs, pipelines)
+        fingerprint = self._fingerprints[stage.index]
+        committed = self.checkpoint.committed(stage, fingerprint, num_shards)
+        if len(committed) < num_shards:
+            output = near_duplicates.run(stage.boundary, refs, pipelines)
+            committed = {
+                index: TaskResult(
+                    stage.index, index, self.checkpoint.attempt_base, tuple(StageResult(index, chunk) for chunk in shard), TaskStats(),
+                    output.counters if index == 0 else {}, output.stats if index == 0 else {},
+                )
+                for index, shard in enumerate(output.shards)
+            }
+            for result in committed.values():
+                self.checkpoint.commit(fingerprint, result)
+        results = [committed[index] for index in sorted(committed)]
+        pipelines.remove_all_but(results)
+        counters = CounterTotals()
+        counters.add_all(results)
+        return ShardRefs(regroup(results, len(results)).shards, counters=counters.values, stats=sum_counters(r.engine_counts for r in results))
 
     def _remove_spills(self, stage: Stage) -> None:
         """Delete what a shuffle's reduce tasks merged in passes (a failed attempt's files too)."""
@@ -321,18 +357,41 @@ class _StagePipelines:
     num_runs: int = 0
 
     def execute(self, dataset: Dataset, name: str) -> ShardRefs:
+        """Run ``dataset`` in a directory of the stage's; under a checkpoint, as a nested checkpointed
+        run there (its name and the stage's fingerprint make the directory: the same on resume)."""
         self.num_runs += 1
-        run_id = layout.join(self.executor.execution.execution_id, self.executor._stage_dir_name(self.stage), f"{self.num_runs:03d}-{name}")
-        # Its pipelines are not checkpointed: under a checkpoint the stage runs whole when it runs.
-        executor = replace(self.executor, execution=replace(self.executor.execution, execution_id=run_id), recorder=None, checkpoint=None)
+        run_name = f"{self.num_runs:03d}-{name}"
+        run_id = layout.join(self.executor.execution.execution_id, self.executor._stage_dir_name(self.stage), run_name)
+        outer = self.executor.checkpoint
+        checkpoint = None if outer is None else outer.nested(run_id, f"stage {self.stage.index}, pipeline {run_name}")
+        executor = replace(self.executor, execution=replace(self.executor.execution, execution_id=run_id), recorder=None, checkpoint=checkpoint)
         return executor.execute(make_plan(dataset))
 
     def release(self, refs: ShardRefs) -> None:
-        """Delete the directories of the pipeline run that wrote ``refs``."""
+        """Delete the directories of the pipeline run that wrote ``refs``; under a checkpoint, none
+        until the stage is committed (``remove_all_but``): a resumed stage reruns a pipeline
+        whose output is not all there, and the next one reads it."""
+        if self.executor.checkpoint is None:
+            for path in self._run_dirs(refs.chunks):
+                remove_quietly(path)
+
+    def remove_all_but(self, results: list[TaskResult]) -> None:
+        """Delete the directories of the stage's pipeline runs, but those holding ``results``' chunks."""
+        stage_dir = self._root().rstrip("/")
+        keep = self._run_dirs(output.chunk for result in results for output in result.outputs)
+        fs, fs_dir = filesystem(stage_dir)
+        for path in listing(fs, fs_dir):
+            path = fs.unstrip_protocol(path) if "://" in stage_dir else path
+            if path.rstrip("/") not in keep:
+                remove_quietly(path)
+
+    def _root(self) -> str:
         execution = self.executor.execution
-        root = layout.join(layout.execution_dir(execution.chunk_prefix, execution.execution_id), self.executor._stage_dir_name(self.stage)) + "/"
-        for path in {root + chunk.path[len(root) :].split("/", 1)[0] for chunk in refs.chunks if chunk.path.startswith(root)}:
-            remove_quietly(path)
+        return layout.join(layout.execution_dir(execution.chunk_prefix, execution.execution_id), self.executor._stage_dir_name(self.stage)) + "/"
+
+    def _run_dirs(self, chunks: Iterable[ChunkRef]) -> set[str]:
+        root = self._root()
+        return {root + chunk.path[len(root) :].split("/", 1)[0] for chunk in chunks if chunk.path.startswith(root)}
 
 
 def stage_dirs_of(refs: ShardRefs, execution: ExecutionInfo) -> set[str]:
