@@ -2,9 +2,10 @@
 kept, and the rerun runs exactly the tasks that were not committed.
 
 The driver is a real subprocess. Its user functions append ``step:shard`` to a log the test owns
-(the side channel that says which tasks ran), and one of them, named on the command line, stops
-there: it writes to a FIFO the test reads, then blocks on a second FIFO nobody writes, until the
-test SIGKILLs the driver. No sleeps.
+(the side channel that says which tasks ran), and one of them, named in the file ``pause`` (read
+where the task runs: a Ray worker has not the driver's environment), stops there: it writes to a
+FIFO the test reads, then blocks on a second FIFO nobody writes, until the test SIGKILLs the
+driver. No sleeps.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ DRIVER = textwrap.dedent(
         with open(os.path.join(work, "log"), "a") as log:
             log.write(f"{{step}}:{{shard}}\\n")
         # Read at call time, not captured: the pause point is no part of the functions' code.
-        if f"{{step}}:{{shard}}" == os.environ.get("TEST_PAUSE"):
+        if f"{{step}}:{{shard}}" == open(os.path.join(work, "pause")).read():
             with open(os.path.join(work, "paused"), "w") as out:
                 out.write("paused\\n")
             open(os.path.join(work, "hold")).read()  # blocks: nobody writes it; the test kills us
@@ -84,7 +85,8 @@ DRIVER = textwrap.dedent(
         .map_shard(step_write)
         .write_jsonl(os.path.join(work, "out", "part-{{shard:05d}}.jsonl"))
     )
-    with ZephyrContext(backend=backend, max_workers=2, chunk_storage_prefix=prefix, progress=False) as ctx:
+    options = {{"num_cpus_per_worker": 0.5}} if backend == "ray" else {{}}  # the test session's Ray has 2 CPUs
+    with ZephyrContext(backend=backend, max_workers=2, chunk_storage_prefix=prefix, progress=False, **options) as ctx:
         refs = ctx.execute(pipeline, checkpoint="{key}")
         print("COUNTERS", json.dumps(refs.counters), flush=True)
     """
@@ -124,10 +126,8 @@ def write_driver(work, broken: bool = False) -> str:
 
 def run_driver(work, prefix: str, backend: str, pause: str = "-", broken: bool = False) -> subprocess.CompletedProcess:
     """Run the driver to its end (completion or failure)."""
-    return subprocess.run(
-        [sys.executable, write_driver(work, broken), prefix, str(work), backend],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "TEST_PAUSE": pause},
-    )
+    (work / "pause").write_text(pause)
+    return subprocess.run([sys.executable, write_driver(work, broken), prefix, str(work), backend], capture_output=True, text=True, timeout=300)
 
 
 def kill_driver_at(work, prefix: str, backend: str, pause: str) -> None:
@@ -141,9 +141,9 @@ def kill_driver_at(work, prefix: str, backend: str, pause: str) -> None:
 
 
 def start_driver(work, prefix: str, backend: str, pause: str) -> subprocess.Popen:
+    (work / "pause").write_text(pause)
     return subprocess.Popen(
-        [sys.executable, write_driver(work), prefix, str(work), backend],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TEST_PAUSE": pause},
+        [sys.executable, write_driver(work), prefix, str(work), backend], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 
@@ -218,6 +218,22 @@ def test_a_killed_driver_resumes_with_only_the_uncommitted_tasks(work, tmp_path,
     assert committed < ALL_TASKS
 
     result = run_driver(work, prefix, backend)
+    check_completed(work, result)
+    assert tasks_of(logged(work)) == ALL_TASKS - committed
+
+
+def test_a_killed_driver_resumes_on_ray(work, tmp_path, ray_session, monkeypatch):
+    """Both drivers join the test session's Ray; the first is SIGKILLed inside the shuffle's
+    reduce (its worker actors die with it), the second runs only what was not committed."""
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
+    prefix = str(tmp_path / "chunks")
+    kill_driver_at(work, prefix, "ray", "reduce:1")
+    first = tasks_of(logged(work))
+    committed = committed_tasks(prefix)
+    assert committed <= first and {("map", i) for i in range(NUM_FILES)} <= committed
+    assert ("reduce", 1) not in committed
+
+    result = run_driver(work, prefix, "ray")
     check_completed(work, result)
     assert tasks_of(logged(work)) == ALL_TASKS - committed
 
