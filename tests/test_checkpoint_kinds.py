@@ -20,6 +20,7 @@ from zephyr_arrow import Dataset, ZephyrContext, counters, io
 from zephyr_arrow.errors import ShardFailedError
 from zephyr_arrow.execution import executor, sources
 from zephyr_arrow.execution.checkpoint import record_names
+from zephyr_arrow.execution.kept_runs import list_runs
 from zephyr_arrow.fs import filesystem
 from zephyr_arrow.store import layout
 
@@ -86,7 +87,8 @@ def expected_rows(work, name: str) -> list[dict]:
     return [{**row, "tag": row["id"] * 3} for row in map(json.loads, open(work / "in" / f"{name}.jsonl"))]
 
 
-def test_a_stage_of_cut_files_that_writes_resumes_its_pieces_then_its_writes(cut_files, backend, backend_options):
+@pytest.mark.parametrize("backend_name", ["sync", "local"])  # the driver's side is what differs: Ray adds time, not cover
+def test_a_stage_of_cut_files_that_writes_resumes_its_pieces_then_its_writes(cut_files, backend_name):
     work, prefix = cut_files, str(cut_files / "chunks")
     out = work / "out"
     source = Dataset.from_files(str(work / "in" / "*.jsonl")).load_jsonl()
@@ -95,12 +97,12 @@ def test_a_stage_of_cut_files_that_writes_resumes_its_pieces_then_its_writes(cut
     failing = next(index for index, ids in enumerate(pieces) if FAIL_ID in ids)
     (work / "broken").touch()
     os.makedirs(out / "p-00001.jsonl")  # in the way of shard 1's write
-    with ZephyrContext(backend=backend, max_workers=2, chunk_storage_prefix=prefix, progress=False, **backend_options) as ctx:
+    with ZephyrContext(backend=backend_name, max_workers=2, chunk_storage_prefix=prefix, progress=False) as ctx:
         with pytest.raises(ShardFailedError, match=f"cannot tag row {FAIL_ID}"):
             ctx.execute(dataset, checkpoint="cut")
         first = committed(prefix, "cut", 0, pieces=True)
         assert failing not in first and set(logged_ids(work)) >= {i for p in first for i in pieces[p]}
-        if backend == "sync":  # one task at a time, in order
+        if backend_name == "sync":  # one task at a time, in order
             assert first == set(range(failing))
 
         (work / "broken").unlink()
@@ -110,7 +112,7 @@ def test_a_stage_of_cut_files_that_writes_resumes_its_pieces_then_its_writes(cut
         assert committed(prefix, "cut", 0, pieces=True) == set(range(len(pieces)))
         written = committed(prefix, "cut", 0)
         assert 1 not in written
-        if backend == "sync":
+        if backend_name == "sync":
             assert written == {0}
         kept = {shard: os.stat(out / f"p-{shard:05d}.jsonl").st_ino for shard in written}
 
@@ -138,6 +140,7 @@ def test_a_stage_of_cut_files_resumes_its_uncommitted_pieces(cut_files, backend_
             ctx.execute(dataset, checkpoint="pieces")
         first = committed(prefix, "pieces", 0)
         assert first and len(first) < len(pieces)
+        assert list_runs(prefix)[0].shards[0] == (len(first), len(pieces)), "zephyr-arrow runs counts the stage's pieces"
         logged_ids(work)
         (work / "broken").unlink()
         refs = ctx.execute(dataset, checkpoint="pieces")
@@ -221,7 +224,7 @@ class TaskLog:
         return tasks
 
 
-@pytest.mark.parametrize("backend_name", ["sync", "local"])  # what differs is the driver's side: Ray adds time, not cover
+@pytest.mark.parametrize("backend_name", ["sync", "local"])  # the driver's side is what differs: Ray adds time, not cover
 def test_a_pipelines_stage_resumes_in_the_round_it_stopped(tmp_path, monkeypatch, backend_name):
     docs = chain_docs()
     fail_marker = tmp_path / "broken"
