@@ -126,7 +126,7 @@ def read_parquet(paths: str | list[str]) -> ShardRefs:
     for path in files:
         try:
             with open_parquet(path) as parquet:
-                shards.append([ChunkRef(path, parquet.metadata.num_rows, parquet.schema_arrow)])
+                shards.append([ChunkRef(path, parquet.metadata.num_rows, parquet.schema_arrow, checksummed=False)])
         except (OSError, pa.ArrowInvalid) as error:
             raise InputFileError(f"{path} is not a readable Parquet file: {error}") from error
     return ShardRefs(shards)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -53,6 +53,9 @@ class ChunkRef:
     row_range: tuple[int, int] | None = None
     # The user's input files its rows came from, where one task's input says (error messages name them).
     origin: str | None = None
+    # Written by zephyr_arrow, with page checksums, which every view checks (``verify.py``); False for
+    # a user's own Parquet file (``read_parquet``), which is read as it is.
+    checksummed: bool = True
 
     @property
     def described(self) -> str:
@@ -82,7 +85,7 @@ class ChunkRef:
         offset = self.row_range[0] if self.row_range else 0
         if start == 0 and stop == self.num_rows:
             return self
-        return ChunkRef(self.path, stop - start, self.schema, (offset + start, offset + stop), self.origin)
+        return replace(self, num_rows=stop - start, row_range=(offset + start, offset + stop))
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
         """The chunk's rows as one table (projected to ``columns`` if given)."""
@@ -113,7 +116,9 @@ class ChunkRef:
 
         if not is_local(self.path):
             return pl.from_arrow(self.read()).lazy()
-        self.check_exists()
+        from zephyr_arrow.store.verify import verify  # which imports this module
+
+        verify([self])  # Polars does not check page checksums
         frame = pl.scan_parquet(self.path)
         if self.row_range is not None:
             frame = frame.slice(self.row_range[0], self.num_rows)
@@ -158,11 +163,6 @@ class ChunkRef:
             f"chunk {self.path} cannot be read as it was written ({error}); it was changed or cut "
             "short after it was written: rerun what produced it"
         )
-
-    def check_exists(self) -> None:
-        """Raise ChunkMissingError if the chunk file is gone."""
-        if not exists(self.path):
-            raise self._missing()
 
     def _missing(self) -> ChunkMissingError:
         if exists(self.path.rsplit("/", 1)[0]):  # a context deletes a run's or a stage's whole directory

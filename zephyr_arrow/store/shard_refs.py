@@ -6,7 +6,7 @@ import base64
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -140,7 +140,7 @@ class ShardRefs:
                     target = saved_chunk_path(directory, shard_index, len(copied))
                     _copy(chunk, target)
                     copied[chunk.path] = target
-                saved.append(ChunkRef(copied[chunk.path], chunk.num_rows, chunk.schema, chunk.row_range, chunk.origin))
+                saved.append(replace(chunk, path=copied[chunk.path]))
             shards.append(saved)
         result = ShardRefs(shards, counters=dict(self.counters), stats=dict(self.stats))
         manifest = {
@@ -183,6 +183,7 @@ def chunk_entry(chunk: ChunkRef, directory: str) -> dict[str, Any]:
         "row_range": list(chunk.row_range) if chunk.row_range else None,
         "schema": base64.b64encode(chunk.schema.serialize().to_pybytes()).decode(),
         "origin": chunk.origin,
+        "checksummed": chunk.checksummed,
     }
 
 
@@ -192,7 +193,7 @@ def chunk_from_entry(entry: dict[str, Any], directory: str) -> ChunkRef:
         path = join(directory, path)
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(entry["schema"])))
     row_range = tuple(entry["row_range"]) if entry["row_range"] else None
-    return ChunkRef(path, entry["num_rows"], schema, row_range, entry.get("origin"))
+    return ChunkRef(path, entry["num_rows"], schema, row_range, entry.get("origin"), entry.get("checksummed", True))
 
 
 def _rows(batches: Iterator[pa.RecordBatch]) -> Iterator[Any]:

@@ -1,8 +1,10 @@
 """Lazy views over a list of chunks: pyarrow dataset, Polars LazyFrame, DuckDB relation.
 
 Whole-file chunks are handed to each engine's own Parquet scanner (so projection and
-predicate pushdown work, and DuckDB reads them as fast as it reads any file). A chunk
-that is a row range of a file is read as that range only. Every view shows the unified
+predicate pushdown work, and DuckDB reads them as fast as it reads any file). Those scanners
+do not check page checksums, so each view first checks every chunk file (``verify.py``): a
+damaged chunk is a ChunkCorruptError naming it when the view is made, never wrong values. A
+chunk that is a row range of a file is read as that range only. Every view shows the unified
 schema: missing columns are null, promoted types are cast.
 """
 
@@ -14,20 +16,12 @@ import pyarrow as pa
 
 from zephyr_arrow.fs import filesystem, is_local
 from zephyr_arrow.store.chunk_ref import ChunkRef
+from zephyr_arrow.store.verify import verify
 
 if TYPE_CHECKING:
     import duckdb
     import polars as pl
     import pyarrow.dataset as ds
-
-
-def _check_exist(chunks: list[ChunkRef]) -> None:
-    """Fail with ChunkMissingError (not an engine's own error) if any chunk file is gone."""
-    checked = set()
-    for chunk in chunks:
-        if chunk.path not in checked:
-            checked.add(chunk.path)
-            chunk.check_exists()
 
 
 def _with_data(chunks: list[ChunkRef]) -> list[ChunkRef]:
@@ -39,7 +33,7 @@ def arrow_dataset(chunks: list[ChunkRef], schema: pa.Schema) -> ds.Dataset:
     import pyarrow.dataset as ds
 
     chunks = _with_data(chunks)
-    _check_exist(chunks)
+    verify(chunks)
     whole = [c for c in chunks if c.row_range is None]
     parts: list[ds.Dataset] = []
     if whole:
@@ -69,7 +63,7 @@ def polars_frame(chunks: list[ChunkRef], schema: pa.Schema) -> pl.LazyFrame:
     same_schema = all(c.schema == schema for c in chunks)
     if not (same_schema and all(is_local(c.path) for c in chunks)):
         return pl.scan_pyarrow_dataset(arrow_dataset(chunks, schema))
-    _check_exist(chunks)
+    verify(chunks)
     frames = []
     whole = [c.path.removeprefix("file://") for c in chunks if c.row_range is None]
     if whole:
@@ -85,7 +79,7 @@ def duckdb_relation(
 
     con = connection if connection is not None else duckdb.connect()
     chunks = _with_data(chunks)
-    _check_exist(chunks)
+    verify(chunks)
     if not chunks:
         # DuckDB has no zero-column tables; an output that never saw a row has no columns.
         empty = schema.empty_table() if schema.names else pa.table({"item": pa.array([], pa.null())})
