@@ -487,7 +487,7 @@ def test_demo_on_local_workers_gives_the_same_answers(demo_sync, tmp_path):
     assert result.returncode == 0, result.stderr
     assert demo_answers(result.stdout) == demo_answers(demo_sync[0].stdout)
     assert (out / "notes.txt").read_text() == "mine" and (out / "carriers" / "mine.csv").read_text() == "a,b\n"
-    assert sorted(p.name for p in (out / "carriers").iterdir()) == ["mine.csv", *(f"part-{i:05d}.parquet" for i in range(4))]
+    assert sorted(p.name for p in (out / "carriers").iterdir()) == ["_SUCCESS", "mine.csv", *(f"part-{i:05d}.parquet" for i in range(4))]
 
 
 def test_demo_without_data_says_where_to_get_it(tmp_path):

@@ -37,7 +37,7 @@ def test_a_write_after_a_shuffle_runs_in_its_reduce_tasks(ctx, tmp_path):
     stages = plan(written).stages
     assert [s.kind for s in stages] == [StageKind.SCATTER, StageKind.SHUFFLE] and stages[1].sink is not None
     paths = ctx.execute(written).to_pylist()
-    assert len(paths) == 3 and sorted(os.listdir(tmp_path / "out")) == [os.path.basename(path) for path in paths]
+    assert len(paths) == 3 and sorted(os.listdir(tmp_path / "out")) == ["_SUCCESS", *(os.path.basename(path) for path in paths)]
     assert sorted(r["v"] for path in paths for r in pq.read_table(path).to_pylist()) == [0, 1, 2, 3, 4]
 
 

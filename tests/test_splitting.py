@@ -233,7 +233,7 @@ def test_cut_files_are_written_one_file_per_shard(big_inputs, ctx, monkeypatch):
     dataset = Dataset.from_files(str(big_inputs / "in" / "*.jsonl")).load_jsonl().map(add_length)
     assert run_unsplit(ctx, dataset.write_parquet(str(big_inputs / "unsplit" / "p-{shard:05d}.parquet")), monkeypatch)[0] == 2
     assert run(ctx, dataset.write_parquet(str(big_inputs / "split" / "p-{shard:05d}.parquet")))[0] == 2
-    assert sorted(os.listdir(big_inputs / "split")) == ["p-00000.parquet", "p-00001.parquet"]
+    assert sorted(os.listdir(big_inputs / "split")) == ["_SUCCESS", "p-00000.parquet", "p-00001.parquet"]  # written once both shards are
     for name in ("p-00000.parquet", "p-00001.parquet"):
         assert pq.read_table(big_inputs / "split" / name).equals(pq.read_table(big_inputs / "unsplit" / name))
     assert pq.read_table(big_inputs / "split" / "p-00000.parquet").column("id").to_pylist() == list(range(2000))

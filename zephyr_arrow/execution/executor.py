@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from zephyr_arrow import ops
 from zephyr_arrow.counters import CounterTotals
 from zephyr_arrow.errors import PlanError
+from zephyr_arrow.execution import success_marker
 from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.checkpoint import Checkpoint, listing
 from zephyr_arrow.execution.coordinator import RetryPolicy
@@ -114,6 +115,8 @@ class Executor:
                 inputs = self._task_inputs(stage, source_stage_inputs, outputs, shard_counts, last_use)
                 broadcast = tuple(tuple(outputs[index].chunks) for index in stage.broadcast)
                 num_output_shards = shard_counts[last_use[stage.index] if stage.kind is StageKind.SCATTER else stage.index]
+                output_dirs = [] if stage.sink is None else success_marker.output_directories(stage.sink, num_output_shards)
+                success_marker.remove_markers(output_dirs)
                 try:
                     if stage.index in split:
                         results = self._run_pieces(stage, inputs, broadcast, split[stage.index].shards)
@@ -126,6 +129,7 @@ class Executor:
                     if stage.kind in (StageKind.SHUFFLE, StageKind.JOIN):
                         self._remove_spills(stage)
                 _check_columns_exist(stage, inputs, results)
+                success_marker.write_markers(output_dirs)  # every task of a write stage succeeded
                 outputs[stage.index] = regroup(results, num_output_shards)
                 counters.add_all(results)
                 engine_counts = add_counters(engine_counts, sum_counters(r.engine_counts for r in results))
