@@ -122,7 +122,7 @@ def test_a_stage_of_cut_files_that_writes_resumes_its_pieces_then_its_writes(cut
     assert {shard: os.stat(out / f"p-{shard:05d}.jsonl").st_ino for shard in written} == kept, "a committed write ran again"
     assert [list(map(json.loads, open(out / f"p-{shard:05d}.jsonl"))) for shard in (0, 1)] == [expected_rows(work, "a"), expected_rows(work, "b")]
     assert refs.counters["tagged"] == 1520  # the committed pieces' and the new ones', each once
-    assert sorted(os.listdir(out)) == ["p-00000.jsonl", "p-00001.jsonl"]
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "p-00000.jsonl", "p-00001.jsonl"]  # no temporary file left; the run complete
 
 
 @pytest.mark.parametrize("shape", ["map", "group_by"])
