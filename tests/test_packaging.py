@@ -24,6 +24,7 @@ DEMO_DATA = [
     "zephyr_arrow/datasets/nycflights13/airlines.csv",
     "zephyr_arrow/datasets/nycflights13/airports.csv",
     "zephyr_arrow/datasets/kjv/kjv_passages.parquet",
+    "zephyr_arrow/datasets/debian/debian_descriptions.parquet",  # not the demo's: the near-duplicate tests' and benches'
 ]
 
 

