@@ -1,6 +1,6 @@
 """fuzzy_deduplicate / near_duplicate_clusters: signatures against a plain-Python MinHash, planted
-near-duplicates at known Jaccard similarities, an exact all-pairs oracle, every backend, and the
-parallel passages of the KJV."""
+near-duplicates at known Jaccard similarities, an exact all-pairs oracle, every backend, the
+parallel passages of the KJV and the families of Debian package descriptions."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import zephyr_arrow
 from zephyr_arrow import Dataset, PlanError, ZephyrContext, minhash
 
 KJV = Path(zephyr_arrow.__file__).parent / "datasets" / "kjv" / "kjv_passages.parquet"
+DEBIAN = Path(zephyr_arrow.__file__).parent / "datasets" / "debian" / "debian_descriptions.parquet"
 MASK64 = (1 << 64) - 1
 
 
@@ -141,6 +142,39 @@ def test_clusters_agree_with_exact_jaccard_on_all_pairs():
             best[i] = max(best.get(i, 0), jaccard)
             best[j] = max(best.get(j, 0), jaccard)
     assert set(best) == set(cluster_of) and min(best.values()) >= 0.4
+
+
+def test_debian_description_families_are_clusters_and_different_descriptions_are_kept():
+    docs = pq.read_table(DEBIAN, columns=["package", "text"]).slice(0, 800).to_pylist()  # 9menu .. libbos-ocaml
+    dataset = Dataset.from_list(docs, num_shards=3)
+    with ZephyrContext(backend="sync", progress=False) as ctx:
+        clusters = ctx.execute(dataset.near_duplicate_clusters("text", threshold=0.8)).to_pylist()
+        kept = ctx.execute(dataset.fuzzy_deduplicate("text", threshold=0.8)).to_pylist()
+    cluster_of = {doc["package"]: doc["cluster_id"] for doc in clusters}
+
+    def together(*packages: str) -> bool:
+        return packages[0] in cluster_of and len({cluster_of.get(package) for package in packages}) == 1
+
+    forensics = ["all", "btrfs", "exfat", "ext2", "ext4", "files", "ntfs", "tools", "vfat"]
+    assert together(*(f"forensics-samples-{name}" for name in forensics))  # one text, the file system's name changed
+    assert together("kinit", "kinit-dev") and together("libbearssl0", "libbearssl-dev")  # a library and its development files
+    assert together("docker-registry", "golang-github-docker-distribution-dev")  # two source packages, one upstream text
+    assert not together("kinit", "libbearssl0")
+    # The oracle: exact Jaccard of 5-word shingles, every pair.
+    sets = shingle_sets(docs, 5)
+    similar = {(i, j): len(sets[i] & sets[j]) / len(sets[i] | sets[j]) for i, j in itertools.combinations(range(len(docs)), 2) if sets[i] & sets[j]}
+    strong = [(i, j) for (i, j), jaccard in similar.items() if jaccard >= 0.9]
+    assert len(strong) >= 15 and all(together(docs[i]["package"], docs[j]["package"]) for i, j in strong)
+    best = [0.0] * len(docs)
+    for (i, j), jaccard in similar.items():
+        if cluster_of.get(docs[i]["package"]) is None or cluster_of.get(docs[i]["package"]) != cluster_of.get(docs[j]["package"]):
+            continue
+        best[i], best[j] = max(best[i], jaccard), max(best[j], jaccard)
+    assert all(best[index] >= 0.5 for index, doc in enumerate(docs) if doc["package"] in cluster_of)  # no chance collisions
+    # Every description at Jaccard < 0.5 from all others is kept; of a cluster, only its first row.
+    distinct = {docs[i]["package"] for i in range(len(docs))} - {docs[i]["package"] for pair, jaccard in similar.items() if jaccard >= 0.5 for i in pair}
+    assert len(distinct) > 550 and not distinct & set(cluster_of)
+    assert [doc["package"] for doc in kept] == [doc["package"] for row_id, doc in enumerate(docs) if cluster_of.get(doc["package"], row_id) == row_id]
 
 
 def test_every_backend_gives_the_same_clusters(ctx):
