@@ -3,10 +3,18 @@ datasketch's MinHashLSH against exact Jaccard similarity, on real and planted ne
 
     .venv/bin/pip install -q -e '.[bench]' && .venv/bin/python benches/near_duplicates_quality.py
 
-The corpus: every KJV passage (zephyr_arrow/datasets; parallel passages in Samuel-Kings and
-Chronicles, the gospels, Psalms) and a planted set: 1,500 passages of 40 words or more, each
-copied once with a share of its words replaced, deleted or doubled (0-40%), so pairs spread over
-Jaccard 0.3-1. Exact Jaccard is computed for every pair that shares a shingle (an inverted index:
+Two corpora (``--corpora``), each reported in a table of its own:
+
+- **kjv**: every KJV passage (zephyr_arrow/datasets; parallel passages in Samuel-Kings and
+  Chronicles, the gospels, Psalms) and a planted set: 1,500 passages of 40 words or more, each
+  copied once with a share of its words replaced, deleted or doubled (0-40%), so pairs spread
+  over Jaccard 0.3-1.
+- **debian**: the long descriptions of a sample of Debian 12 packages (zephyr_arrow/datasets/
+  debian), as written by their maintainers: the packages built from one source often share most
+  of a description (libfoo1, libfoo-dev, libfoo-doc), and boilerplate recurs across sources
+  (transitional packages, fonts, Python and Perl modules).
+
+Exact Jaccard is computed for every pair that shares a shingle (an inverted index:
 exact on all pairs, since pairs sharing none have Jaccard 0). Shingles are the same for both
 systems (5-word n-grams of the normalised text, minhash.py); datasketch hashes each with its
 SHA-1 and its own permutations (the same count, drawn from the same seed) and gets the same bands
@@ -33,11 +41,17 @@ import pyarrow.parquet as pq
 import zephyr_arrow
 from zephyr_arrow import Dataset, ZephyrContext, minhash
 
-KJV = Path(zephyr_arrow.__file__).parent / "datasets" / "kjv" / "kjv_passages.parquet"
+DATASETS = Path(zephyr_arrow.__file__).parent / "datasets"
+KJV = DATASETS / "kjv" / "kjv_passages.parquet"
+DEBIAN = DATASETS / "debian" / "debian_descriptions.parquet"
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9)
 
 
-def corpus(num_planted: int, seed: int) -> list[str]:
+def debian_corpus() -> list[str]:
+    return pq.read_table(DEBIAN, columns=["text"]).column("text").to_pylist()
+
+
+def kjv_corpus(num_planted: int, seed: int) -> list[str]:
     texts = pq.read_table(KJV, columns=["text"]).column("text").to_pylist()
     rng = random.Random(seed)
     long_enough = [text for text in texts if len(text.split()) >= 40]
@@ -110,46 +124,60 @@ def scores(found: set[tuple[int, int]], truth: set[tuple[int, int]]) -> str:
     return f"{100 * precision:5.1f} / {100 * recall:5.1f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--planted", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--ngram-size", type=int, default=5)
-    parser.add_argument("--num-perm", type=int, default=128)
-    args = parser.parse_args()
+def report(ctx: ZephyrContext, texts: list[str], sets: list[set[str]], truth_all: dict[tuple[int, int], float], ngram_size: int, num_perm: int, seed: int) -> None:
+    """The table of one corpus (its shingle sets, its pairs at Jaccard >= min(THRESHOLDS)), both
+    systems' permutations drawn from ``seed``."""
     from datasketch import MinHash, MinHashLSH
 
-    texts = corpus(args.planted, args.seed)
-    sets = [shingles(text, args.ngram_size) for text in texts]
-    started = time.perf_counter()
-    truth_all = exact_pairs(sets, min(THRESHOLDS))
-    print(f"{len(texts):,} documents; {len(truth_all):,} pairs at Jaccard >= {min(THRESHOLDS)} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     signatures = []
     for doc_shingles in sets:
-        signature = MinHash(num_perm=args.num_perm, seed=42)
+        signature = MinHash(num_perm=num_perm, seed=seed)
         signature.update_batch([shingle.encode() for shingle in doc_shingles])
         signatures.append(signature)
     print("| threshold | bands x rows | true pairs | zephyr_arrow clusters P / R | datasketch candidates P / R | datasketch clusters P / R |")
     print("|---|---|---|---|---|---|")
+    docs = Dataset.from_list([{"text": text} for text in texts], num_shards=4)
+    for threshold in THRESHOLDS:
+        bands, rows = minhash.optimal_bands(threshold, num_perm)
+        truth = {pair for pair, jaccard in truth_all.items() if jaccard >= threshold}
+        clustered = ctx.execute(docs.near_duplicate_clusters("text", threshold=threshold, ngram_size=ngram_size, num_perm=num_perm, seed=seed))
+        groups: dict[int, list[int]] = defaultdict(list)
+        for row_id, cluster_id in clustered.sql("select row_id, cluster_id from data").fetchall():
+            groups[cluster_id].append(row_id)
+        ours = cluster_pairs(list(groups.values()))
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=(bands, rows))
+        for doc, signature in enumerate(signatures):
+            if sets[doc]:
+                lsh.insert(doc, signature)
+        candidates = {
+            (min(doc, other), max(doc, other)) for doc, signature in enumerate(signatures) if sets[doc] for other in lsh.query(signature) if other != doc
+        }
+        theirs = cluster_pairs(components(len(texts), candidates))
+        print(f"| {threshold} | {bands} x {rows} | {len(truth):,} | {scores(ours, truth)} | {scores(candidates, truth)} | {scores(theirs, truth)} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpora", default="kjv,debian")
+    parser.add_argument("--planted", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=7, help="of the planted edits")
+    parser.add_argument("--minhash-seeds", default="42", help="a table per seed of the permutations: 42,1,2 shows the spread")
+    parser.add_argument("--ngram-size", type=int, default=5)
+    parser.add_argument("--num-perm", type=int, default=128)
+    args = parser.parse_args()
+    names = args.corpora.split(",")
+    if not set(names) <= {"kjv", "debian"}:
+        parser.error(f"--corpora {args.corpora!r}: kjv, debian or both")
     with ZephyrContext(backend="local", max_workers=2, progress=False) as ctx:
-        docs = Dataset.from_list([{"text": text} for text in texts], num_shards=4)
-        for threshold in THRESHOLDS:
-            bands, rows = minhash.optimal_bands(threshold, args.num_perm)
-            truth = {pair for pair, jaccard in truth_all.items() if jaccard >= threshold}
-            clustered = ctx.execute(docs.near_duplicate_clusters("text", threshold=threshold, ngram_size=args.ngram_size, num_perm=args.num_perm))
-            groups: dict[int, list[int]] = defaultdict(list)
-            for row_id, cluster_id in clustered.sql("select row_id, cluster_id from data").fetchall():
-                groups[cluster_id].append(row_id)
-            ours = cluster_pairs(list(groups.values()))
-            lsh = MinHashLSH(threshold=threshold, num_perm=args.num_perm, params=(bands, rows))
-            for doc, signature in enumerate(signatures):
-                if sets[doc]:
-                    lsh.insert(doc, signature)
-            candidates = {
-                (min(doc, other), max(doc, other)) for doc, signature in enumerate(signatures) if sets[doc] for other in lsh.query(signature) if other != doc
-            }
-            theirs = cluster_pairs(components(len(texts), candidates))
-            print(f"| {threshold} | {bands} x {rows} | {len(truth):,} | {scores(ours, truth)} | {scores(candidates, truth)} | {scores(theirs, truth)} |")
+        for name in names:
+            texts = kjv_corpus(args.planted, args.seed) if name == "kjv" else debian_corpus()
+            sets = [shingles(text, args.ngram_size) for text in texts]
+            started = time.perf_counter()
+            truth_all = exact_pairs(sets, min(THRESHOLDS))
+            print(f"{name}: {len(texts):,} documents; {len(truth_all):,} pairs at Jaccard >= {min(THRESHOLDS)} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+            for seed in map(int, args.minhash_seeds.split(",")):
+                print(f"\n{name}, seed {seed}:\n")
+                report(ctx, texts, sets, truth_all, args.ngram_size, args.num_perm, seed)
 
 
 if __name__ == "__main__":
