@@ -8,22 +8,32 @@ is spaCy's), zephyr_arrow from this one. Each measurement is a fresh process
 (``near_duplicates_systems.py``), the systems interleaved, ``--repeat`` times; the table shows
 medians and, for memory, the peak of the RSS summed over the process tree (``run.TreeMemory``).
 
+CPU seconds are those of every process the measured one started, however it ended: this process
+is a child subreaper (Linux ``PR_SET_CHILD_SUBREAPER``), so a descendant whose parent exits
+without waiting for it (datatrove's pool workers live under multiprocessing's fork server, which
+outlives the run and is never waited for) is re-parented here, and this process waits for every
+one of them and adds its rusage, its own waited-for descendants included. Without it (the run's
+``waited_cpu``: the process and what it waited for) datatrove's whole operation on the subset
+showed 1.0 of its 43.8 CPU s.
+
 - **signatures**: one core, the first 5,000 medium texts in memory: texts per CPU second.
 - **dedup, subset**: the whole operation (JSONL in, kept documents out) on 10,000 documents in
   2 files, as is and with 30% planted near-duplicates: documents per CPU second (all processes)
   and per wall second per worker (2 workers; datasketch and rensa use one process).
-- **dedup, medium**: zephyr_arrow alone on the 800k documents of the medium corpus, as is and
-  with 30% planted near-duplicates (the others take minutes to hours there); and on a quarter of
-  it, to show memory does not grow with the input.
+- **dedup, medium**: zephyr_arrow (``--medium-systems``: and datatrove) on the 800k documents of
+  the medium corpus, as is and with 30% planted near-duplicates (the others take minutes to hours
+  there); and on a quarter of it, to show memory does not grow with the input.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import glob
 import gzip
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,19 +47,49 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SYSTEMS = ["za", "datasketch", "rensa", "datatrove"]
 SIGNATURE_TEXTS = 5_000
 SUBSET_FILES, SUBSET_DOCS_PER_FILE = 2, 5_000  # datatrove takes 4 ms of CPU a document
+MEDIUM_CORPORA = ["quarter", "medium", "planted"]
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants of this process's children are re-parented to it (Linux 3.4+)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed: CPU seconds of orphaned workers would be lost")
+
+
+def reap_orphans() -> int:
+    """Wait for every descendant re-parented here (see ``become_subreaper``); how many there were."""
+    reaped = 0
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            return reaped
+        reaped += 1
+
+
+def cpu_seconds(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(python: str, args: list[str]) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen([python, os.path.join(HERE, "near_duplicates_systems.py"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     memory = TreeMemory(process.pid)
-    _, status, usage = os.wait4(process.pid, 0)
+    stdout, stderr = process.communicate()
+    waited = resource.getrusage(resource.RUSAGE_CHILDREN)  # the process and what it waited for: the figure before the subreaper
+    orphans = reap_orphans()
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak, _ = memory.stop()
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
+    if process.returncode != 0:
         raise SystemExit(f"{args} failed:\n{stderr[-3000:]}")
-    result = {**json.loads(stdout.strip().splitlines()[-1]), "wall": wall, "tree_cpu": usage.ru_utime + usage.ru_stime, "peak_mb": peak / 2**20}
+    result = {
+        **json.loads(stdout.strip().splitlines()[-1]), "wall": wall, "tree_cpu": cpu_seconds(after) - cpu_seconds(before),
+        "waited_cpu": cpu_seconds(waited) - cpu_seconds(before), "orphans": orphans, "peak_mb": peak / 2**20,
+    }
     print(json.dumps({"run": args, **result}), file=sys.stderr, flush=True)  # each run as it ends: a long run's partial results
     return result
 
@@ -81,39 +121,51 @@ def main() -> None:
     parser.add_argument("--other-python", default="/work/bench-venv/bin/python")
     parser.add_argument("--data", default=os.path.join(HERE, "data", "near-duplicates"))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="for the signatures and the subsets")
+    parser.add_argument("--skip-signatures", action="store_true")
+    parser.add_argument("--subsets", default="subset,planted", help="subset (of the medium corpus), planted (its planted copy)")
     parser.add_argument("--medium-repeat", type=int, default=1)
+    parser.add_argument("--medium-systems", default="za", help="za,datatrove: datatrove takes about 4 CPU ms a document")
+    parser.add_argument("--medium-corpora", default=",".join(MEDIUM_CORPORA), help="quarter (200k documents), medium (800k), planted (800k)")
     parser.add_argument("--skip-medium", action="store_true")
-    parser.add_argument("--only-medium", action="store_true", help="zephyr_arrow on the medium corpora alone")
+    parser.add_argument("--only-medium", action="store_true", help="the medium corpora alone")
     args = parser.parse_args()
+    become_subreaper()
+    systems, medium_systems = args.systems.split(","), args.medium_systems.split(",")
+    subsets, medium_corpora = set(args.subsets.split(",")), [] if args.skip_medium else args.medium_corpora.split(",")
     ours = sys.executable
     python_of = {system: ours if system == "za" else args.other_python for system in SYSTEMS}
     medium = os.path.join(args.medium, "docs", "*.jsonl.gz")
-    medium_planted = planted(ours, medium, os.path.join(args.data, "medium-planted"))
-    corpora = {
-        "subset": subset(medium, os.path.join(args.data, "subset"), SUBSET_FILES, SUBSET_DOCS_PER_FILE),
-        "subset, 30% planted": subset(medium_planted, os.path.join(args.data, "subset-planted"), SUBSET_FILES, SUBSET_DOCS_PER_FILE),
-    }
+    medium_planted = planted(ours, medium, os.path.join(args.data, "medium-planted")) if "planted" in subsets | set(medium_corpora) else None
+    corpora = {}
+    if "subset" in subsets:
+        corpora["subset"] = subset(medium, os.path.join(args.data, "subset"), SUBSET_FILES, SUBSET_DOCS_PER_FILE)
+    if "planted" in subsets:
+        corpora["subset, 30% planted"] = subset(medium_planted, os.path.join(args.data, "subset-planted"), SUBSET_FILES, SUBSET_DOCS_PER_FILE)
     env_one_core = {**os.environ, "POLARS_MAX_THREADS": "1"}
     os.environ.update(env_one_core)  # signatures: one core for every system (Polars' threads too)
     results: dict[tuple[str, str], list[dict]] = {}
-    for _ in range(0 if args.only_medium else args.repeat):
-        for system in SYSTEMS:
+    for _ in range(0 if args.only_medium or args.skip_signatures else args.repeat):
+        for system in systems:
             results.setdefault(("signatures", system), []).append(measure(python_of[system], ["signatures", system, medium, str(SIGNATURE_TEXTS)]))
     os.environ.pop("POLARS_MAX_THREADS")
     scratch = tempfile.mkdtemp(prefix="near-dup-bench-")
     try:
         for _ in range(0 if args.only_medium else args.repeat):
             for name, pattern in corpora.items():
-                for system in SYSTEMS:
+                for system in systems:
                     out = os.path.join(scratch, f"{system}-{len(results)}")
                     results.setdefault((name, system), []).append(measure(python_of[system], ["dedup", system, pattern, out]))
                     shutil.rmtree(out, ignore_errors=True)
-        if not args.skip_medium:
-            quarter = subset(medium, os.path.join(args.data, "medium-quarter"), 4, 10**9)
-            for name, pattern in {"medium, a quarter": quarter, "medium": medium, "medium, 30% planted": medium_planted}.items():
-                for _ in range(args.medium_repeat):  # a minute and a half of CPU or more each
-                    out = os.path.join(scratch, "za-medium")
-                    results.setdefault((name, "za"), []).append(measure(ours, ["dedup", "za", pattern, out]))
+        for corpus in medium_corpora:
+            if corpus == "quarter":
+                name, pattern = "medium, a quarter", subset(medium, os.path.join(args.data, "medium-quarter"), 4, 10**9)
+            else:
+                name, pattern = ("medium", medium) if corpus == "medium" else ("medium, 30% planted", medium_planted)
+            for _ in range(args.medium_repeat):  # a minute and a half of CPU or more each (za), 15 or more (datatrove, a quarter)
+                for system in medium_systems:
+                    out = os.path.join(scratch, f"{system}-medium")
+                    results.setdefault((name, system), []).append(measure(python_of[system], ["dedup", system, pattern, out]))
                     shutil.rmtree(out, ignore_errors=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -133,8 +185,8 @@ def print_table(results: dict[tuple[str, str], list[dict]]) -> None:
         ours = ours or rate
         print(f"| {system} | {rate:,.0f} | {rate / ours:.2f}x |")
     print()
-    print("| dedup | system | docs | kept | wall s | CPU s | docs / CPU s | docs / s / worker | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| dedup | system | docs | kept | wall s | CPU s | docs / CPU s | docs / s / worker | peak RSS MB | CPU s without orphans |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (name, system), runs in results.items():
         if name == "signatures":
             continue
@@ -143,7 +195,7 @@ def print_table(results: dict[tuple[str, str], list[dict]]) -> None:
         wall, cpu = median(runs, "wall"), median(runs, "tree_cpu")
         print(
             f"| {name} | {system} | {docs:,} | {runs[0]['docs_kept']:,} | {wall:.1f} | {cpu:.1f} | {docs / cpu:,.0f} | "
-            f"{docs / wall / workers:,.0f} | {median(runs, 'peak_mb'):,.0f} |"
+            f"{docs / wall / workers:,.0f} | {median(runs, 'peak_mb'):,.0f} | {median(runs, 'waited_cpu'):.1f} |"
         )
 
 
