@@ -31,6 +31,7 @@ import argparse
 import itertools
 import random
 import re
+import statistics
 import sys
 import time
 from collections import Counter, defaultdict
@@ -117,16 +118,24 @@ def components(num_docs: int, pairs: set[tuple[int, int]]) -> list[list[int]]:
     return [group for group in groups.values() if len(group) > 1]
 
 
-def scores(found: set[tuple[int, int]], truth: set[tuple[int, int]]) -> str:
+def scores(found: set[tuple[int, int]], truth: set[tuple[int, int]]) -> tuple[float, float]:
+    """Precision and recall of pairs, in percent."""
     hits = len(found & truth)
-    precision = hits / len(found) if found else 1.0
-    recall = hits / len(truth) if truth else 1.0
-    return f"{100 * precision:5.1f} / {100 * recall:5.1f}"
+    return 100 * (hits / len(found) if found else 1.0), 100 * (hits / len(truth) if truth else 1.0)
 
 
-def report(ctx: ZephyrContext, texts: list[str], sets: list[set[str]], truth_all: dict[tuple[int, int], float], ngram_size: int, num_perm: int, seed: int) -> None:
-    """The table of one corpus (its shingle sets, its pairs at Jaccard >= min(THRESHOLDS)), both
-    systems' permutations drawn from ``seed``."""
+def row(cells: list[tuple[float, float]]) -> str:
+    return " | ".join(f"{precision:5.1f} / {recall:5.1f}" for precision, recall in cells)
+
+
+HEADER = "| threshold | bands x rows | true pairs | zephyr_arrow clusters P / R | datasketch candidates P / R | datasketch clusters P / R |"
+
+
+def report(
+    ctx: ZephyrContext, texts: list[str], sets: list[set[str]], truth_all: dict[tuple[int, int], float], ngram_size: int, num_perm: int, seed: int
+) -> dict[float, list[tuple[float, float]]]:
+    """Print the table of one corpus (its shingle sets, its pairs at Jaccard >= min(THRESHOLDS)),
+    both systems' permutations drawn from ``seed``; return its cells by threshold."""
     from datasketch import MinHash, MinHashLSH
 
     signatures = []
@@ -134,8 +143,9 @@ def report(ctx: ZephyrContext, texts: list[str], sets: list[set[str]], truth_all
         signature = MinHash(num_perm=num_perm, seed=seed)
         signature.update_batch([shingle.encode() for shingle in doc_shingles])
         signatures.append(signature)
-    print("| threshold | bands x rows | true pairs | zephyr_arrow clusters P / R | datasketch candidates P / R | datasketch clusters P / R |")
+    print(HEADER)
     print("|---|---|---|---|---|---|")
+    cells = {}
     docs = Dataset.from_list([{"text": text} for text in texts], num_shards=4)
     for threshold in THRESHOLDS:
         bands, rows = minhash.optimal_bands(threshold, num_perm)
@@ -153,7 +163,9 @@ def report(ctx: ZephyrContext, texts: list[str], sets: list[set[str]], truth_all
             (min(doc, other), max(doc, other)) for doc, signature in enumerate(signatures) if sets[doc] for other in lsh.query(signature) if other != doc
         }
         theirs = cluster_pairs(components(len(texts), candidates))
-        print(f"| {threshold} | {bands} x {rows} | {len(truth):,} | {scores(ours, truth)} | {scores(candidates, truth)} | {scores(theirs, truth)} |")
+        cells[threshold] = [scores(ours, truth), scores(candidates, truth), scores(theirs, truth)]
+        print(f"| {threshold} | {bands} x {rows} | {len(truth):,} | {row(cells[threshold])} |")
+    return cells
 
 
 def main() -> None:
@@ -175,9 +187,20 @@ def main() -> None:
             started = time.perf_counter()
             truth_all = exact_pairs(sets, min(THRESHOLDS))
             print(f"{name}: {len(texts):,} documents; {len(truth_all):,} pairs at Jaccard >= {min(THRESHOLDS)} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-            for seed in map(int, args.minhash_seeds.split(",")):
+            seeds = [int(seed) for seed in args.minhash_seeds.split(",")]
+            tables = []
+            for seed in seeds:
                 print(f"\n{name}, seed {seed}:\n")
-                report(ctx, texts, sets, truth_all, args.ngram_size, args.num_perm, seed)
+                tables.append(report(ctx, texts, sets, truth_all, args.ngram_size, args.num_perm, seed))
+            if len(seeds) > 1:
+                print(f"\n{name}, mean of {len(seeds)} seeds (zephyr_arrow's recall minus datasketch's clusters': min .. max over seeds):\n")
+                print(HEADER + " recall difference |")
+                print("|---|---|---|---|---|---|---|")
+                for threshold in THRESHOLDS:
+                    cells = [tuple(statistics.mean(table[threshold][system][k] for table in tables) for k in (0, 1)) for system in range(3)]
+                    differences = [table[threshold][0][1] - table[threshold][2][1] for table in tables]
+                    print(f"| {threshold} | {'{} x {}'.format(*minhash.optimal_bands(threshold, args.num_perm))} | "
+                          f"{sum(jaccard >= threshold for jaccard in truth_all.values()):,} | {row(cells)} | {statistics.mean(differences):+.1f} ({min(differences):+.1f} .. {max(differences):+.1f}) |")
 
 
 if __name__ == "__main__":
