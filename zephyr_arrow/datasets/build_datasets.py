@@ -154,13 +154,19 @@ def build_debian(packages: str, translation: str) -> None:
     os.makedirs(out, exist_ok=True)
     descriptions = {fields["Description-md5"]: fields["Description-en"] for fields in _deb822(translation)}
     rows: dict[str, tuple[str, str, str]] = {}
+    missing = []
     for fields in _deb822(packages):
         source = fields.get("Source", fields["Package"]).split(" ")[0]  # "Source: name (version)"
-        if int(hashlib.md5(source.encode()).hexdigest(), 16) % DEBIAN_SAMPLE_MODULUS:
+        if int(hashlib.md5(source.encode()).hexdigest(), 16) % DEBIAN_SAMPLE_MODULUS or fields["Package"] in rows:
             continue
         description = descriptions.get(fields.get("Description-md5", ""))
-        if description is not None and fields["Package"] not in rows:
-            rows[fields["Package"]] = (source, fields.get("Section", ""), _description_text(description))
+        if description is None:
+            missing.append(fields["Package"])
+            continue
+        rows[fields["Package"]] = (source, fields.get("Section", ""), _description_text(description))
+    if missing:
+        raise SystemExit(f"{len(missing)} packages of {packages} have no description in {translation} "
+                         f"(first: {', '.join(missing[:5])}): are they lists of the same suite and component?")
     names = sorted(rows)
     table = pa.table({
         "package": pa.array(names, STR),
