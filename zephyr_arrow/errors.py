@@ -46,11 +46,20 @@ class OutputTypeError(ZephyrError, pa.ArrowInvalid):
 
 
 class ChunkMissingError(ZephyrError, FileNotFoundError):
-    """A chunk file referenced by a ChunkRef no longer exists."""
+    """A chunk file referenced by a ChunkRef no longer exists; ``path`` is the file's."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class ChunkCorruptError(ZephyrError):
-    """A chunk file cannot be read as written: a page fails its checksum, or it is truncated or not Parquet."""
+    """A chunk file cannot be read as written: a page fails its checksum, or it is truncated or not Parquet;
+    ``path`` is the file's."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class ObjectStoreError(ZephyrError, OSError):

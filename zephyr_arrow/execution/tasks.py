@@ -157,3 +157,6 @@ class TaskError:
     traceback: str
     host: str = field(default_factory=socket.gethostname)  # of the worker that raised (made there)
     pid: int = field(default_factory=os.getpid)
+    # The input chunk the task found damaged or gone (the path its ChunkCorruptError or ChunkMissingError
+    # names), said apart from the message: the executor has the task that wrote it run again.
+    lost_chunk: str | None = None

@@ -161,7 +161,8 @@ class ChunkRef:
     def _corrupt(self, error: BaseException) -> ChunkCorruptError:
         return ChunkCorruptError(
             f"chunk {self.path} cannot be read as it was written ({error}); it was changed or cut "
-            "short after it was written: rerun what produced it"
+            "short after it was written: rerun what produced it",
+            self.path,
         )
 
     def _missing(self) -> ChunkMissingError:
@@ -169,12 +170,14 @@ class ChunkRef:
             return ChunkMissingError(
                 f"chunk file {self.path} no longer exists, though its directory does: no ZephyrContext "
                 "deleted it, something else did (another process, a clean-up job, the disk). Run again "
-                "what produced it."
+                "what produced it.",
+                self.path,
             )
         return ChunkMissingError(
             f"chunk file {self.path} no longer exists. Chunks of a run are deleted when its "
             "ZephyrContext closes (pass preserve_chunks=True to keep them, or save the output "
-            "with ShardRefs.save(dir) before closing)."
+            "with ShardRefs.save(dir) before closing).",
+            self.path,
         )
 
 

@@ -2,7 +2,8 @@
 
 Besides the ``Backend`` protocol, the two steps every backend whose workers live in
 other processes (local, ray) shares: pickling a stage once for its workers, and
-turning an exception raised in a worker into a ``TaskError`` that can travel back.
+turning an exception raised in a worker into a ``TaskError`` that can travel back (with the
+chunk it found lost, if that is why it failed).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Protocol
 
 import cloudpickle
 
-from zephyr_arrow.errors import PlanError
+from zephyr_arrow.errors import ChunkCorruptError, ChunkMissingError, PlanError
 from zephyr_arrow.execution.coordinator import Event, WorkerId
 from zephyr_arrow.execution.tasks import ShardTask, TaskError
 from zephyr_arrow.planner import Stage
@@ -108,4 +109,15 @@ def task_error(task: ShardTask, error: BaseException) -> TaskError:
         sendable: BaseException | None = error
     except Exception:
         sendable = None
-    return TaskError(task.stage_index, task.shard_index, task.attempt, sendable, f"{type(error).__name__}: {error}", text)
+    summary = f"{type(error).__name__}: {error}"
+    return TaskError(task.stage_index, task.shard_index, task.attempt, sendable, summary, text, lost_chunk=lost_chunk(error))
+
+
+def lost_chunk(error: BaseException | None) -> str | None:
+    """The chunk whose loss ``error`` reports: the file a ChunkCorruptError or ChunkMissingError
+    names, raised as ``error`` or as what it was raised from."""
+    while error is not None:
+        if isinstance(error, (ChunkCorruptError, ChunkMissingError)):
+            return error.path
+        error = error.__cause__
+    return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from zephyr_arrow.execution.backends.base import error_traceback
+from zephyr_arrow.execution.backends.base import error_traceback, lost_chunk
 from zephyr_arrow.execution.coordinator import Event, TaskFailed, TaskFinished, WorkerId
 from zephyr_arrow.execution.tasks import ShardTask, TaskError
 from zephyr_arrow.execution.worker.task import run_task
@@ -34,7 +34,8 @@ class SyncBackend:
         except Exception as error:
             summary = f"{type(error).__name__}: {error}"
             text = error_traceback(error)
-            self._events.append(TaskFailed(worker, TaskError(task.stage_index, task.shard_index, task.attempt, error, summary, text)))
+            failed = TaskError(task.stage_index, task.shard_index, task.attempt, error, summary, text, lost_chunk=lost_chunk(error))
+            self._events.append(TaskFailed(worker, failed))
 
     def poll(self, timeout: float | None) -> list[Event]:
         events, self._events = self._events, []
