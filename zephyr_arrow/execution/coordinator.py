@@ -4,12 +4,18 @@ It takes events (a task finished, a task raised, a worker died) and the time, an
 returns decisions (which task goes to which idle worker, which workers to kill for
 running past the timeout). Retries, attempt numbers, stale results and failure caps
 are all decided here, so they are tested without processes or sleeps.
+
+A task that fails because an input chunk it read is damaged or gone, where the chunk is
+one the run can write again (``can_recover``), is not at fault: it is set aside, not
+retried or failed, until the stage's other tasks are done; then the caller has the chunk
+written again (``take_lost``) and gives the task back with it (``requeue``).
 """
 
 from __future__ import annotations
 
 import signal
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from zephyr_arrow.errors import ShardFailedError
@@ -67,7 +73,9 @@ class _Running:
 class StageCoordinator:
     """Hands out one stage's tasks and collects their results."""
 
-    def __init__(self, stage_name: str, tasks: list[ShardTask], policy: RetryPolicy) -> None:
+    def __init__(
+        self, stage_name: str, tasks: list[ShardTask], policy: RetryPolicy, can_recover: Callable[[str], bool] | None = None
+    ) -> None:
         self.stage_name = stage_name
         self.policy = policy
         self._tasks = {task.shard_index: task for task in tasks}
@@ -76,11 +84,18 @@ class StageCoordinator:
         self._results: dict[int, TaskResult] = {}
         self._deaths: dict[int, int] = {}
         self._errors: dict[int, int] = {}
+        self._can_recover = can_recover
+        self._lost: dict[int, TaskError] = {}  # tasks set aside: an input chunk they read is lost
         self.failure: ShardFailedError | None = None
 
     @property
     def finished(self) -> bool:
         return self.failure is not None or len(self._results) == len(self._tasks)
+
+    @property
+    def stalled(self) -> bool:
+        """Nothing runs or waits but tasks set aside for a lost input chunk (``take_lost``)."""
+        return self.failure is None and bool(self._lost) and not self._queue and not self._running
 
     @property
     def num_done(self) -> int:
@@ -99,6 +114,18 @@ class StageCoordinator:
     def results(self) -> list[TaskResult]:
         """Accepted results in shard order (one per shard)."""
         return [self._results[index] for index in sorted(self._results)]
+
+    def take_lost(self) -> list[tuple[ShardTask, TaskError]]:
+        """The tasks set aside because an input chunk they read is lost, with their errors (which name it)."""
+        lost = [(self._tasks[index], error) for index, error in sorted(self._lost.items())]
+        self._lost.clear()
+        return lost
+
+    def requeue(self, tasks: list[ShardTask]) -> None:
+        """Run again, as new attempts, tasks set aside (their inputs now name the chunks written again)."""
+        for task in tasks:
+            self._tasks[task.shard_index] = replace(task, attempt=task.attempt + 1)
+            self._queue.append(task.shard_index)
 
     def assign(self, workers: list[WorkerId], now: float) -> list[tuple[WorkerId, ShardTask]]:
         """Give queued tasks to the idle ones among ``workers``."""
@@ -157,6 +184,9 @@ class StageCoordinator:
         if not self._is_current(event.worker, error.shard_index, error.attempt):
             return
         task = self._running.pop(event.worker).task
+        if error.lost_chunk is not None and self._can_recover is not None and self._can_recover(error.lost_chunk):
+            self._lost[task.shard_index] = error  # not the task's fault: no retry of user errors is spent
+            return
         count = self._errors[task.shard_index] = self._errors.get(task.shard_index, 0) + 1
         if count > self.policy.max_task_retries:
             self._fail(task, f"raised {error.summary}" + (f" (after {count} attempts)" if count > 1 else ""),

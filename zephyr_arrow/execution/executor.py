@@ -16,6 +16,9 @@ until the run completes (a resumed stage may need any earlier stage's output). A
 whose files are cut commits each piece (and, if it writes, each shard's write); a PIPELINES
 stage runs each of its pipelines as a nested checkpointed run, and commits its output's
 shards once they all ran.
+
+A task that finds an input chunk of this run damaged or gone has the task that wrote it rerun
+(``lineage.py``, which keeps what every task read and wrote); later stages read the new chunks.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.checkpoint import Checkpoint, listing
 from zephyr_arrow.execution.coordinator import RetryPolicy
 from zephyr_arrow.execution.fingerprint import StageFingerprint, stage_fingerprints
+from zephyr_arrow.execution.lineage import Lineage
 from zephyr_arrow.execution.progress import Progress
 from zephyr_arrow.execution.reshard import reshard
 from zephyr_arrow.execution.run_record import RunRecorder
@@ -74,8 +78,10 @@ class Executor:
     recorder: RunRecorder | None = None
     checkpoint: Checkpoint | None = None
     _fingerprints: dict[int, StageFingerprint] = field(default_factory=dict, init=False)
+    _lineage: Lineage = field(init=False)
 
     def execute(self, plan: Plan) -> ShardRefs:
+        self._lineage = Lineage(self._rerun, 0 if self.checkpoint is None else self.checkpoint.attempt_base)
         source_stage_inputs = {s.index: source_inputs(s.source) for s in plan.stages if s.source is not None}
         shard_counts = validate.shard_counts(plan, {i: len(inputs) for i, inputs in source_stage_inputs.items()})
         split = {
@@ -97,6 +103,7 @@ class Executor:
         counters = CounterTotals()
         engine_counts: dict[str, int | float] = {}
         for stage in plan.stages:
+            outputs = {index: self._lineage.current(refs) for index, refs in outputs.items()}  # lost chunks written again
             if stage.kind is StageKind.RESHARD:
                 outputs[stage.index] = reshard(outputs[stage.inputs[0]], stage.boundary.num_shards)
                 if self.recorder is not None:
@@ -135,7 +142,7 @@ class Executor:
                 engine_counts = add_counters(engine_counts, sum_counters(r.engine_counts for r in results))
             if self.checkpoint is None:
                 self._release(plan, stage.index, outputs, last_use)
-        final = outputs[plan.output]
+        final = self._lineage.current(outputs[plan.output])
         refs = ShardRefs(final.shards, counters=counters.values, stats=engine_counts)
         if self.checkpoint is not None:
             self.checkpoint.complete(self._fingerprints[plan.output], refs, stage_dirs_of(refs, self.execution))
@@ -224,15 +231,26 @@ class Executor:
             for index, shard_input in enumerate(inputs)
         ]
         tasks = [task for task in every_task if task.shard_index not in done]
-        if done and not tasks:
-            return [done[index] for index in sorted(done)]
-        on_result = None
-        if committed is not None:
-            self.checkpoint.record_stage(stage, every_task)
-            on_result = commit or partial(self.checkpoint.commit, self._fingerprints[stage.index])
-        self.backend.start(min(self.max_workers, max(len(tasks), 1)))
-        results = run_stage(self.backend, stage, tasks, self.policy, self.progress, self.recorder, on_result)
-        return sorted([*done.values(), *results], key=lambda result: result.shard_index)
+        on_result = None if committed is None else commit or partial(self.checkpoint.commit, self._fingerprints[stage.index])
+        results = list(done.values())
+        if tasks or not done:
+            if committed is not None:
+                self.checkpoint.record_stage(stage, every_task)
+            self.backend.start(min(self.max_workers, max(len(tasks), 1)))
+            results += run_stage(self.backend, stage, tasks, self.policy, self.progress, self.recorder, on_result, self._lineage)
+        results.sort(key=lambda result: result.shard_index)
+        self._lineage.add(stage, every_task, results, on_result)  # what a task finding a chunk of theirs lost reruns
+        return results
+
+    def _rerun(self, stage: Stage, tasks: list[ShardTask], on_result: Callable[[TaskResult], None] | None) -> list[TaskResult]:
+        """Run ``tasks`` of an earlier ``stage`` again, to write chunks a task found lost (``Lineage``)."""
+        if self.recorder is not None:
+            self.recorder.reran(len(tasks))
+        try:
+            return run_stage(self.backend, stage, tasks, self.policy, Progress(enabled=False), None, on_result, self._lineage)
+        finally:
+            if stage.kind in (StageKind.SHUFFLE, StageKind.JOIN):
+                self._remove_spills(stage)
 
     def _stage_dir_name(self, stage: Stage) -> str:
         fingerprint = self._fingerprints.get(stage.index)
@@ -283,8 +301,10 @@ class Executor:
         for index in [i for i in outputs if i != plan.output and last_use.get(i, -1) <= done]:
             stage_paths = {chunk.path for chunk in outputs[index].chunks}
             if not stage_paths & referenced:
-                for path in _stage_dirs(stage_paths, self.execution):
+                directories = _stage_dirs(stage_paths, self.execution)
+                for path in directories:
                     remove_quietly(path)
+                self._lineage.released(directories)
             del outputs[index]
 
 

@@ -202,12 +202,17 @@ class RunRecorder:
         self._stage: Stage | None = None
         self._stage_started = 0.0
         self._stage_tasks = 0
+        self._stage_reruns = 0
         self._stage_name = ""
         self._last_sample = now
 
     def start_stage(self, stage: Stage, now: float, num_tasks: int = 0) -> None:
-        self._stage, self._stage_started, self._stage_tasks = stage, now, num_tasks
+        self._stage, self._stage_started, self._stage_tasks, self._stage_reruns = stage, now, num_tasks, 0
         self._stage_name = stage.name  # a property that builds the string
+
+    def reran(self, num_tasks: int) -> None:
+        """Tasks of an earlier stage ran again, to write chunks the running stage's tasks found lost."""
+        self._stage_reruns += num_tasks
 
     def submitted(self, worker: WorkerId, task: ShardTask, now: float) -> None:
         self._open[worker] = _Open(worker, task, now)
@@ -262,6 +267,7 @@ class RunRecorder:
                 "num_tasks": len(results) if results is not None else self._stage_tasks,
                 "num_attempts": len(attempts),
                 "num_retries": len(attempts) - len({a.shard_index for a in attempts}),
+                "num_reruns": self._stage_reruns,  # earlier stages' tasks rerun for chunks this stage found lost
                 **{name: getattr(total, name) for name in _STATS_FIELDS if name != "seconds"},
                 "rows_out": total.rows_out if num_rows is None else num_rows,
                 "task_seconds": total.seconds,

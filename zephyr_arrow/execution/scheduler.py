@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from zephyr_arrow.execution.backends.base import Backend
 from zephyr_arrow.execution.coordinator import RetryPolicy, StageCoordinator
 from zephyr_arrow.execution.progress import Progress
 from zephyr_arrow.execution.run_record import RunRecorder
-from zephyr_arrow.execution.tasks import ShardTask, TaskResult
+from zephyr_arrow.execution.tasks import ShardTask, TaskError, TaskResult
 from zephyr_arrow.planner import Stage
 
 # How long poll() may block when no task can time out: only bounds how late a
@@ -20,6 +21,16 @@ _IDLE_POLL_SECONDS = 1.0
 _wall_clock = time.time
 
 
+class Recovery(Protocol):
+    """What writes again the chunks a stage's tasks found lost (``lineage.Lineage``)."""
+
+    def can_recover(self, path: str) -> bool:
+        """Whether the chunk at ``path`` can be written again."""
+
+    def recover(self, lost: list[tuple[ShardTask, TaskError]]) -> list[ShardTask]:
+        """Write again the chunks ``lost`` names; the tasks, with those in place of the lost ones."""
+
+
 def run_stage(
     backend: Backend,
     stage: Stage,
@@ -28,16 +39,21 @@ def run_stage(
     progress: Progress,
     recorder: RunRecorder | None = None,
     on_result: Callable[[TaskResult], None] | None = None,
+    recovery: Recovery | None = None,
 ) -> list[TaskResult]:
     """Run ``tasks`` of ``stage`` to completion; raise ShardFailedError if one fails for good.
     ``recorder`` (the run record) sees every attempt handed out and every event (on the wall clock);
-    ``on_result`` is called with each result as it is accepted (a checkpoint commits it there)."""
-    coordinator = StageCoordinator(stage.name, tasks, policy)
+    ``on_result`` is called with each result as it is accepted (a checkpoint commits it there).
+    Tasks that found an input chunk lost that ``recovery`` can write again run again once it has,
+    when nothing else of the stage runs (so the workers are free for the tasks it reruns)."""
+    coordinator = StageCoordinator(stage.name, tasks, policy, recovery.can_recover if recovery is not None else None)
     progress.start_stage(stage, len(tasks))
     if recorder is not None:
         recorder.start_stage(stage, _wall_clock(), len(tasks))
     try:
         while not coordinator.finished:
+            if coordinator.stalled:
+                coordinator.requeue(recovery.recover(coordinator.take_lost()))
             for worker, task in coordinator.assign(backend.ready_workers, time.monotonic()):
                 if recorder is not None:  # first: the sync backend runs the task inside submit
                     recorder.submitted(worker, task, _wall_clock())
