@@ -261,3 +261,42 @@ def test_the_coordinator_gives_a_set_aside_task_back_as_a_new_attempt():
     coordinator.requeue([aside])
     [(_, again)] = coordinator.assign([0], 0.0)
     assert (again.shard_index, again.attempt) == (0, 1)
+
+
+def test_a_lost_run_of_a_sort_is_written_again(tmp_path):
+    prefix = str(tmp_path / "chunks")
+    ds = (
+        Dataset.from_list(list(reversed(ROWS)), num_shards=2)
+        .map(damaging(f"{prefix}/*/stage-00-*/shard=00000/*.parquet", str(tmp_path)))
+        .sort("id", num_output_shards=3)
+    )
+    with ZephyrContext(backend="sync", chunk_storage_prefix=prefix) as ctx:
+        refs = ctx.execute(ds)
+        assert [row["id"] for row in refs.to_pylist()] == list(range(len(ROWS)))
+        assert refs.run.stages[1]["num_reruns"] == 1
+
+
+def test_a_lost_chunk_of_a_file_read_in_pieces_is_written_again(tmp_path, monkeypatch):
+    """A big input file is read by a task per piece: a lost chunk of a piece has that piece's task rerun."""
+    import json
+
+    from zephyr_arrow.execution import sources
+
+    monkeypatch.setattr(sources, "MIN_PIECE_BYTES", 1024)
+    monkeypatch.setattr(sources, "MAX_PIECE_BYTES", 8192)
+    (tmp_path / "in").mkdir()
+    for name, rows in [("a.jsonl", ROWS[:2000]), ("b.jsonl", ROWS[2000:2020])]:
+        (tmp_path / "in" / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    prefix = str(tmp_path / "chunks")
+    ds = (
+        Dataset.from_files(str(tmp_path / "in" / "*.jsonl"))
+        .load_jsonl()
+        .map(damaging(f"{prefix}/*/stage-00-*-pieces/shard=00000/*.parquet", str(tmp_path)))
+        .reshard(1)
+        .map(counting("read"))
+    )
+    with ZephyrContext(backend="sync", max_workers=2, chunk_storage_prefix=prefix) as ctx:
+        refs = ctx.execute(ds)
+        assert by_id(refs.to_pylist()) == [{**row, "n": len(row["text"])} for row in ROWS[:2020]]
+        assert refs.counters == {"seen": 2020, "read": 2020}
+        assert refs.run.stages[-1]["num_reruns"] == 1
