@@ -192,7 +192,7 @@ def test_under_a_checkpoint_a_rerun_task_replaces_its_committed_record(backend, 
         assert refs.counters == {"mapped": len(ROWS), "seen": len(ROWS), "read": len(ROWS)}
 
 
-def test_a_chunk_that_keeps_being_damaged_fails_the_stage_naming_it(backend, backend_options, tmp_path):
+def test_a_chunk_that_keeps_being_damaged_fails_the_stage_naming_it(backend, backend_options, tmp_path, caplog):
     """The reading task damages, each time it runs, the chunk it has yet to read: its writer is
     rerun MAX_RERUNS times, then the damage is the reading task's error."""
     prefix = str(tmp_path / "chunks")
@@ -203,9 +203,13 @@ def test_a_chunk_that_keeps_being_damaged_fails_the_stage_naming_it(backend, bac
         .map(damaging(f"{prefix}/*/stage-00-*/shard=00001/*.parquet", str(tmp_path), every_attempt=True))
     )
     with ZephyrContext(backend=backend, max_workers=2, chunk_storage_prefix=prefix, **backend_options) as ctx:
-        with pytest.raises(ShardFailedError) as failed:
+        with pytest.raises(ShardFailedError) as failed, caplog.at_level(logging.WARNING, logger="zephyr_arrow"):
             ctx.execute(ds)
     last = f"stage-00-map/shard=00001/chunk-00000-attempt-{lineage.MAX_RERUNS}.parquet"
+    assert [r.getMessage() for r in caplog.records if "lost again" in r.getMessage()] == [
+        f"chunk {failed.value.__cause__.path}, of stage 0 (from_list(600 items, 2 shards) -> map(run)), shard 1, is lost again "
+        f"after {lineage.MAX_RERUNS} reruns of its task: the stage reading it fails"
+    ]
     assert re.match(rf"stage 2 \(.*\), shard 0 of 1: raised ChunkCorruptError: chunk \S+/{last} cannot be read", str(failed.value))
     assert isinstance(failed.value.__cause__, ChunkCorruptError) and failed.value.__cause__.path.endswith(last)
     assert failed.value.run.stages[-1]["num_reruns"] == lineage.MAX_RERUNS

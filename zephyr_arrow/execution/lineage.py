@@ -84,7 +84,12 @@ class Lineage:
             run.released = run.released or run.directory in directories
 
     def can_recover(self, path: str) -> bool:
+        """Whether a task of this run wrote the chunk at ``path``, rerun fewer than ``MAX_RERUNS`` times for it."""
         writer = self._writers.get(path)
+        if writer is not None and self._reruns[writer] >= MAX_RERUNS:
+            stage = self._runs[writer[0]].stage
+            logger.warning("chunk %s, of stage %d (%s), shard %d, is lost again after %d reruns of its task: the stage reading "
+                           "it fails", path, stage.index, stage.name, writer[1], MAX_RERUNS)
         return writer is not None and self._reruns[writer] < MAX_RERUNS
 
     def recover(self, lost: list[tuple[ShardTask, TaskError]]) -> list[ShardTask]:
