@@ -295,7 +295,7 @@ def test_a_lost_chunk_of_a_file_read_in_pieces_is_written_again(tmp_path, monkey
     ds = (
         Dataset.from_files(str(tmp_path / "in" / "*.jsonl"))
         .load_jsonl()
-        .map(damaging(f"{prefix}/*/stage-00-*-pieces/shard=00000/*.parquet", str(tmp_path)))
+        .map(damaging(f"{prefix}/*/stage-00-*/shard=00000/*.parquet", str(tmp_path)))  # the first piece's
         .reshard(1)
         .map(counting("read"))
     )

@@ -191,9 +191,10 @@ class Lineage:
 
 
 def _same_chunk(before: Any, after: Any) -> bool:
+    """The same rows in the same place (not compared: the output shard, which a piece's committed
+    result names as its file's shard and its task's result as the piece)."""
     one, other = before.chunk, after.chunk
-    same_rows = (before.shard_index, one.num_rows, one.row_range) == (after.shard_index, other.num_rows, other.row_range)
-    return same_rows and one.schema == other.schema
+    return (one.num_rows, one.row_range) == (other.num_rows, other.row_range) and one.schema == other.schema
 
 
 _READS_CHUNKS = (ChunksInput, ScatterInput, MergeInput, JoinInput, RangeInput)
