@@ -22,6 +22,27 @@ S3_BUCKET = "zephyr-test"
 # worker the shared context leaves room for the tests that open a context of their own.
 _BACKEND_OPTIONS = {"ray": {"num_cpus_per_worker": 0.5}}
 
+# Issue 18's fault and bad-input probing (corrupt and lost chunks, exact types, invalid input,
+# output files and markers, dead drivers, object-store faults, paths, context misuse, worker
+# tracebacks, a lost Ray node): its cases live in these modules, and `pytest -m reliability`
+# runs them together.
+RELIABILITY_MODULES = {
+    "test_bad_input", "test_chunk_integrity", "test_context", "test_driver_death", "test_exact_types", "test_faults",
+    "test_lost_chunks", "test_object_store_faults", "test_object_store_loss", "test_output_files", "test_paths",
+    "test_ray_node_loss", "test_tracebacks",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "reliability: issue 18's fault and bad-input cases (tests/conftest.py: RELIABILITY_MODULES)")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.stem in RELIABILITY_MODULES:
+            item.add_marker(pytest.mark.reliability)
+
+
 # Ray binds to the machine's network address unless told this is no cluster node; it reads
 # this when it is imported, so it is set before any test module can import ray.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
