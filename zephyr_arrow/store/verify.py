@@ -35,24 +35,27 @@ _checked: dict[str, tuple] = {}  # path -> identity of the file as it was when i
 
 def verify(chunks: Iterable[ChunkRef]) -> None:
     """Raise ChunkMissingError or ChunkCorruptError (naming the file) unless every chunk file
-    holds what was written; a user's file (``checksummed=False``) is only checked to exist."""
+    holds what was written; a user's file (``checksummed=False``) is only checked to exist.
+    Files are looked up (on an object store, a request each) and checked concurrently."""
     by_path: dict[str, list[ChunkRef]] = {}
     for chunk in chunks:
         by_path.setdefault(chunk.path, []).append(chunk)
-    unchecked = []
-    for path, refs in by_path.items():
-        identity = _identity(refs[0])
-        if any(ref.checksummed for ref in refs) and _checked.get(path) != identity:
-            unchecked.append((refs, identity))
-    if len(unchecked) == 1:
-        _check(unchecked[0][0])
-    elif unchecked:
+    files = list(by_path.values())
+    if len(files) == 1:
+        _verify_file(files[0])
+    elif files:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(min(_THREADS, len(unchecked))) as pool:
-            for future in [pool.submit(_check, refs) for refs, _ in unchecked]:
+        with ThreadPoolExecutor(min(_THREADS, len(files))) as pool:
+            for future in [pool.submit(_verify_file, refs) for refs in files]:
                 future.result()
-    for refs, identity in unchecked:
+
+
+def _verify_file(refs: list[ChunkRef]) -> None:
+    """Check the file of ``refs`` unless it passed before as it is now; remember it once it passes."""
+    identity = _identity(refs[0])
+    if any(ref.checksummed for ref in refs) and _checked.get(refs[0].path) != identity:
+        _check(refs)
         _checked[refs[0].path] = identity
 
 
